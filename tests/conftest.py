@@ -88,7 +88,7 @@ def _tiny_bert_state(seed: int, arch: dict, vocab_size: int):
             if "LayerNorm" in name:
                 p.add_(torch.randn_like(p) * 0.1)
             elif p.dim() == 2:
-                p.normal_(0.0, 0.08)
+                p.normal_(0.0, 0.05)
             else:
                 p.normal_(0.0, 0.05)
     return cfg, bert
@@ -110,7 +110,7 @@ def build_hpd_new(dest: Path, minilm: Path, seed: int = 0, arch: dict = HPD_ARCH
     torch.manual_seed(seed + 1)
     d = Dense(arch["hidden_size"], dense_out, activation_function=torch.nn.Tanh())
     with torch.no_grad():
-        d.linear.weight.normal_(0.0, 0.06)
+        d.linear.weight.normal_(0.0, 0.05)
         d.linear.bias.normal_(0.0, 0.1)
     st.SentenceTransformer(modules=[t, p, d], device="cpu").save(str(dest))
     shutil.rmtree(hf)

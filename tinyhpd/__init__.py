@@ -1,0 +1,24 @@
+"""tinyhpd: compact sentence embeddings (HPD and other sentence-transformers BERT models) with a NumPy forward pass."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, Optional, Tuple
+
+from tinyhpd.model import Model, load
+
+__all__ = ["Model", "load", "encode", "__version__"]
+__version__ = "0.1.0"
+
+_CACHE: Dict[Tuple[Optional[str], Optional[str]], Model] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def encode(sentences: Any, *, model: Optional[Any] = None, revision: Optional[str] = None, **kwargs: Any):
+    """Embed sentences with `model` (a Model, a folder, a Hub id, or None for the default); see `Model.encode`."""
+    if not isinstance(model, Model):
+        key = (None if model is None else str(model), revision)
+        with _CACHE_LOCK:
+            if key not in _CACHE:
+                _CACHE[key] = load(key[0], revision=revision)
+            model = _CACHE[key]
+    return model.encode(sentences, **kwargs)

@@ -1,0 +1,219 @@
+"""One frozen dataclass per configuration file of a sentence-transformers folder.
+
+Both generations are read: sentence-transformers 2.x (2021-2022, the published HPD model) and the current layout
+(`pooling_mode: "mean"`, `embedding_dimension`, max length in `tokenizer_config.json`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+__all__ = [
+    "BertConfig",
+    "PoolingConfig",
+    "DenseConfig",
+    "ModuleSpec",
+    "read_json",
+    "read_modules",
+    "read_max_seq_length",
+    "read_do_lower_case",
+]
+
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+
+def read_json(path: Path) -> Dict[str, Any]:
+    """Read a JSON object, with errors that name the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"missing file: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, (dict, list)):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _require(cfg: Dict[str, Any], key: str, kind: type, path: Path) -> Any:
+    if key not in cfg:
+        raise ValueError(f"{path}: missing key {key!r}")
+    value = cfg[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"{path}: key {key!r} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    """The encoder's `config.json` (Hugging Face BertConfig): every size of the forward pass comes from here."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    hidden_act: str
+    layer_norm_eps: float
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_file(cls, path: Path) -> "BertConfig":
+        cfg = read_json(path)
+        model_type = cfg.get("model_type", "bert")
+        if model_type != "bert":
+            raise ValueError(f"{path}: model_type {model_type!r} is not supported (tinyhpd runs BERT encoders)")
+        if cfg.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"{path}: position_embedding_type {cfg['position_embedding_type']!r} is not supported")
+        ints = {k: _require(cfg, k, int, path) for k in (
+            "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")}
+        ints["max_position_embeddings"] = int(cfg.get("max_position_embeddings", 512))
+        ints["type_vocab_size"] = int(cfg.get("type_vocab_size", 2))
+        act = cfg.get("hidden_act", "gelu")
+        if act not in ACTIVATIONS:
+            raise ValueError(f"{path}: hidden_act {act!r} is not supported (supported: {', '.join(ACTIVATIONS)})")
+        if ints["hidden_size"] % ints["num_attention_heads"]:
+            raise ValueError(f"{path}: hidden_size {ints['hidden_size']} is not a multiple of "
+                             f"num_attention_heads {ints['num_attention_heads']}")
+        return cls(hidden_act=act, layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-12)), **ints)
+
+
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens")
+_OLD_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+}
+_UNSUPPORTED_OLD_KEYS = ("pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken")
+_NEW_POOLING_NAMES = {"cls": "cls", "max": "max", "mean": "mean", "mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                      "mean_sqrt_len": "mean_sqrt_len_tokens"}
+
+
+@dataclass(frozen=True)
+class PoolingConfig:
+    """`1_Pooling/config.json`: which token poolings are concatenated, in sentence-transformers' order."""
+
+    dimension: int
+    modes: Tuple[str, ...]
+
+    @property
+    def output_dim(self) -> int:
+        return self.dimension * len(self.modes)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "PoolingConfig":
+        cfg = read_json(path)
+        dim = cfg.get("word_embedding_dimension", cfg.get("embedding_dimension"))
+        if not isinstance(dim, int):
+            raise ValueError(f"{path}: missing key 'word_embedding_dimension' (or 'embedding_dimension')")
+        if "pooling_mode" in cfg and isinstance(cfg["pooling_mode"], str):  # current layout
+            names = [m.strip() for m in cfg["pooling_mode"].split(",") if m.strip()]
+            unknown = [m for m in names if m not in _NEW_POOLING_NAMES]
+            if unknown:
+                raise ValueError(f"{path}: pooling_mode {unknown[0]!r} is not supported "
+                                 f"(supported: {', '.join(sorted(_NEW_POOLING_NAMES))})")
+            chosen = {_NEW_POOLING_NAMES[m] for m in names}
+        else:  # 2.x layout: one boolean per mode
+            for key in _UNSUPPORTED_OLD_KEYS:
+                if cfg.get(key):
+                    raise ValueError(f"{path}: {key} is not supported")
+            chosen = {mode for key, mode in _OLD_POOLING_KEYS.items() if cfg.get(key)}
+        if not chosen:
+            raise ValueError(f"{path}: no pooling mode is enabled")
+        # sentence-transformers concatenates in this fixed order, whatever the order in the file.
+        return cls(dimension=dim, modes=tuple(m for m in POOLING_MODES if m in chosen))
+
+
+DENSE_ACTIVATIONS = ("Tanh", "Identity", "ReLU", "Sigmoid", "GELU")
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """`2_Dense/config.json`: y = activation(x W^T + b)."""
+
+    in_features: int
+    out_features: int
+    bias: bool
+    activation: str  # one of DENSE_ACTIVATIONS
+
+    @classmethod
+    def from_file(cls, path: Path) -> "DenseConfig":
+        cfg = read_json(path)
+        fn = cfg.get("activation_function", "torch.nn.modules.activation.Tanh")
+        if not isinstance(fn, str):
+            raise ValueError(f"{path}: activation_function must be a class path string, got {fn!r}")
+        name = fn.rsplit(".", 1)[-1]
+        if not (fn.startswith("torch.nn.") or "." not in fn) or name not in DENSE_ACTIVATIONS:
+            raise ValueError(f"{path}: activation_function {fn!r} is not supported "
+                             f"(supported: torch.nn.{', torch.nn.'.join(DENSE_ACTIVATIONS)})")
+        return cls(in_features=_require(cfg, "in_features", int, path),
+                   out_features=_require(cfg, "out_features", int, path),
+                   bias=bool(cfg.get("bias", True)), activation=name)
+
+
+MODULE_KINDS = ("Transformer", "Pooling", "Dense", "Normalize")
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """One entry of `modules.json`: its kind (Transformer, Pooling, Dense, Normalize) and its sub-folder."""
+
+    kind: str
+    path: str
+    type_name: str
+
+
+def read_modules(folder: Path) -> List[ModuleSpec]:
+    """`modules.json` of any sentence-transformers generation; a folder without it is BERT + mean pooling."""
+    path = folder / "modules.json"
+    if not path.exists():
+        return [ModuleSpec("Transformer", "", "(no modules.json)"), ModuleSpec("Pooling", "", "(implicit mean)")]
+    entries = read_json(path)
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a non-empty list of modules")
+    specs = []
+    for i, entry in enumerate(sorted(entries, key=lambda e: int(e.get("idx", 0)) if isinstance(e, dict) else 0)):
+        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+            raise ValueError(f"{path}: entry {i} has no 'type'")
+        type_name = entry["type"]
+        kind = type_name.rsplit(".", 1)[-1]
+        # 2.x: sentence_transformers.models.X; current: sentence_transformers.base.modules.x.X and friends.
+        if not type_name.startswith("sentence_transformers.") or kind not in MODULE_KINDS:
+            raise ValueError(f"{path}: module type {type_name!r} is not supported "
+                             f"(supported: {', '.join(MODULE_KINDS)} from sentence_transformers)")
+        specs.append(ModuleSpec(kind, str(entry.get("path", "")), type_name))
+    if specs[0].kind != "Transformer" or any(s.kind == "Transformer" for s in specs[1:]):
+        raise ValueError(f"{path}: expected exactly one Transformer module, first")
+    return specs
+
+
+def read_max_seq_length(folder: Path, max_position_embeddings: int) -> int:
+    """sentence_bert_config.json's max_seq_length, else tokenizer_config.json's model_max_length, capped by the model."""
+    length = None
+    sbert = folder / "sentence_bert_config.json"
+    if sbert.exists():
+        length = read_json(sbert).get("max_seq_length")
+    if length is None and (folder / "tokenizer_config.json").exists():
+        value = read_json(folder / "tokenizer_config.json").get("model_max_length")
+        if isinstance(value, int) and 0 < value < 1_000_000:  # HF writes ~1e30 for "no limit"
+            length = value
+    if length is None:
+        length = max_position_embeddings
+    if not isinstance(length, int) or length < 2:
+        raise ValueError(f"{folder}: max_seq_length {length!r} must be an integer >= 2")
+    return min(length, max_position_embeddings)
+
+
+def read_do_lower_case(folder: Path) -> bool:
+    """sentence-transformers' own lower-casing flag (applied before the tokenizer)."""
+    sbert = folder / "sentence_bert_config.json"
+    return bool(read_json(sbert).get("do_lower_case", False)) if sbert.exists() else False

@@ -1,0 +1,499 @@
+"""HPD distillation: train a small sentence encoder to reproduce a teacher's 128-d homomorphic projection.
+
+The method of the HPD paper and its released code:
+
+1. the teacher (e.g. all-mpnet-base-v2) encodes a sentence corpus; the embeddings are cached on disk in chunks, so an
+   interrupted run resumes where it stopped;
+2. the top-``dim`` PCA directions of those embeddings form a bias-free linear map (the "homomorphic projection"): the
+   directions come from the centred covariance, but the map is applied to the raw embeddings, *without* subtracting
+   the mean, exactly as the released code does;
+3. the student (a small BERT + mean pooling + Dense(hidden -> dim) + Tanh) is trained with MSE to the projected teacher
+   vectors (AdamW, linear warm-up), keeping the checkpoint with the lowest validation MSE.
+
+The result is a sentence-transformers folder (safetensors) that both tinyhpd and sentence-transformers load.
+
+Requires the optional ``distill`` extra (``pip install -e .[distill]``: torch, sentence-transformers). Importing this
+module is cheap: torch and sentence-transformers are imported only inside the functions that need them.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = [
+    "DistillConfig",
+    "DistillResult",
+    "read_sentences",
+    "sample_indices",
+    "split_train_val",
+    "teacher_embeddings",
+    "fit_projection",
+    "project",
+    "init_dense_least_squares",
+    "length_bucketed_batches",
+    "distill",
+    "add_cli",
+]
+
+_CACHE_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------------
+def read_sentences(path: os.PathLike | str) -> List[str]:
+    """Read one sentence per line (UTF-8), dropping blank lines and exact duplicates, keeping file order."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"sentences file not found: {p}")
+    seen: dict[str, None] = {}
+    with open(p, encoding="utf-8") as f:
+        for line in f:
+            s = " ".join(line.split())
+            if s:
+                seen.setdefault(s, None)
+    if not seen:
+        raise ValueError(f"sentences file {p} holds no non-blank line")
+    return list(seen)
+
+
+def sample_indices(n: int, max_n: Optional[int], seed: int) -> np.ndarray:
+    """A seeded random order of ``range(n)``, cut to ``max_n`` items: any prefix is a uniform random subsample."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if max_n is not None and max_n < 1:
+        raise ValueError(f"max_sentences must be >= 1, got {max_n}")
+    order = np.random.default_rng(seed).permutation(n)
+    return order if max_n is None else order[:max_n]
+
+
+def split_train_val(n: int, val_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Positions ``[0, n)`` split into (train, validation); the validation slice is the last ``val_size`` items."""
+    if not 0 < val_size < n:
+        raise ValueError(f"val_size must be between 1 and {n - 1} for {n} sentences, got {val_size}")
+    return np.arange(n - val_size), np.arange(n - val_size, n)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Teacher embeddings, cached in resumable chunks
+# ----------------------------------------------------------------------------------------------------------------------
+def _chunk_key(teacher_id: str, sentences: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    h.update(f"v{_CACHE_VERSION}\0{teacher_id}\0".encode("utf-8"))
+    for s in sentences:
+        h.update(s.encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()[:24]
+
+
+def _teacher_identity(teacher: str) -> str:
+    """A string that changes when the teacher's weights change: the folder's weight files (name, size, mtime)."""
+    p = Path(teacher)
+    if not p.is_dir():
+        return teacher
+    parts = [p.resolve().as_posix()]
+    for f in sorted(p.rglob("*")):
+        if f.suffix in (".safetensors", ".bin") and f.is_file():
+            st = f.stat()
+            parts.append(f"{f.relative_to(p).as_posix()}:{st.st_size}:{int(st.st_mtime)}")
+    return "|".join(parts)
+
+
+def _progress(total: int, desc: str, unit: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, mininterval=2.0)
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+def teacher_embeddings(
+    teacher: str,
+    sentences: Sequence[str],
+    cache_dir: os.PathLike | str,
+    *,
+    batch_size: int = 64,
+    chunk_size: int = 4096,
+    progress: bool = True,
+    encoder: Optional[Callable[[List[str]], np.ndarray]] = None,
+) -> np.ndarray:
+    """Teacher embeddings of ``sentences`` as float32 ``(n, d)``, computed chunk by chunk and cached on disk.
+
+    Each chunk of ``chunk_size`` sentences is stored as ``<cache_dir>/chunk_<key>.npy`` where the key hashes the teacher's
+    identity and the chunk's sentences, so an interrupted run recomputes only the missing chunks, and a different
+    sentence order, sample or teacher never reuses stale vectors. ``encoder`` overrides how a chunk is encoded (tests);
+    by default the teacher is loaded with sentence-transformers on the CPU, on first need only.
+    """
+    if chunk_size < 1 or batch_size < 1:
+        raise ValueError("chunk_size and batch_size must be >= 1")
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    teacher_id = _teacher_identity(teacher)
+    chunks = [list(sentences[i:i + chunk_size]) for i in range(0, len(sentences), chunk_size)]
+    keys = [_chunk_key(teacher_id, c) for c in chunks]
+    paths = [cache / f"chunk_{k}.npy" for k in keys]
+    missing = [i for i, p in enumerate(paths) if not p.is_file()]
+    model_holder: dict[str, Any] = {}
+
+    def encode(batch: List[str]) -> np.ndarray:
+        if encoder is not None:
+            return np.asarray(encoder(batch), dtype=np.float32)
+        if "model" not in model_holder:
+            from sentence_transformers import SentenceTransformer
+
+            model_holder["model"] = SentenceTransformer(teacher, device="cpu")
+        out = model_holder["model"].encode(batch, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
+
+    n_missing = sum(len(chunks[i]) for i in missing)
+    with _progress(n_missing, "teacher", "sent", progress and n_missing > 0) as bar:
+        for i in missing:
+            emb = encode(chunks[i])
+            if emb.shape[0] != len(chunks[i]):
+                raise RuntimeError(f"teacher returned {emb.shape[0]} vectors for {len(chunks[i])} sentences")
+            _save_npy_atomic(paths[i], emb)
+            bar.update(len(chunks[i]))
+    (cache / "teacher.json").write_text(json.dumps({"teacher": teacher, "identity": teacher_id}, indent=2))
+    if not paths:
+        raise ValueError("no sentences to encode")
+    return np.concatenate([np.load(p) for p in paths], axis=0).astype(np.float32, copy=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Homomorphic projection
+# ----------------------------------------------------------------------------------------------------------------------
+def fit_projection(embeddings: np.ndarray, dim: int) -> np.ndarray:
+    """The top-``dim`` principal directions of ``embeddings`` as a ``(dim, d)`` float32 matrix (rows orthonormal).
+
+    Directions come from the covariance of the *centred* embeddings (as PCA computes them), ordered by decreasing
+    variance; each row's sign is fixed so that its largest-magnitude entry is positive (deterministic output).
+    Apply it with :func:`project`, which does *not* subtract the mean.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be 2-d, got shape {x.shape}")
+    n, d = x.shape
+    if not 1 <= dim <= d:
+        raise ValueError(f"dim must be between 1 and {d}, got {dim}")
+    if n < 2:
+        raise ValueError("need at least 2 embeddings to fit a projection")
+    xc = x - x.mean(axis=0, keepdims=True)
+    cov = xc.T @ xc / (n - 1)
+    evals, evecs = np.linalg.eigh(cov)
+    comps = evecs[:, np.argsort(evals)[::-1][:dim]].T
+    signs = np.sign(comps[np.arange(dim), np.argmax(np.abs(comps), axis=1)])
+    signs[signs == 0] = 1.0
+    return (comps * signs[:, None]).astype(np.float32)
+
+
+def project(embeddings: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Apply the bias-free homomorphic projection: ``embeddings @ components.T`` (no mean subtraction)."""
+    return (np.asarray(embeddings, dtype=np.float32) @ np.asarray(components, dtype=np.float32).T).astype(np.float32)
+
+
+def init_dense_least_squares(
+    features: np.ndarray, targets: np.ndarray, *, clip: float = 0.995, ridge: float = 1e-3
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Weights ``(out, in)`` and bias ``(out,)`` such that ``tanh(features @ W.T + b)`` fits ``targets``.
+
+    Solves ridge-regularised least squares from the student's pooled features to ``atanh(clip(targets))``; a good
+    starting point for the Dense + Tanh head before fine-tuning the whole student.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.arctanh(np.clip(np.asarray(targets, dtype=np.float64), -clip, clip))
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"features {x.shape} and targets {y.shape} must be 2-d with the same number of rows")
+    xa = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)
+    gram = xa.T @ xa
+    reg = ridge * np.trace(gram) / gram.shape[0] * np.eye(gram.shape[0])
+    reg[-1, -1] = 0.0  # do not shrink the bias
+    sol = np.linalg.solve(gram + reg, xa.T @ y)
+    return sol[:-1].T.astype(np.float32), sol[-1].astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------------
+def length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> List[np.ndarray]:
+    """Shuffled batches of positions in which sentences of similar length sit together (less padding, faster steps).
+
+    Positions are shuffled, cut into pools of ``50 * batch_size``, sorted by length inside each pool and split into
+    batches; the batch order is then shuffled. Every position appears exactly once.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    lengths = np.asarray(lengths)
+    order = rng.permutation(len(lengths))
+    pool = 50 * batch_size
+    batches: List[np.ndarray] = []
+    for start in range(0, len(order), pool):
+        chunk = order[start:start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+@dataclass
+class DistillConfig:
+    """Settings of one distillation run (defaults: the released HPD recipe, max length 128 for CPU speed)."""
+
+    dim: int = 128
+    epochs: float = 1.0
+    batch_size: int = 64
+    lr: float = 1e-4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_seq_length: int = 128
+    max_sentences: Optional[int] = None
+    val_size: int = 2000
+    eval_every: int = 500
+    projection_fit_size: int = 20000
+    target_scale: float = 1.0
+    init_dense: bool = True
+    init_size: int = 20000
+    teacher_batch_size: int = 64
+    chunk_size: int = 4096
+    seed: int = 0
+    num_threads: Optional[int] = None
+    progress: bool = True
+
+
+@dataclass
+class DistillResult:
+    """What :func:`distill` produced: the output folder and the validation MSE history."""
+
+    out_dir: Path
+    best_val_mse: float
+    initial_val_mse: float
+    history: List[Tuple[int, float]] = field(default_factory=list)
+    target_stats: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+
+
+def _log(msg: str, enabled: bool = True) -> None:
+    if enabled:
+        print(f"[distill {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _build_student(student: str, dim: int, max_seq_length: int):
+    """Student = the student's Transformer + mean pooling + Dense(hidden -> dim, Tanh) as a SentenceTransformer."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Dense, Pooling, Transformer
+
+    base = SentenceTransformer(student, device="cpu")
+    transformer = base[0]
+    if not isinstance(transformer, Transformer):
+        raise ValueError(f"student {student!r}: first module must be a Transformer, got {type(transformer).__name__}")
+    transformer.max_seq_length = max_seq_length
+    hidden = transformer.get_word_embedding_dimension()
+    pooling = Pooling(hidden, pooling_mode="mean")
+    dense = Dense(hidden, dim, activation_function=torch.nn.Tanh())
+    return SentenceTransformer(modules=[transformer, pooling, dense], device="cpu")
+
+
+def _pooled_features(model, sentences: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
+    """Mean-pooled student features (the input of the Dense head) for ``sentences``."""
+    import torch
+
+    body = torch.nn.Sequential(model[0], model[1])
+    out = []
+    body.eval()
+    with torch.no_grad(), _progress(len(sentences), "student features", "sent", progress) as bar:
+        for i in range(0, len(sentences), batch_size):
+            batch = list(sentences[i:i + batch_size])
+            feats = model.tokenize(batch)
+            out.append(body(feats)["sentence_embedding"].float().numpy())
+            bar.update(len(batch))
+    return np.concatenate(out, axis=0)
+
+
+def _val_mse(model, sentences: Sequence[str], targets: np.ndarray, batch_size: int) -> float:
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(sentences), batch_size):
+            batch = list(sentences[i:i + batch_size])
+            pred = model(model.tokenize(batch))["sentence_embedding"]
+            tgt = torch.from_numpy(targets[i:i + batch_size])
+            total += float(((pred - tgt) ** 2).sum())
+            count += tgt.numel()
+    return total / count
+
+
+def distill(
+    teacher: str,
+    student: str,
+    sentences: os.PathLike | str | Sequence[str],
+    out_dir: os.PathLike | str,
+    *,
+    cache_dir: os.PathLike | str,
+    config: Optional[DistillConfig] = None,
+    teacher_encoder: Optional[Callable[[List[str]], np.ndarray]] = None,
+) -> DistillResult:
+    """Distil ``teacher`` into ``student`` with HPD and save the student to ``out_dir`` (a sentence-transformers folder).
+
+    ``sentences`` is a file (one per line) or a list. ``cache_dir`` holds the teacher embeddings (keep it outside the
+    repository). See :class:`DistillConfig` for the recipe; ``teacher_encoder`` replaces the teacher (tests).
+    """
+    import torch
+
+    cfg = config or DistillConfig()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    times: dict = {}
+    out = Path(out_dir)
+    all_sents = read_sentences(sentences) if isinstance(sentences, (str, os.PathLike)) else list(sentences)
+    idx = sample_indices(len(all_sents), cfg.max_sentences, cfg.seed)
+    sents = [all_sents[i] for i in idx]
+    train_pos, val_pos = split_train_val(len(sents), cfg.val_size)
+    _log(f"{len(sents)} sentences ({len(train_pos)} train, {len(val_pos)} validation) of {len(all_sents)}", cfg.progress)
+
+    t0 = time.perf_counter()
+    emb = teacher_embeddings(teacher, sents, cache_dir, batch_size=cfg.teacher_batch_size, chunk_size=cfg.chunk_size,
+                             progress=cfg.progress, encoder=teacher_encoder)
+    times["teacher"] = time.perf_counter() - t0
+    fit_rows = train_pos[: cfg.projection_fit_size] if cfg.projection_fit_size else train_pos
+    components = fit_projection(emb[fit_rows], cfg.dim)
+    targets = project(emb, components) * np.float32(cfg.target_scale)
+    stats = {"abs_max": float(np.abs(targets).max()), "abs_p99": float(np.quantile(np.abs(targets), 0.99)),
+             "std": float(targets.std()), "mean_norm": float(np.linalg.norm(targets, axis=1).mean())}
+    if stats["abs_max"] >= 1.0:
+        raise ValueError(f"projected targets reach {stats['abs_max']:.3f}, outside Tanh's range; lower target_scale")
+    _log(f"targets: {json.dumps({k: round(v, 4) for k, v in stats.items()})}", cfg.progress)
+    np.save(Path(cache_dir) / f"projection_{cfg.dim}.npy", components)
+
+    model = _build_student(student, cfg.dim, cfg.max_seq_length)
+    dense = model[2]
+    val_sents = [sents[i] for i in val_pos]
+    val_tgt = targets[val_pos]
+    if cfg.init_dense:
+        t0 = time.perf_counter()
+        init_rows = train_pos[: cfg.init_size]
+        feats = _pooled_features(model, [sents[i] for i in init_rows], 128, cfg.progress)
+        w, b = init_dense_least_squares(feats, targets[init_rows])
+        with torch.no_grad():
+            dense.linear.weight.copy_(torch.from_numpy(w))
+            dense.linear.bias.copy_(torch.from_numpy(b))
+        times["init_dense"] = time.perf_counter() - t0
+    initial = _val_mse(model, val_sents, val_tgt, 128)
+    _log(f"validation MSE before training: {initial:.6g}", cfg.progress)
+
+    lengths = [len(s) for s in sents]
+    rng = np.random.default_rng(cfg.seed + 1)
+    steps_per_epoch = math.ceil(len(train_pos) / cfg.batch_size)
+    total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    warmup = int(cfg.warmup_ratio * total_steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+    best = initial
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    history = [(0, initial)]
+    t0 = time.perf_counter()
+    step = 0
+    train_lengths = [lengths[i] for i in train_pos]
+    with _progress(total_steps, "train", "step", cfg.progress) as bar:
+        while step < total_steps:
+            for batch_pos in length_bucketed_batches(train_lengths, cfg.batch_size, rng):
+                if step >= total_steps:
+                    break
+                rows = train_pos[batch_pos]
+                model.train()
+                feats = model.tokenize([sents[i] for i in rows])
+                pred = model(feats)["sentence_embedding"]
+                loss = torch.nn.functional.mse_loss(pred, torch.from_numpy(targets[rows]))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss):.3g}", best=f"{best:.3g}", refresh=False)
+                if step % cfg.eval_every == 0 or step == total_steps:
+                    v = _val_mse(model, val_sents, val_tgt, 128)
+                    history.append((step, v))
+                    _log(f"step {step}/{total_steps}: validation MSE {v:.6g} (best {min(best, v):.6g})", cfg.progress)
+                    if v < best:
+                        best = v
+                        best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+    times["train"] = time.perf_counter() - t0
+    model.load_state_dict(best_state)
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(str(out), safe_serialization=True)
+    result = DistillResult(out, best, initial, history, stats, times)
+    meta = {"teacher": teacher, "student": student, "n_sentences": len(sents), "n_train": int(len(train_pos)),
+            "n_val": int(len(val_pos)), "config": asdict(cfg), "initial_val_mse": initial, "best_val_mse": best,
+            "history": history, "target_stats": stats, "seconds": times}
+    (Path(cache_dir) / "last_run.json").write_text(json.dumps(meta, indent=2))
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------------------------
+def _run_cli(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401
+        import sentence_transformers  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(f"distillation needs the [distill] extra ({exc}); run `pip install -e .[distill]`") from exc
+    cfg = DistillConfig(dim=args.dim, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                        warmup_ratio=args.warmup_ratio, max_seq_length=args.max_seq_length,
+                        max_sentences=args.max_sentences, val_size=args.val_size, eval_every=args.eval_every,
+                        target_scale=args.target_scale, init_dense=not args.no_init_dense, seed=args.seed,
+                        num_threads=args.threads, teacher_batch_size=args.teacher_batch_size,
+                        progress=not args.quiet)
+    cache = args.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "tinyhpd", "distill")
+    res = distill(args.teacher, args.student, args.sentences, args.out, cache_dir=cache, config=cfg)
+    print(json.dumps({"out": str(res.out_dir), "initial_val_mse": res.initial_val_mse,
+                      "best_val_mse": res.best_val_mse, "seconds": res.seconds}, indent=2))
+    return 0
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register ``tinyhpd distill``."""
+    d = DistillConfig()
+    p = subparsers.add_parser("distill", help="HPD distillation: teacher -> projected 128-d -> small student",
+                              description="Distil a teacher's top-DIM PCA projection (bias-free) into a student "
+                                          "(mean pooling + Dense + Tanh). Needs `pip install -e .[distill]`.")
+    p.add_argument("--teacher", required=True, help="teacher sentence-transformers folder or hub id")
+    p.add_argument("--student", required=True, help="student sentence-transformers folder or hub id")
+    p.add_argument("--sentences", required=True, help="text file, one training sentence per line")
+    p.add_argument("--out", required=True, help="output folder (sentence-transformers layout, safetensors)")
+    p.add_argument("--cache-dir", default=None, help="teacher-embedding cache (default ~/.cache/tinyhpd/distill)")
+    p.add_argument("--dim", type=int, default=d.dim)
+    p.add_argument("--epochs", type=float, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio)
+    p.add_argument("--max-seq-length", type=int, default=d.max_seq_length)
+    p.add_argument("--max-sentences", type=int, default=None, help="random subsample size (seeded)")
+    p.add_argument("--val-size", type=int, default=d.val_size)
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="validate every N steps")
+    p.add_argument("--target-scale", type=float, default=d.target_scale)
+    p.add_argument("--no-init-dense", action="store_true", help="skip the least-squares Dense initialisation")
+    p.add_argument("--teacher-batch-size", type=int, default=d.teacher_batch_size)
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_run_cli)
