@@ -39,6 +39,7 @@ __all__ = [
     "teacher_embeddings",
     "fit_projection",
     "project",
+    "auto_target_scale",
     "init_dense_least_squares",
     "length_bucketed_batches",
     "distill",
@@ -206,6 +207,16 @@ def project(embeddings: np.ndarray, components: np.ndarray) -> np.ndarray:
     return (np.asarray(embeddings, dtype=np.float32) @ np.asarray(components, dtype=np.float32).T).astype(np.float32)
 
 
+def auto_target_scale(targets: np.ndarray, limit: float = 0.9) -> float:
+    """1.0 when every ``|target| <= limit`` (e.g. a normalised teacher), else ``limit / max|target|``.
+
+    Cosine similarity ignores a global scale, so shrinking the targets keeps the Tanh head out of saturation without
+    changing what the student learns to rank.
+    """
+    peak = float(np.abs(targets).max()) if np.size(targets) else 0.0
+    return 1.0 if peak <= limit else limit / peak
+
+
 def init_dense_least_squares(
     features: np.ndarray, targets: np.ndarray, *, clip: float = 0.995, ridge: float = 1e-3
 ) -> Tuple[np.ndarray, np.ndarray]:
@@ -263,7 +274,7 @@ class DistillConfig:
     val_size: int = 2000
     eval_every: int = 500
     projection_fit_size: int = 20000
-    target_scale: float = 1.0
+    target_scale: Optional[float] = None  # None: 1.0, or shrink so max |target| = 0.9 when the targets exceed it
     init_dense: bool = True
     init_size: int = 20000
     teacher_batch_size: int = 64
@@ -294,7 +305,7 @@ def _build_student(student: str, dim: int, max_seq_length: int):
     """Student = the student's Transformer + mean pooling + Dense(hidden -> dim, Tanh) as a SentenceTransformer."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Dense, Pooling, Transformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
 
     base = SentenceTransformer(student, device="cpu")
     transformer = base[0]
@@ -373,8 +384,10 @@ def distill(
     times["teacher"] = time.perf_counter() - t0
     fit_rows = train_pos[: cfg.projection_fit_size] if cfg.projection_fit_size else train_pos
     components = fit_projection(emb[fit_rows], cfg.dim)
-    targets = project(emb, components) * np.float32(cfg.target_scale)
-    stats = {"abs_max": float(np.abs(targets).max()), "abs_p99": float(np.quantile(np.abs(targets), 0.99)),
+    targets = project(emb, components)
+    scale = auto_target_scale(targets) if cfg.target_scale is None else float(cfg.target_scale)
+    targets = targets * np.float32(scale)
+    stats = {"scale": scale, "abs_max": float(np.abs(targets).max()), "abs_p99": float(np.quantile(np.abs(targets), 0.99)),
              "std": float(targets.std()), "mean_norm": float(np.linalg.norm(targets, axis=1).mean())}
     if stats["abs_max"] >= 1.0:
         raise ValueError(f"projected targets reach {stats['abs_max']:.3f}, outside Tanh's range; lower target_scale")
@@ -490,7 +503,8 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--max-sentences", type=int, default=None, help="random subsample size (seeded)")
     p.add_argument("--val-size", type=int, default=d.val_size)
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="validate every N steps")
-    p.add_argument("--target-scale", type=float, default=d.target_scale)
+    p.add_argument("--target-scale", type=float, default=d.target_scale,
+                   help="multiply the projected targets (default: 1, or shrink to max |t| = 0.9 if they exceed it)")
     p.add_argument("--no-init-dense", action="store_true", help="skip the least-squares Dense initialisation")
     p.add_argument("--teacher-batch-size", type=int, default=d.teacher_batch_size)
     p.add_argument("--threads", type=int, default=None, help="torch threads")

@@ -1,0 +1,239 @@
+"""HPD distillation (tinyhpd.distill) and the bundled distilled model in weights/.
+
+The end-to-end test builds a tiny teacher and a tiny student with torch and runs in seconds. The bundled-model tests
+compare the NumPy engine with PyTorch sentence-transformers on real sentences and check the published checksums.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import _need
+from tinyhpd import distill as D
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pure NumPy pieces
+# ----------------------------------------------------------------------------------------------------------------------
+def test_read_sentences_drops_blanks_and_duplicates(tmp_path):
+    f = tmp_path / "s.txt"
+    f.write_text("a  b\n\n  \nc\na b\nd\n", encoding="utf-8")
+    assert D.read_sentences(f) == ["a b", "c", "d"]
+
+
+def test_read_sentences_missing_file_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        D.read_sentences(tmp_path / "nope.txt")
+
+
+def test_sample_indices_prefix_is_a_smaller_sample():
+    full = D.sample_indices(1000, None, seed=3)
+    assert sorted(full.tolist()) == list(range(1000))
+    assert D.sample_indices(1000, 100, seed=3).tolist() == full[:100].tolist()
+
+
+def test_split_train_val_rejects_oversized_validation():
+    with pytest.raises(ValueError, match="val_size"):
+        D.split_train_val(10, 10)
+
+
+def test_fit_projection_matches_svd_of_centred_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 12)) * np.linspace(3, 0.1, 12) + 5.0  # large mean, decreasing variances
+    comps = D.fit_projection(x, 4)
+    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    # Same subspace and order as PCA, up to the sign of each direction.
+    np.testing.assert_allclose(np.abs(np.sum(comps * vt[:4], axis=1)), 1.0, atol=1e-5)
+
+
+def test_project_does_not_subtract_the_mean():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 6)).astype(np.float32) + 4.0
+    comps = D.fit_projection(x, 3)
+    np.testing.assert_allclose(D.project(x, comps), x @ comps.T, rtol=1e-6, atol=1e-6)
+    assert np.abs(D.project(x, comps).mean(0)).max() > 0.1  # centring would have made this ~0
+
+
+def test_init_dense_least_squares_recovers_a_tanh_layer():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 10))
+    w, b = rng.normal(size=(3, 10)) * 0.2, rng.normal(size=3) * 0.1
+    y = np.tanh(x @ w.T + b)
+    w_hat, b_hat = D.init_dense_least_squares(x, y, ridge=0.0)
+    np.testing.assert_allclose(w_hat, w, atol=1e-4)
+    np.testing.assert_allclose(b_hat, b, atol=1e-4)
+
+
+def test_auto_target_scale_leaves_small_targets_alone():
+    assert D.auto_target_scale(np.array([[0.5, -0.8]])) == 1.0
+
+
+def test_auto_target_scale_shrinks_large_targets_to_tanh_range():
+    t = np.array([[3.0, -6.0]])
+    assert np.abs(t * D.auto_target_scale(t)).max() == pytest.approx(0.9)
+
+
+def test_length_bucketed_batches_cover_every_position_once():
+    lengths = np.random.default_rng(4).integers(1, 50, size=1003)
+    batches = D.length_bucketed_batches(lengths, 16, np.random.default_rng(5))
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1003))
+    assert max(len(b) for b in batches) == 16
+
+
+def _counting_encoder(dim: int = 8):
+    calls: list[int] = []
+
+    def enc(batch):
+        calls.append(len(batch))
+        return np.array([[len(s) + j for j in range(dim)] for s in batch], dtype=np.float32)
+
+    return enc, calls
+
+
+def test_teacher_cache_is_reused(tmp_path):
+    sents = [f"sentence {i}" for i in range(25)]
+    enc, calls = _counting_encoder()
+    first = D.teacher_embeddings("fake-teacher", sents, tmp_path, chunk_size=10, encoder=enc, progress=False)
+    n_calls = len(calls)
+    again = D.teacher_embeddings("fake-teacher", sents, tmp_path, chunk_size=10, encoder=enc, progress=False)
+    assert len(calls) == n_calls
+    np.testing.assert_array_equal(first, again)
+
+
+def test_teacher_cache_resumes_only_missing_chunks(tmp_path):
+    sents = [f"sentence {i}" for i in range(25)]
+    enc, calls = _counting_encoder()
+    D.teacher_embeddings("fake-teacher", sents, tmp_path, chunk_size=10, encoder=enc, progress=False)
+    chunk = sorted(tmp_path.glob("chunk_*.npy"))[0]
+    chunk.unlink()  # as if the run had been interrupted before writing it
+    calls.clear()
+    D.teacher_embeddings("fake-teacher", sents, tmp_path, chunk_size=10, encoder=enc, progress=False)
+    assert len(calls) == 1
+
+
+def test_teacher_cache_key_depends_on_the_teacher(tmp_path):
+    sents = [f"sentence {i}" for i in range(5)]
+    enc, calls = _counting_encoder()
+    D.teacher_embeddings("teacher-a", sents, tmp_path, encoder=enc, progress=False)
+    D.teacher_embeddings("teacher-b", sents, tmp_path, encoder=enc, progress=False)
+    assert len(calls) == 2
+
+
+def test_cli_registers_distill():
+    from tinyhpd.cli import build_parser
+
+    args = build_parser().parse_args(["distill", "--teacher", "t", "--student", "s", "--sentences", "f", "--out", "o",
+                                      "--epochs", "2", "--max-sentences", "500"])
+    assert (args.func, args.epochs, args.max_sentences) == (D._run_cli, 2.0, 500)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Tiny end-to-end distillation (torch)
+# ----------------------------------------------------------------------------------------------------------------------
+def _tiny_st(dest: Path, minilm: Path, seed: int, hidden: int, layers: int) -> Path:
+    """A small random BERT + mean pooling sentence-transformers folder using MiniLM's tokenizer."""
+    torch = _need("torch")
+    transformers = _need("transformers")
+    st = _need("sentence_transformers")
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
+                                  num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=128)
+    hf = dest.parent / (dest.name + "_hf")
+    transformers.BertModel(cfg, add_pooling_layer=False).save_pretrained(hf)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm / name, hf / name)
+    modules = [Transformer(str(hf), max_seq_length=64), Pooling(hidden, pooling_mode="mean")]
+    st.SentenceTransformer(modules=modules, device="cpu").save(str(dest))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, minilm_path, shared_dir):
+    tmp = tmp_path_factory.mktemp("distill")
+    teacher = _tiny_st(tmp / "teacher", minilm_path, seed=0, hidden=64, layers=2)
+    student = _tiny_st(tmp / "student", minilm_path, seed=1, hidden=32, layers=1)
+    sents = D.read_sentences(shared_dir / "data" / "distill" / "sentences.txt")[:300]
+    cfg = D.DistillConfig(dim=16, epochs=3, batch_size=16, lr=1e-3, max_seq_length=32, val_size=60, eval_every=10,
+                          projection_fit_size=0, init_dense=False, chunk_size=100, progress=False, num_threads=1)
+    result = D.distill(str(teacher), str(student), sents, tmp / "out", cache_dir=tmp / "cache", config=cfg)
+    return result, sents
+
+
+def test_tiny_distillation_lowers_validation_mse(tiny_run):
+    result, _ = tiny_run
+    assert result.best_val_mse < 0.9 * result.initial_val_mse
+
+
+def test_tiny_distillation_writes_safetensors_folder(tiny_run):
+    result, _ = tiny_run
+    out = result.out_dir
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Dense"]
+    assert (out / "model.safetensors").is_file() and list(out.glob("2_Dense/*.safetensors"))
+
+
+def test_tiny_distilled_model_loads_in_tinyhpd_like_sentence_transformers(tiny_run, st_reference):
+    import tinyhpd
+
+    result, sents = tiny_run
+    ours = tinyhpd.load(result.out_dir).encode(sents[:50])
+    ref = st_reference(result.out_dir).encode(sents[:50], convert_to_numpy=True)
+    assert ours.shape == (50, 16)
+    np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The bundled model in weights/
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bundled_dir() -> Path:
+    from tinyhpd.hub import BUNDLED_DIR
+
+    if not (BUNDLED_DIR / "modules.json").is_file():
+        pytest.fail(f"bundled model missing: {BUNDLED_DIR}")
+    return BUNDLED_DIR
+
+
+def test_bundled_model_checksums_match(bundled_dir):
+    lines = (bundled_dir / "SHA256SUMS").read_text().split("\n")
+    entries = [ln.split(None, 1) for ln in lines if ln.strip()]
+    assert entries, "SHA256SUMS is empty"
+    weight_files = {p.relative_to(bundled_dir).as_posix() for p in bundled_dir.rglob("*.safetensors")}
+    assert {name.lstrip("*") for _, name in entries} >= weight_files
+    for digest, name in entries:
+        actual = hashlib.sha256((bundled_dir / name.lstrip("*")).read_bytes()).hexdigest()
+        assert actual == digest, name
+
+
+def test_bundled_model_is_128d_hpd_shape(bundled_dir):
+    import tinyhpd
+
+    model = tinyhpd.load(bundled_dir)
+    assert model.embedding_dim == 128
+    assert "Dense(384->128 tanh)" in repr(model).replace("Tanh", "tanh")
+
+
+def test_bundled_model_matches_pytorch(bundled_dir, stsb_test_sentences, st_reference):
+    import tinyhpd
+
+    sents = stsb_test_sentences[:300]
+    ours = tinyhpd.load(bundled_dir).encode(sents, batch_size=32)
+    ref = st_reference(bundled_dir).encode(sents, batch_size=32, convert_to_numpy=True)
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_default_model_is_the_bundled_one(bundled_dir, monkeypatch):
+    from tinyhpd.hub import default_model
+
+    monkeypatch.delenv("TINYHPD_MODEL", raising=False)
+    assert Path(default_model()) == bundled_dir
