@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 # Importing them must stay cheap (no torch, no huggingface_hub at module level).
 _SUBCOMMAND_MODULES = (
     "tinyhpd._cli_core",  # encode, convert
+    "tinyhpd.index",  # index build, search
     "tinyhpd.distill",  # distill
 )
 
