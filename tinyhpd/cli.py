@@ -12,6 +12,7 @@ _SUBCOMMAND_MODULES = (
     "tinyhpd._cli_core",  # encode, convert
     "tinyhpd.index",  # index build, search
     "tinyhpd.distill",  # distill
+    "tinyhpd.sts",  # eval sts
 )
 
 
