@@ -86,21 +86,20 @@ class BertConfig:
         return cls(hidden_act=act, layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-12)), **ints)
 
 
-POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens")
-_OLD_POOLING_KEYS = {
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+_OLD_POOLING_KEYS = {  # 2.x boolean keys, in the order sentence-transformers concatenates them
     "pooling_mode_cls_token": "cls",
     "pooling_mode_max_tokens": "max",
     "pooling_mode_mean_tokens": "mean",
     "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
 }
-_UNSUPPORTED_OLD_KEYS = ("pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken")
-_NEW_POOLING_NAMES = {"cls": "cls", "max": "max", "mean": "mean", "mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-                      "mean_sqrt_len": "mean_sqrt_len_tokens"}
 
 
 @dataclass(frozen=True)
 class PoolingConfig:
-    """`1_Pooling/config.json`: which token poolings are concatenated, in sentence-transformers' order."""
+    """`1_Pooling/config.json`: which token poolings are concatenated, in order."""
 
     dimension: int
     modes: Tuple[str, ...]
@@ -115,22 +114,22 @@ class PoolingConfig:
         dim = cfg.get("word_embedding_dimension", cfg.get("embedding_dimension"))
         if not isinstance(dim, int):
             raise ValueError(f"{path}: missing key 'word_embedding_dimension' (or 'embedding_dimension')")
-        if "pooling_mode" in cfg and isinstance(cfg["pooling_mode"], str):  # current layout
-            names = [m.strip() for m in cfg["pooling_mode"].split(",") if m.strip()]
-            unknown = [m for m in names if m not in _NEW_POOLING_NAMES]
-            if unknown:
-                raise ValueError(f"{path}: pooling_mode {unknown[0]!r} is not supported "
-                                 f"(supported: {', '.join(sorted(_NEW_POOLING_NAMES))})")
-            chosen = {_NEW_POOLING_NAMES[m] for m in names}
+        if "pooling_mode" in cfg:  # current layout: a name or a list of names, concatenated in that order
+            mode = cfg["pooling_mode"]
+            modes = [mode] if isinstance(mode, str) else mode
+            if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
+                raise ValueError(f"{path}: pooling_mode must be a string or a list of strings, got {mode!r}")
         else:  # 2.x layout: one boolean per mode
-            for key in _UNSUPPORTED_OLD_KEYS:
-                if cfg.get(key):
-                    raise ValueError(f"{path}: {key} is not supported")
-            chosen = {mode for key, mode in _OLD_POOLING_KEYS.items() if cfg.get(key)}
-        if not chosen:
+            modes = [m for key, m in _OLD_POOLING_KEYS.items() if cfg.get(key)]
+        unknown = [m for m in modes if m not in POOLING_MODES]
+        if unknown:
+            raise ValueError(f"{path}: pooling mode {unknown[0]!r} is not supported "
+                             f"(supported: {', '.join(POOLING_MODES)})")
+        if not modes:
             raise ValueError(f"{path}: no pooling mode is enabled")
-        # sentence-transformers concatenates in this fixed order, whatever the order in the file.
-        return cls(dimension=dim, modes=tuple(m for m in POOLING_MODES if m in chosen))
+        if cfg.get("include_prompt", True) is False:
+            raise ValueError(f"{path}: include_prompt=false is not supported (tinyhpd does not use prompts)")
+        return cls(dimension=dim, modes=tuple(modes))
 
 
 DENSE_ACTIVATIONS = ("Tanh", "Identity", "ReLU", "Sigmoid", "GELU")

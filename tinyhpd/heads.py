@@ -19,8 +19,14 @@ def pool(tokens: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, cfg: Pool
             parts.append(np.maximum.reduceat(tokens, offsets, axis=0))  # [B, H]
         elif mode == "mean":
             parts.append(np.add.reduceat(tokens, offsets, axis=0) / lengths[:, None].astype(np.float32))  # [B, H]
-        else:  # mean_sqrt_len_tokens
+        elif mode == "mean_sqrt_len_tokens":
             parts.append(np.add.reduceat(tokens, offsets, axis=0) / np.sqrt(lengths[:, None].astype(np.float32)))
+        elif mode == "weightedmean":  # token i of a sequence weighs i + 1
+            w = (np.arange(tokens.shape[0]) - np.repeat(offsets, lengths) + 1).astype(np.float32)  # [n_tok]
+            total = (lengths * (lengths + 1) / 2).astype(np.float32)  # [B]
+            parts.append(np.add.reduceat(tokens * w[:, None], offsets, axis=0) / total[:, None])  # [B, H]
+        else:  # lasttoken
+            parts.append(tokens[offsets + lengths - 1])  # [B, H]
     out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
     return out.astype(np.float32, copy=False)
 
