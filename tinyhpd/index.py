@@ -173,7 +173,8 @@ def _word_view(codes: np.ndarray) -> np.ndarray:
 def _hamming(query_words: np.ndarray, corpus_words: np.ndarray) -> np.ndarray:
     """(nq, m) Hamming distances between (nq, W) and (m, W) word rows; the loop runs over the W words only."""
     columns = np.ascontiguousarray(corpus_words.T)  # (W, m)
-    dist = np.zeros((query_words.shape[0], corpus_words.shape[0]), dtype=np.uint16)
+    bits = columns.shape[0] * columns.dtype.itemsize * 8
+    dist = np.zeros((query_words.shape[0], corpus_words.shape[0]), dtype=np.uint16 if bits < 65536 else np.uint32)
     for w in range(columns.shape[0]):
         dist += _popcount(np.bitwise_xor(query_words[:, w : w + 1], columns[w][None, :]))
     return dist
