@@ -192,6 +192,35 @@ def test_tiny_distilled_model_loads_in_tinyhpd_like_sentence_transformers(tiny_r
     np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
 
 
+def test_convert_float16_stores_half_precision(tiny_run, tmp_path):
+    from safetensors.numpy import load_file
+
+    result, _ = tiny_run
+    half = D.convert_float16(result.out_dir, tmp_path / "half")
+    dtypes = {v.dtype for f in half.rglob("*.safetensors") for v in load_file(str(f)).values()}
+    assert dtypes == {np.dtype(np.float16)}
+
+
+def test_convert_float16_model_loads_in_both_engines_alike(tiny_run, tmp_path, st_reference):
+    import tinyhpd
+
+    result, sents = tiny_run
+    half = D.convert_float16(result.out_dir, tmp_path / "half")
+    ours = tinyhpd.load(half).encode(sents[:20])
+    ref = st_reference(half).encode(sents[:20], convert_to_numpy=True)
+    assert ref.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
+
+
+def test_write_sha256sums_lists_every_weight_file(tiny_run, tmp_path):
+    result, _ = tiny_run
+    folder = shutil.copytree(result.out_dir, tmp_path / "copy")
+    lines = D.write_sha256sums(folder).read_text().splitlines()
+    expected = {f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(folder).as_posix()}"
+                for p in folder.rglob("*.safetensors")}
+    assert set(lines) == expected
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The bundled model in weights/
 # ----------------------------------------------------------------------------------------------------------------------

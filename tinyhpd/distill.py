@@ -43,6 +43,8 @@ __all__ = [
     "init_dense_least_squares",
     "length_bucketed_batches",
     "distill",
+    "convert_float16",
+    "write_sha256sums",
     "add_cli",
 ]
 
@@ -276,7 +278,7 @@ class DistillConfig:
     projection_fit_size: int = 20000
     target_scale: Optional[float] = None  # None: 1.0, or shrink so max |target| = 0.9 when the targets exceed it
     init_dense: bool = True
-    init_size: int = 20000
+    init_size: int = 10000
     teacher_batch_size: int = 64
     chunk_size: int = 4096
     seed: int = 0
@@ -312,7 +314,8 @@ def _build_student(student: str, dim: int, max_seq_length: int):
     if not isinstance(transformer, Transformer):
         raise ValueError(f"student {student!r}: first module must be a Transformer, got {type(transformer).__name__}")
     transformer.max_seq_length = max_seq_length
-    hidden = transformer.get_word_embedding_dimension()
+    dim_fn = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
+    hidden = dim_fn()
     pooling = Pooling(hidden, pooling_mode="mean")
     dense = Dense(hidden, dim, activation_function=torch.nn.Tanh())
     return SentenceTransformer(modules=[transformer, pooling, dense], device="cpu")
@@ -440,7 +443,7 @@ def distill(
                 sched.step()
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.3g}", best=f"{best:.3g}", refresh=False)
+                bar.set_postfix(loss=f"{loss.item():.3g}", best=f"{best:.3g}", refresh=False)
                 if step % cfg.eval_every == 0 or step == total_steps:
                     v = _val_mse(model, val_sents, val_tgt, 128)
                     history.append((step, v))
@@ -459,6 +462,59 @@ def distill(
             "history": history, "target_stats": stats, "seconds": times}
     (Path(cache_dir) / "last_run.json").write_text(json.dumps(meta, indent=2))
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Packaging
+# ----------------------------------------------------------------------------------------------------------------------
+def convert_float16(src: os.PathLike | str, dst: os.PathLike | str) -> Path:
+    """Copy a sentence-transformers folder to ``dst`` with every floating-point safetensors tensor stored as float16.
+
+    Non-weight files are copied unchanged; ``config.json`` keeps (or gets) ``"torch_dtype": "float32"`` and
+    ``"dtype": "float32"`` so that transformers upcasts the half-precision weights at load, like tinyhpd does.
+    """
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    src, dst = Path(src), Path(dst)
+    if not (src / "modules.json").is_file():
+        raise FileNotFoundError(f"{src}: not a sentence-transformers folder (no modules.json)")
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.rglob("*")):
+        if not f.is_file():
+            continue
+        rel = f.relative_to(src)
+        out = dst / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if f.suffix == ".safetensors":
+            tensors = {k: (v.astype(np.float16) if v.dtype.kind == "f" else v) for k, v in load_file(str(f)).items()}
+            save_file(tensors, str(out), metadata={"format": "pt"})
+        elif rel.as_posix() == "config.json":
+            cfg = json.loads(f.read_text(encoding="utf-8"))
+            cfg["torch_dtype"] = cfg["dtype"] = "float32"
+            out.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        else:
+            shutil.copy2(f, out)
+    return dst
+
+
+def write_sha256sums(folder: os.PathLike | str, pattern: str = "*.safetensors") -> Path:
+    """Write ``<folder>/SHA256SUMS`` (``sha256sum`` format, paths relative to the folder) for files matching ``pattern``."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob(pattern) if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{folder}: no file matches {pattern!r}")
+    lines = []
+    for p in files:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        lines.append(f"{h.hexdigest()}  {p.relative_to(folder).as_posix()}\n")
+    out = folder / "SHA256SUMS"
+    out.write_text("".join(lines), encoding="utf-8")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------
