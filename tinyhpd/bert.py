@@ -1,137 +1,250 @@
 """The BERT encoder as small pure functions over NumPy arrays (float32).
 
 Tokens of a batch are *packed*: every dense layer works on one `[n_tok, H]` matrix of real tokens and never on
-padding. Only attention pads, per batch, to the longest sequence of that batch (batches are length-sorted by the
-caller), and padded keys get exactly zero weight.
+padding. Only attention pads, per group of sequences of similar length, and padded keys get exactly zero weight.
+Element-wise work (GELU, LayerNorm) runs in place, in cache-sized chunks, on buffers reused across batches.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from tinyhpd.config import BertConfig
 from tinyhpd.weights import BertParams, LayerParams
 
-__all__ = ["erf", "gelu", "layer_norm", "Packed", "pack", "embed", "attention", "encoder_layer", "bert_forward"]
+__all__ = ["erf", "gelu", "gelu_", "layer_norm", "layer_norm_", "Workspace", "AttnGroup", "Packed", "pack", "embed",
+           "attention", "encoder_layer", "bert_forward"]
 
-# Abramowitz & Stegun 7.1.26: |error| <= 1.5e-7 over the real line.
-_P = np.float32(0.3275911)
-_A = tuple(np.float32(a) for a in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592))
+_CHUNK = 16384  # elements per in-place pass: 64 KB of float32 stays in L1/L2 across a chain of ufuncs
+
+# Abramowitz & Stegun 7.1.26 for erfc(z), z >= 0: t = 1 / (1 + p z), erfc(z) ~ t P(t) exp(-z^2), |error| <= 1.5e-7.
+_P = 0.3275911
+_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)  # a1..a5
 
 
 def erf(x: np.ndarray) -> np.ndarray:
-    """Error function, float32, max abs error ~2e-7 (A&S 7.1.26; NumPy has no erf)."""
+    """Error function, float32 (NumPy has none): A&S 7.1.26, max abs error below 1e-6 (tested against math.erf)."""
     x = np.asarray(x, dtype=np.float32)
     a = np.abs(x)  # [n]
-    t = 1.0 / (1.0 + _P * a)  # [n]
-    poly = _A[0] * t + _A[1]
-    for c in _A[2:]:
-        poly *= t
-        poly += c
-    poly *= t  # a1 t + a2 t^2 + ... + a5 t^5
-    y = 1.0 - poly * np.exp(-a * a)  # erf(|x|)
+    t = np.float32(1.0) / (np.float32(1.0) + np.float32(_P) * a)  # [n]
+    poly = np.float32(_A[4]) * t
+    for c in _A[3::-1]:
+        poly += np.float32(c)
+        poly *= t  # a1 t + a2 t^2 + ... + a5 t^5
+    y = np.float32(1.0) - poly * np.exp(-a * a)  # erf(|x|)
     return np.copysign(y, x).astype(np.float32, copy=False)
 
 
-_SQRT_HALF = np.float32(1.0 / math.sqrt(2.0))
+# GELU(x) = x Phi(x) with Phi(-|x|) = erfc(|x|/sqrt2)/2: the same A&S polynomial in |x|, its 1/sqrt2 and 1/2 folded in.
+_PG = np.float32(_P / math.sqrt(2.0))
+_AG = tuple(np.float32(0.5 * a) for a in _A)
+_MINUS_HALF = np.float32(-0.5)
 _SQRT_2_OVER_PI = np.float32(math.sqrt(2.0 / math.pi))
 
 
+def _gelu_chunk(x: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> None:
+    """x <- GELU(x) in place; s1, s2 are scratch arrays of x's size."""
+    np.abs(x, out=s1)
+    s1 *= _PG
+    s1 += np.float32(1.0)
+    np.reciprocal(s1, out=s1)  # t = 1 / (1 + p |x| / sqrt2)
+    np.multiply(s1, _AG[4], out=s2)
+    for c in _AG[3::-1]:
+        s2 += c
+        s2 *= s1  # s2 = P(t) / 2
+    np.multiply(x, x, out=s1)
+    s1 *= _MINUS_HALF
+    np.exp(s1, out=s1)  # exp(-x^2 / 2)
+    s2 *= s1  # q = Phi(-|x|)
+    np.abs(x, out=s1)
+    s1 *= s2  # |x| q
+    np.maximum(x, np.float32(0.0), out=x)
+    x -= s1  # x >= 0: x - x q = x Phi(x);  x < 0: -|x| q = x Phi(-|x|) = x Phi(x)
+
+
+def gelu_(x: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """Exact (erf) GELU in place on a C-contiguous float32 array; `scratch` holds >= 2 * _CHUNK floats."""
+    flat = x.reshape(-1)
+    s1, s2 = scratch[:_CHUNK], scratch[_CHUNK:2 * _CHUNK]
+    for i in range(0, flat.size, _CHUNK):
+        c = flat[i:i + _CHUNK]
+        _gelu_chunk(c, s1[:c.size], s2[:c.size])
+    return x
+
+
 def gelu(x: np.ndarray) -> np.ndarray:
-    """Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), as BERT's `hidden_act: gelu`."""
-    return 0.5 * x * (1.0 + erf(x * _SQRT_HALF))
+    """Exact GELU, x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), as BERT's `hidden_act: gelu` (never the tanh form)."""
+    out = np.array(x, dtype=np.float32, order="C")
+    return gelu_(out, np.empty(2 * _CHUNK, np.float32))
 
 
-def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    """The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`); only for configs that ask for it."""
-    return 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + np.float32(0.044715) * x * x * x)))
+def gelu_tanh_(x: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`) in place; only for configs that ask for it."""
+    x[...] = 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + np.float32(0.044715) * x * x * x)))
+    return x
 
 
-def relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, 0)
+def relu_(x: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    return np.maximum(x, np.float32(0.0), out=x)
 
 
-ACTIVATIONS = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "relu": relu}
+ACTIVATIONS = {"gelu": gelu_, "gelu_new": gelu_tanh_, "gelu_pytorch_tanh": gelu_tanh_, "relu": relu_}
 
 
 def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
-    """LayerNorm over the last axis (biased variance, as torch)."""
-    mu = x.mean(axis=-1, keepdims=True)  # [n, 1]
-    xc = x - mu  # [n, H]
-    var = np.mean(xc * xc, axis=-1, keepdims=True)  # [n, 1]
-    return xc * (1.0 / np.sqrt(var + np.float32(eps))) * g + b  # [n, H]
+    """LayerNorm over the last axis (biased variance, as torch), returning a new array."""
+    out = np.array(x, dtype=np.float32, order="C")
+    return layer_norm_(out, g, b, eps, np.empty(out.shape[0], np.float32))
+
+
+def layer_norm_(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float, stat: np.ndarray) -> np.ndarray:
+    """LayerNorm in place on `[n, H]`, row chunks kept in cache; `stat` is `[n]` scratch."""
+    n, h = x.shape
+    rows = max(1, _CHUNK // h)
+    for i in range(0, n, rows):
+        c, s = x[i:i + rows], stat[i:i + rows, None]  # [r, H], [r, 1]
+        np.mean(c, axis=1, keepdims=True, out=s)
+        c -= s  # centre
+        np.einsum("ij,ij->i", c, c, out=s[:, 0])  # sum of squares
+        s *= np.float32(1.0 / h)
+        s += np.float32(eps)
+        np.sqrt(s, out=s)
+        np.reciprocal(s, out=s)
+        c *= s
+        c *= g
+        c += b
+    return x
+
+
+class Workspace:
+    """Named scratch buffers, grown on demand and reused across batches (one Workspace per thread)."""
+
+    def __init__(self) -> None:
+        self._bufs: Dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: Tuple[int, ...]) -> np.ndarray:
+        size = int(np.prod(shape))
+        buf = self._bufs.get(name)
+        if buf is None or buf.size < size:
+            buf = self._bufs[name] = np.empty(max(size, 1024), dtype=np.float32)
+        return buf[:size].reshape(shape)
+
+
+@dataclass(frozen=True)
+class AttnGroup:
+    """Sequences of similar length attended together on a padded `[b, L]` grid."""
+
+    rows: np.ndarray  # [b, L] packed row of each grid cell (padding cells repeat a real row of the group)
+    valid: np.ndarray  # [n_g] flat grid index of each real token, in packed order
+    dest: slice  # the packed rows of the group's tokens (sequences are contiguous in packed order)
+    key_mask: object  # [b, 1, 1, L] additive mask (0 or -1e30), or None when no cell is padding
 
 
 @dataclass(frozen=True)
 class Packed:
-    """Where each sequence's tokens sit in the packed `[n_tok, H]` matrix and in the padded `[B, L]` grid."""
+    """Where each sequence's tokens sit in the packed `[n_tok, H]` matrix, and the attention groups."""
 
     lengths: np.ndarray  # [B] tokens per sequence
     offsets: np.ndarray  # [B] first packed row of each sequence
-    grid_rows: np.ndarray  # [B, L] packed row for each grid cell (padding cells point at row 0)
-    valid: np.ndarray  # [n_tok] flat grid index of each packed token, in packed order
-    key_mask: np.ndarray | None  # [B, 1, 1, L] additive mask (0 or -inf-like), None when no padding
+    positions: np.ndarray  # [n_tok] position of each token inside its sequence
+    groups: Tuple[AttnGroup, ...]
 
 
-def pack(lengths: Sequence[int]) -> Packed:
-    """Index arrays for one batch of sequences with the given token counts."""
-    lengths = np.asarray(lengths, dtype=np.int64)  # [B]
-    B, L = len(lengths), int(lengths.max())
-    offsets = np.zeros(B, dtype=np.int64)
-    np.cumsum(lengths[:-1], out=offsets[1:])
+def _group(lengths: np.ndarray, offsets: np.ndarray, start: int, stop: int) -> AttnGroup:
+    lens = lengths[start:stop]  # [b]
+    L = int(lens.max())
     pos = np.arange(L)  # [L]
-    inside = pos[None, :] < lengths[:, None]  # [B, L]
-    grid_rows = np.where(inside, offsets[:, None] + pos[None, :], 0)  # [B, L]
-    valid = np.flatnonzero(inside)  # [n_tok]
-    key_mask = None
+    inside = pos[None, :] < lens[:, None]  # [b, L]
+    rows = np.where(inside, offsets[start:stop, None] + pos[None, :], offsets[start:stop, None])  # [b, L]
+    mask = None
     if not inside.all():
-        key_mask = np.where(inside, np.float32(0), np.float32(-1e30))[:, None, None, :].astype(np.float32)
-    return Packed(lengths, offsets, grid_rows, valid, key_mask)
+        mask = np.where(inside, np.float32(0.0), np.float32(-1e30)).astype(np.float32)[:, None, None, :]
+    first, last = int(offsets[start]), int(offsets[stop - 1] + lengths[stop - 1])
+    return AttnGroup(rows, np.flatnonzero(inside), slice(first, last), mask)
+
+
+def pack(lengths: Sequence[int], max_waste: float = 0.25) -> Packed:
+    """Index arrays for one batch. Consecutive sequences share an attention group while padding stays under
+    `max_waste` of the group's cells (callers sort batches by length, so groups are large)."""
+    lengths = np.asarray(lengths, dtype=np.int64)  # [B]
+    offsets = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    positions = np.arange(int(lengths.sum())) - np.repeat(offsets, lengths)  # [n_tok]
+    groups: List[AttnGroup] = []
+    start, longest, total = 0, 0, 0
+    for i, n in enumerate(lengths.tolist()):
+        new_longest, new_total = max(longest, n), total + n
+        if i > start and new_longest * (i + 1 - start) * (1.0 - max_waste) > new_total:
+            groups.append(_group(lengths, offsets, start, i))
+            start, new_longest, new_total = i, n, n
+        longest, total = new_longest, new_total
+    groups.append(_group(lengths, offsets, start, len(lengths)))
+    return Packed(lengths, offsets, positions, tuple(groups))
 
 
 def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float) -> np.ndarray:
-    """Word + position + token-type (all type 0 for single sentences) embeddings, then LayerNorm."""
-    x = p.word_emb[ids] + p.pos_emb[positions]  # [n_tok, H]
-    x += p.type_emb[0]  # [n_tok, H]
-    return layer_norm(x, p.emb_ln_g, p.emb_ln_b, eps)  # [n_tok, H]
+    """Word + position + token-type (type 0: single sentences) embeddings, then LayerNorm: `[n_tok]` -> `[n_tok, H]`."""
+    x = p.word_emb[ids]  # [n_tok, H] (a fresh array: safe to update in place)
+    if x.dtype != np.float32:
+        x = x.astype(np.float32)
+    x += p.pos_emb[positions]
+    x += p.type_emb[0]
+    return layer_norm_(x, p.emb_ln_g, p.emb_ln_b, 0.0 + eps, np.empty(x.shape[0], np.float32))
 
 
-def attention(x: np.ndarray, lp: LayerParams, packed: Packed, n_heads: int) -> np.ndarray:
-    """Multi-head self-attention on packed tokens; pads only inside the score computation."""
-    n_tok, H = x.shape
-    B, L = packed.grid_rows.shape
+def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray) -> None:
+    """Attention of one group: `qkv [n_tok, 3H]` rows of the group -> `out [n_tok, H]` rows of the group."""
+    b, L = g.rows.shape
+    H = out.shape[1]
     d = H // n_heads
-    qkv = x @ lp.qkv_w + lp.qkv_b  # [n_tok, H] -> [n_tok, 3H]  (Q columns pre-scaled by 1/sqrt(d))
-    grid = qkv[packed.grid_rows]  # [n_tok, 3H] -> [B, L, 3H]
-    grid = grid.reshape(B, L, 3, n_heads, d).transpose(2, 0, 3, 1, 4)  # -> [3, B, h, L, d]
-    q, k, v = grid[0], grid[1], grid[2]  # [B, h, L, d] each
-    scores = q @ k.transpose(0, 1, 3, 2)  # [B, h, L, d] @ [B, h, d, L] -> [B, h, L, L]
-    if packed.key_mask is not None:
-        scores += packed.key_mask  # padded keys -> -1e30
+    grid = qkv[g.rows]  # [b, L, 3H]
+    qkv_h = np.ascontiguousarray(grid.reshape(b, L, 3, n_heads, d).transpose(2, 0, 3, 1, 4))  # [3, b, h, L, d]
+    q, k, v = qkv_h[0], qkv_h[1], qkv_h[2]  # [b, h, L, d] each
+    scores = q @ k.transpose(0, 1, 3, 2)  # [b, h, L, d] @ [b, h, d, L] -> [b, h, L, L]
+    if g.key_mask is not None:
+        scores += g.key_mask  # padded keys -> -1e30
     scores -= scores.max(axis=-1, keepdims=True)
     np.exp(scores, out=scores)  # padded keys underflow to exactly 0
-    scores /= scores.sum(axis=-1, keepdims=True)  # softmax over keys
-    ctx = scores @ v  # [B, h, L, L] @ [B, h, L, d] -> [B, h, L, d]
-    ctx = ctx.transpose(0, 2, 1, 3).reshape(B * L, H)[packed.valid]  # -> [B, L, H] -> [n_tok, H]
-    return ctx @ lp.out_w + lp.out_b  # [n_tok, H] -> [n_tok, H]
+    scores *= np.reciprocal(scores.sum(axis=-1, keepdims=True))  # softmax over keys
+    ctx = scores @ v  # [b, h, L, L] @ [b, h, L, d] -> [b, h, L, d]
+    ctx = ctx.transpose(0, 2, 1, 3).reshape(b * L, H)  # -> [b, L, h, d] -> [b * L, H]
+    out[g.dest] = ctx if g.key_mask is None else ctx[g.valid]  # real tokens only -> [n_g, H]
 
 
-def encoder_layer(x: np.ndarray, lp: LayerParams, packed: Packed, cfg: BertConfig, act) -> np.ndarray:
-    """One post-LN BERT layer: x = LN(x + attn(x)); x = LN(x + FFN(x))."""
-    eps = cfg.layer_norm_eps
-    x = layer_norm(x + attention(x, lp, packed, cfg.num_attention_heads), lp.ln1_g, lp.ln1_b, eps)  # [n_tok, H]
-    h = act(x @ lp.ffn_in_w + lp.ffn_in_b)  # [n_tok, H] -> [n_tok, I]
-    return layer_norm(x + (h @ lp.ffn_out_w + lp.ffn_out_b), lp.ln2_g, lp.ln2_b, eps)  # [n_tok, I] -> [n_tok, H]
+def attention(qkv: np.ndarray, packed: Packed, n_heads: int, out: np.ndarray) -> np.ndarray:
+    """Multi-head self-attention of packed tokens, `qkv [n_tok, 3H]` (Q pre-scaled) -> `out [n_tok, H]`."""
+    for g in packed.groups:
+        _attend_group(qkv, g, n_heads, out)
+    return out
 
 
-def bert_forward(p: BertParams, cfg: BertConfig, ids: np.ndarray, packed: Packed) -> np.ndarray:
-    """Token embeddings of the last layer for packed token ids `[n_tok]` -> `[n_tok, H]`."""
-    positions = np.arange(ids.size) - np.repeat(packed.offsets, packed.lengths)  # [n_tok] position in its sequence
-    x = embed(p, ids, positions, cfg.layer_norm_eps)  # [n_tok] -> [n_tok, H]
-    act = ACTIVATIONS[cfg.hidden_act]
+def encoder_layer(x: np.ndarray, lp: LayerParams, packed: Packed, cfg: BertConfig, ws: Workspace) -> np.ndarray:
+    """One post-LN BERT layer, in place on x: x = LN(x + attn(x)); x = LN(x + FFN(x))."""
+    n, H = x.shape
+    eps, act = cfg.layer_norm_eps, ACTIVATIONS[cfg.hidden_act]
+    stat, scratch = ws.get("stat", (n,)), ws.get("scratch", (2 * _CHUNK,))
+    qkv = np.matmul(x, lp.qkv_w, out=ws.get("qkv", (n, 3 * H)))  # [n, H] -> [n, 3H]
+    qkv += lp.qkv_b
+    ctx = attention(qkv, packed, cfg.num_attention_heads, ws.get("ctx", (n, H)))  # [n, 3H] -> [n, H]
+    a = np.matmul(ctx, lp.out_w, out=ws.get("a", (n, H)))  # [n, H] -> [n, H]
+    a += lp.out_b
+    a += x  # residual
+    layer_norm_(a, lp.ln1_g, lp.ln1_b, eps, stat)
+    h = np.matmul(a, lp.ffn_in_w, out=ws.get("h", (n, cfg.intermediate_size)))  # [n, H] -> [n, I]
+    h += lp.ffn_in_b
+    act(h, scratch)
+    np.matmul(h, lp.ffn_out_w, out=x)  # [n, I] -> [n, H]  (x is no longer needed: reuse it)
+    x += lp.ffn_out_b
+    x += a  # residual
+    return layer_norm_(x, lp.ln2_g, lp.ln2_b, eps, stat)
+
+
+def bert_forward(p: BertParams, cfg: BertConfig, ids: np.ndarray, packed: Packed, ws: Workspace) -> np.ndarray:
+    """Token embeddings of the last layer for packed token ids: `[n_tok]` -> `[n_tok, H]`."""
+    x = embed(p, ids, packed.positions, cfg.layer_norm_eps)  # [n_tok] -> [n_tok, H]
     for lp in p.layers:
-        x = encoder_layer(x, lp, packed, cfg, act)  # [n_tok, H] -> [n_tok, H]
+        x = encoder_layer(x, lp, packed, cfg, ws)  # [n_tok, H] -> [n_tok, H]
     return x

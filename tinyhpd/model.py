@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
@@ -12,6 +13,7 @@ import numpy as np
 from tinyhpd import bert, heads
 from tinyhpd.config import (BertConfig, DenseConfig, PoolingConfig, read_do_lower_case, read_max_seq_length,
                             read_modules)
+from tinyhpd._threads import blas_single_threaded, default_num_threads
 from tinyhpd.hub import resolve
 from tinyhpd.tokenizer import load_tokenizer, tokenize
 from tinyhpd.weights import BertParams, DenseParams, bert_params, dense_params, find_checkpoint, read_checkpoint
@@ -79,8 +81,13 @@ class Model:
     """A loaded sentence-embedding model. Thread-safe: `encode` keeps no state between calls."""
 
     def __init__(self, folder: Union[str, Path], *, name_or_path: Optional[str] = None,
-                 revision: Optional[str] = None) -> None:
+                 revision: Optional[str] = None, num_threads: Optional[int] = None) -> None:
         folder = Path(folder)
+        if num_threads is None:
+            num_threads = default_num_threads()
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
+        self.num_threads: int = num_threads
         specs = read_modules(folder)
         tdir = folder / specs[0].path
         self.config: BertConfig = BertConfig.from_file(tdir / "config.json")
@@ -95,6 +102,8 @@ class Model:
         self.revision: Optional[str] = revision
         self._fingerprint: Optional[str] = None
         self._lock = threading.Lock()
+        self._local = threading.local()  # per-thread scratch buffers
+        self._pool: Optional[ThreadPoolExecutor] = None
 
     def __repr__(self) -> str:
         c = self.config
@@ -133,12 +142,14 @@ class Model:
         """Token ids (with [CLS]/[SEP], truncated to max_seq_length) for each sentence."""
         return tokenize(self._tokenizer, _as_texts(sentences), self._lowercase)
 
-    def _embed_ids(self, ids: Sequence[np.ndarray]) -> np.ndarray:
-        """Sentence embeddings `[B, d]` for one batch of token id arrays."""
-        lengths = [len(x) for x in ids]
-        packed = bert.pack(lengths)
+    def _forward(self, ids: Sequence[np.ndarray]) -> np.ndarray:
+        """Sentence embeddings `[B, d]` for one (sub-)batch of token id arrays, on this thread."""
+        ws = getattr(self._local, "ws", None)
+        if ws is None:
+            ws = self._local.ws = bert.Workspace()
+        packed = bert.pack([len(x) for x in ids])
         flat = np.concatenate(ids)  # [n_tok]
-        x = bert.bert_forward(self._bert, self.config, flat, packed)  # [n_tok] -> [n_tok, H]
+        x = bert.bert_forward(self._bert, self.config, flat, packed, ws)  # [n_tok] -> [n_tok, H]
         for h in self._heads:
             if h.kind == "Pooling":
                 x = heads.pool(x, packed.offsets, packed.lengths, h.config)  # [n_tok, H] -> [B, H']
@@ -147,6 +158,27 @@ class Model:
             else:
                 x = heads.normalize(x)  # [B, d] -> [B, d]
         return x
+
+    def _embed_ids(self, ids: Sequence[np.ndarray]) -> np.ndarray:
+        """One batch, split into `num_threads` sub-batches of about equal token counts run in parallel (BLAS
+        single-threaded meanwhile). Small batches run on the calling thread with BLAS's own threads."""
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        k = min(self.num_threads, len(ids))
+        if k <= 1 or lengths.sum() < 32 * k:
+            return self._forward(ids)
+        cum = np.cumsum(lengths)
+        cuts = np.searchsorted(cum, cum[-1] * np.arange(1, k) / k)
+        bounds = [0] + sorted(set(int(c) + 1 for c in cuts if 0 <= c < len(ids) - 1)) + [len(ids)]
+        parts = [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        with blas_single_threaded() as blas:
+            if not blas.ok or len(parts) == 1:
+                return self._forward(ids)
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=self.num_threads, thread_name_prefix="tinyhpd")
+            futures = [self._pool.submit(self._forward, part) for part in parts[1:]]
+            first = self._forward(parts[0])
+            return np.concatenate([first] + [f.result() for f in futures])
 
     def encode(self, sentences: Union[str, Iterable[str]], *, batch_size: int = 32,
                normalize_embeddings: bool = False, show_progress_bar: Optional[bool] = None,
@@ -205,8 +237,12 @@ def _progress(total: int, show: Optional[bool]):
 
 
 def load(name_or_path: Optional[Union[str, Path]] = None, *, revision: Optional[str] = None,
-         cache_dir: Optional[Union[str, Path]] = None, local_files_only: Optional[bool] = None) -> Model:
-    """Load a model from a local sentence-transformers folder or a Hub id (None: the default model, see README)."""
+         cache_dir: Optional[Union[str, Path]] = None, local_files_only: Optional[bool] = None,
+         num_threads: Optional[int] = None) -> Model:
+    """Load a model from a local sentence-transformers folder or a Hub id (None: the default model, see README).
+
+    `num_threads`: CPU threads for encoding (default `TINYHPD_NUM_THREADS`, else the CPUs this process may use,
+    counting affinity and cgroup quota)."""
     folder, model_id, rev = resolve(None if name_or_path is None else str(name_or_path), revision,
                                     None if cache_dir is None else str(cache_dir), local_files_only)
-    return Model(folder, name_or_path=model_id, revision=rev)
+    return Model(folder, name_or_path=model_id, revision=rev, num_threads=num_threads)

@@ -1,0 +1,143 @@
+"""How many CPUs this process may really use, and control of the BLAS thread pool without threadpoolctl.
+
+tinyhpd runs a batch as `num_threads` sub-batches in parallel Python threads (NumPy releases the GIL in BLAS and
+ufuncs) with BLAS itself limited to one thread meanwhile: the element-wise work then runs on every core too, and
+BLAS threads never fight the workers for the same cores.
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+__all__ = ["available_cpus", "default_num_threads", "blas_single_threaded", "blas_info"]
+
+
+def _cgroup_cpu_limit() -> Optional[float]:
+    """CPU quota of this container (cgroup v2 cpu.max, or v1 cfs quota), None when unlimited or unknown."""
+    try:
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if text and text[0] != "max":
+            return int(text[0]) / int(text[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if quota > 0 and period > 0:
+            return quota / period
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: affinity mask and cgroup quota, whichever is smaller."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpu_limit()
+    if quota is not None:
+        n = min(n, max(1, math.ceil(quota)))
+    return max(1, n)
+
+
+def default_num_threads() -> int:
+    """`TINYHPD_NUM_THREADS` if set, else `available_cpus()`."""
+    env = os.environ.get("TINYHPD_NUM_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"TINYHPD_NUM_THREADS={env!r}: expected a positive integer") from None
+        if n < 1:
+            raise ValueError(f"TINYHPD_NUM_THREADS={env!r}: expected a positive integer")
+        return n
+    return available_cpus()
+
+
+_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_",
+            "openblas_set_num_threads")
+_GETTERS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads", "openblas_get_num_threads64_",
+            "openblas_get_num_threads")
+_CORENAME = ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_",
+             "openblas_get_corename")
+
+
+def _find_openblas() -> Optional[Tuple[str, Callable[[int], None], Callable[[], int], Optional[Callable]]]:
+    """The OpenBLAS that NumPy loaded (from /proc/self/maps), with its thread setter and getter."""
+    import numpy  # noqa: F401  (make sure it is loaded)
+
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    paths = sorted({line.split()[-1] for line in maps.splitlines() if "openblas" in line.lower() and ".so" in line})
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        setter = next((getattr(lib, s) for s in _SETTERS if hasattr(lib, s)), None)
+        getter = next((getattr(lib, s) for s in _GETTERS if hasattr(lib, s)), None)
+        if setter is None or getter is None:
+            continue
+        setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+        corename = next((getattr(lib, s) for s in _CORENAME if hasattr(lib, s)), None)
+        if corename is not None:
+            corename.restype = ctypes.c_char_p
+        return path, setter, getter, corename
+    return None
+
+
+_BLAS = None
+_BLAS_LOCK = threading.Lock()
+_active = 0
+_saved = 0
+
+
+def _blas():
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = _find_openblas() or ()
+    return _BLAS
+
+
+def blas_info() -> dict:
+    """Which BLAS tinyhpd can steer: library path, kernel (core name) and current thread count."""
+    b = _blas()
+    if not b:
+        return {"library": None, "kernel": None, "threads": None}
+    path, _, getter, corename = b
+    return {"library": path, "kernel": corename().decode() if corename else None, "threads": getter()}
+
+
+class blas_single_threaded:
+    """Context manager: BLAS runs one thread while any tinyhpd worker pool is active (re-entrant across threads).
+    `.ok` is False when the BLAS cannot be steered (then callers should not run parallel workers)."""
+
+    def __init__(self) -> None:
+        self.ok = bool(_blas())
+
+    def __enter__(self) -> "blas_single_threaded":
+        global _active, _saved
+        if self.ok:
+            with _BLAS_LOCK:
+                if _active == 0:
+                    _, setter, getter, _ = _blas()
+                    _saved = getter()
+                    setter(1)
+                _active += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _active
+        if self.ok:
+            with _BLAS_LOCK:
+                _active -= 1
+                if _active == 0:
+                    _blas()[1](_saved)
