@@ -284,6 +284,7 @@ class DistillConfig:
     seed: int = 0
     num_threads: Optional[int] = None
     progress: bool = True
+    save_best_during_training: bool = True  # write each new best checkpoint to out_dir (survives an interruption)
 
 
 @dataclass
@@ -451,6 +452,9 @@ def distill(
                     if v < best:
                         best = v
                         best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+                        if cfg.save_best_during_training:
+                            out.mkdir(parents=True, exist_ok=True)
+                            model.save(str(out), safe_serialization=True)
     times["train"] = time.perf_counter() - t0
     model.load_state_dict(best_state)
     model.eval()
@@ -529,7 +533,8 @@ def _run_cli(args: argparse.Namespace) -> int:
     cfg = DistillConfig(dim=args.dim, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         warmup_ratio=args.warmup_ratio, max_seq_length=args.max_seq_length,
                         max_sentences=args.max_sentences, val_size=args.val_size, eval_every=args.eval_every,
-                        target_scale=args.target_scale, init_dense=not args.no_init_dense, seed=args.seed,
+                        target_scale=args.target_scale, init_dense=not args.no_init_dense, init_size=args.init_size,
+                        projection_fit_size=args.projection_fit_size, seed=args.seed,
                         num_threads=args.threads, teacher_batch_size=args.teacher_batch_size,
                         progress=not args.quiet)
     cache = args.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "tinyhpd", "distill")
@@ -562,6 +567,10 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--target-scale", type=float, default=d.target_scale,
                    help="multiply the projected targets (default: 1, or shrink to max |t| = 0.9 if they exceed it)")
     p.add_argument("--no-init-dense", action="store_true", help="skip the least-squares Dense initialisation")
+    p.add_argument("--init-size", type=int, default=d.init_size,
+                   help="training sentences used for the least-squares Dense initialisation")
+    p.add_argument("--projection-fit-size", type=int, default=d.projection_fit_size,
+                   help="training sentences whose teacher embeddings fit the PCA directions (0: all)")
     p.add_argument("--teacher-batch-size", type=int, default=d.teacher_batch_size)
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--seed", type=int, default=d.seed)
