@@ -1,0 +1,86 @@
+"""`python -m tinyhpd encode|convert`: outputs, files, and one-line errors with exit code 2."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import tinyhpd
+from tinyhpd.cli import main
+
+
+def test_encode_prints_one_json_array_per_sentence(hpd_new_path, capsys):
+    assert main(["encode", "--model", str(hpd_new_path), "He plays guitar.", "A street vendor is outside."]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    vecs = np.array([json.loads(line) for line in lines], dtype=np.float32)
+    expected = tinyhpd.load(hpd_new_path).encode(["He plays guitar.", "A street vendor is outside."])
+    assert vecs.shape == (2, 128)
+    np.testing.assert_allclose(vecs, expected, atol=1e-7)
+
+
+def test_encode_file_to_npy_keeps_line_order_and_empty_lines(hpd_new_path, tmp_path):
+    inp, out = tmp_path / "in.txt", tmp_path / "vecs.npy"
+    lines = ["first line", "", "third, after an empty one", "  spaced  "]
+    inp.write_text("\r\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["encode", "--model", str(hpd_new_path), "--input", str(inp), "--out", str(out)]) == 0
+    vecs = np.load(out)
+    assert vecs.shape == (4, 128) and vecs.dtype == np.float32
+    np.testing.assert_allclose(vecs, tinyhpd.load(hpd_new_path).encode(lines), atol=1e-6)
+
+
+def test_encode_normalize_flag(hpd_new_path, tmp_path):
+    out = tmp_path / "v.npy"
+    assert main(["encode", "--model", str(hpd_new_path), "--normalize", "--out", str(out), "a", "b"]) == 0
+    np.testing.assert_allclose(np.linalg.norm(np.load(out), axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["encode"], "nothing to encode"),
+    (["encode", "--input", "/nonexistent/file.txt"], "/nonexistent/file.txt"),
+    (["encode", "--out", "x.txt", "a"], "expected a .npy"),
+    (["encode", "--out", "/nonexistent/dir/x.npy", "a"], "does not exist"),
+    (["encode", "--input", "-", "a"], "not both"),
+])
+def test_encode_errors_are_one_line_with_exit_code_2(argv, message, capsys, hpd_new_path):
+    assert main(argv[:1] + ["--model", str(hpd_new_path)] + argv[1:]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_model_folder_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    assert main(["encode", "--model", str(tmp_path / "m"), "a"]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_existing_output_survives_a_failed_encode(hpd_new_path, tmp_path):
+    out = tmp_path / "v.npy"
+    np.save(out, np.arange(3.0))
+    inp = tmp_path / "bad.txt"
+    inp.write_bytes(b"ok\n\xff\xfe broken utf-8\n")
+    assert main(["encode", "--model", str(hpd_new_path), "--input", str(inp), "--out", str(out)]) == 2
+    np.testing.assert_array_equal(np.load(out), np.arange(3.0))
+
+
+def test_convert_writes_a_pickle_free_folder_with_identical_vectors(hpd_old_path, tmp_path):
+    dst = tmp_path / "converted"
+    assert main(["convert", str(hpd_old_path), str(dst)]) == 0
+    assert not list(dst.rglob("*.bin")) and (dst / "model.safetensors").exists()
+    assert (dst / "2_Dense" / "model.safetensors").exists()
+    sents = ["a b c", "another sentence"]
+    np.testing.assert_array_equal(tinyhpd.load(dst).encode(sents), tinyhpd.load(hpd_old_path).encode(sents))
+
+
+def test_convert_float16_stays_close(hpd_old_path, tmp_path):
+    dst = tmp_path / "f16"
+    assert main(["convert", str(hpd_old_path), str(dst), "--dtype", "float16"]) == 0
+    sents = ["a b c", "another sentence"]
+    assert np.abs(tinyhpd.load(dst).encode(sents) - tinyhpd.load(hpd_old_path).encode(sents)).max() < 0.05
+
+
+def test_convert_refuses_to_overwrite(hpd_old_path, tmp_path, capsys):
+    dst = tmp_path / "c"
+    dst.mkdir()
+    assert main(["convert", str(hpd_old_path), str(dst)]) == 2
+    assert "exists" in capsys.readouterr().err
