@@ -104,12 +104,14 @@ def layer_norm_(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float, stat: n
     """LayerNorm in place on `[n, H]`, row chunks kept in cache; `stat` is `[n]` scratch."""
     n, h = x.shape
     rows = max(1, _CHUNK // h)
+    inv_h = np.float32(1.0 / h)
     for i in range(0, n, rows):
         c, s = x[i:i + rows], stat[i:i + rows, None]  # [r, H], [r, 1]
-        np.mean(c, axis=1, keepdims=True, out=s)
+        np.add.reduce(c, axis=1, out=s[:, 0])
+        s *= inv_h  # mean
         c -= s  # centre
         np.einsum("ij,ij->i", c, c, out=s[:, 0])  # sum of squares
-        s *= np.float32(1.0 / h)
+        s *= inv_h
         s += np.float32(eps)
         np.sqrt(s, out=s)
         np.reciprocal(s, out=s)
@@ -126,7 +128,9 @@ class Workspace:
         self._bufs: Dict[str, np.ndarray] = {}
 
     def get(self, name: str, shape: Tuple[int, ...]) -> np.ndarray:
-        size = int(np.prod(shape))
+        size = 1
+        for n in shape:
+            size *= n
         buf = self._bufs.get(name)
         if buf is None or buf.size < size:
             buf = self._bufs[name] = np.empty(max(size, 1024), dtype=np.float32)
