@@ -312,6 +312,21 @@ def test_score_is_spearman_of_float64_cosine_vs_gold(tmp_path):
     assert sts.score_task(fake_encode, task, chunk_size=5) == pytest.approx(expected, abs=1e-9)
 
 
+def test_identical_sentence_pairs_have_cosine_exactly_one():
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(12)]
+    vec = {w: rng.standard_normal(16).astype(np.float32) for w in words}
+    s1 = tuple(words)
+    s2 = tuple(words[:6]) + tuple(reversed(words[6:]))  # six identical pairs, six different ones
+    gold = rng.uniform(0, 5, size=12)
+    task = sts.STSTask("toy", s1, s2, gold)
+    emb = lambda sentences: np.stack([vec[s] for s in sentences])
+    raw = sts.cosine_pairs(emb(list(s1)), emb(list(s2)))
+    assert np.any(raw[:6] != 1.0)  # float rounding: cos(x, x) is not exactly 1 for some x
+    expected = np.concatenate([np.ones(6), raw[6:]])
+    assert sts.score_task(emb, task) == pytest.approx(100 * sts.spearman(expected, gold), abs=1e-12)
+
+
 def test_encoder_returning_wrong_row_count_is_an_error(tmp_path):
     task = sts.load_task("STSBenchmark", make_senteval(tmp_path))
     with pytest.raises(ValueError, match="STSBenchmark.*encoder returned"):

@@ -383,13 +383,19 @@ def _encode_unique(encode: Encoder, sentences: List[str], name: str, chunk_size:
 
 def score_task(encode: Encoder, task: STSTask, *, chunk_size: int = 512,
                progress: Optional[Progress] = None) -> float:
-    """Spearman x100 of cosine(encode(s1), encode(s2)) vs gold; each distinct sentence is encoded once."""
+    """Spearman x100 of cosine(encode(s1), encode(s2)) vs gold; each distinct sentence is encoded once.
+
+    A pair of identical sentences (79 in STS12) has cosine exactly 1: both sides are the same embedding, and float
+    rounding of cos(x, x) would otherwise break these ties in an arbitrary, engine-dependent order.
+    """
     unique = list(dict.fromkeys(task.s1 + task.s2))
     row = {s: i for i, s in enumerate(unique)}
     emb = _encode_unique(encode, unique, task.name, chunk_size, progress)
-    a = emb[[row[s] for s in task.s1]]
-    b = emb[[row[s] for s in task.s2]]
-    return 100.0 * spearman(cosine_pairs(a, b), task.gold)
+    i1 = np.fromiter((row[s] for s in task.s1), dtype=np.int64, count=len(task.s1))
+    i2 = np.fromiter((row[s] for s in task.s2), dtype=np.int64, count=len(task.s2))
+    cos = cosine_pairs(emb[i1], emb[i2])
+    cos[i1 == i2] = 1.0
+    return 100.0 * spearman(cos, task.gold)
 
 
 def average(scores: Mapping[str, float]) -> float:
