@@ -141,7 +141,9 @@ class Workspace:
 class AttnGroup:
     """Sequences of similar length attended together on a padded `[b, L]` grid."""
 
-    rows: np.ndarray  # [b, L] packed row of each grid cell (padding cells repeat a real row of the group)
+    b: int  # sequences
+    L: int  # longest sequence
+    rows: object  # [b, L] packed row of each grid cell (padding repeats a real row), None: no padding at all
     valid: np.ndarray  # [n_g] flat grid index of each real token, in packed order
     dest: slice  # the packed rows of the group's tokens (sequences are contiguous in packed order)
     key_mask: object  # [b, 1, 1, L] additive mask (0 or -1e30), or None when no cell is padding
@@ -160,20 +162,25 @@ class Packed:
 def _group(lengths: np.ndarray, offsets: np.ndarray, start: int, stop: int) -> AttnGroup:
     lens = lengths[start:stop]  # [b]
     L = int(lens.max())
+    first, last = int(offsets[start]), int(offsets[stop - 1] + lengths[stop - 1])
+    if last - first == L * (stop - start):  # equal lengths: the packed rows already form the [b, L] grid
+        return AttnGroup(stop - start, L, None, None, slice(first, last), None)
     pos = np.arange(L)  # [L]
     inside = pos[None, :] < lens[:, None]  # [b, L]
     rows = np.where(inside, offsets[start:stop, None] + pos[None, :], offsets[start:stop, None])  # [b, L]
     mask = None
     if not inside.all():
         mask = np.where(inside, np.float32(0.0), np.float32(-1e30)).astype(np.float32)[:, None, None, :]
-    first, last = int(offsets[start]), int(offsets[stop - 1] + lengths[stop - 1])
-    return AttnGroup(rows, np.flatnonzero(inside), slice(first, last), mask)
+    return AttnGroup(stop - start, L, rows, np.flatnonzero(inside), slice(first, last), mask)
 
 
 def pack(lengths: Sequence[int], max_waste: float = 0.25) -> Packed:
     """Index arrays for one batch. Consecutive sequences share an attention group while padding stays under
     `max_waste` of the group's cells (callers sort batches by length, so groups are large)."""
     lengths = np.asarray(lengths, dtype=np.int64)  # [B]
+    if len(lengths) == 1:  # serving fast path: one sequence, one group, no padding
+        n = int(lengths[0])
+        return Packed(lengths, np.zeros(1, np.int64), np.arange(n), (AttnGroup(1, n, None, None, slice(0, n), None),))
     offsets = np.zeros(len(lengths), dtype=np.int64)
     np.cumsum(lengths[:-1], out=offsets[1:])
     positions = np.arange(int(lengths.sum())) - np.repeat(offsets, lengths)  # [n_tok]
@@ -201,10 +208,13 @@ def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float) -> 
 
 def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray) -> None:
     """Attention of one group: `qkv [n_tok, 3H]` rows of the group -> `out [n_tok, H]` rows of the group."""
-    b, L = g.rows.shape
     H = out.shape[1]
     d = H // n_heads
-    grid = qkv[g.rows]  # [b, L, 3H]
+    b, L = g.b, g.L
+    if g.rows is None:  # no padding: a view of the group's packed rows
+        grid = qkv[g.dest].reshape(b, L, 3 * H)  # [b * L, 3H] -> [b, L, 3H]
+    else:
+        grid = qkv[g.rows]  # [n_tok, 3H] -> [b, L, 3H]
     qkv_h = np.ascontiguousarray(grid.reshape(b, L, 3, n_heads, d).transpose(2, 0, 3, 1, 4))  # [3, b, h, L, d]
     q, k, v = qkv_h[0], qkv_h[1], qkv_h[2]  # [b, h, L, d] each
     scores = q @ k.transpose(0, 1, 3, 2)  # [b, h, L, d] @ [b, h, d, L] -> [b, h, L, L]
