@@ -13,6 +13,7 @@ _SUBCOMMAND_MODULES = (
     "tinyhpd.index",  # index build, search
     "tinyhpd.distill",  # distill
     "tinyhpd.sts",  # eval sts
+    "tinyhpd.bench",  # bench
 )
 
 
