@@ -654,3 +654,16 @@ def test_importing_the_module_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(index_mod.__file__).parents[1])}).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_cli_with_the_real_model(tmp_path, minilm_path, stsb_test_sentences, capsys):
+    from tinyhpd.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(stsb_test_sentences[:40]) + "\n", encoding="utf-8")
+    assert main(["index", "build", str(corpus), "--out", str(tmp_path / "ix"), "--model", str(minilm_path),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "ix"), stsb_test_sentences[7]]) == 0  # model taken from the manifest
+    first = capsys.readouterr().out.splitlines()[0].split("\t")
+    assert first[0] == "1" and first[2] == "8" and float(first[1]) == pytest.approx(1.0, abs=1e-3)
