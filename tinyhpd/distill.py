@@ -327,15 +327,16 @@ def _pooled_features(model, sentences: Sequence[str], batch_size: int, progress:
     import torch
 
     body = torch.nn.Sequential(model[0], model[1])
-    out = []
+    order = np.argsort([len(s) for s in sentences], kind="stable")  # similar lengths share a batch: less padding
+    out = np.empty((len(sentences), model[1].get_sentence_embedding_dimension()), dtype=np.float32)
     body.eval()
     with torch.no_grad(), _progress(len(sentences), "student features", "sent", progress) as bar:
         for i in range(0, len(sentences), batch_size):
-            batch = list(sentences[i:i + batch_size])
-            feats = model.tokenize(batch)
-            out.append(body(feats)["sentence_embedding"].float().numpy())
-            bar.update(len(batch))
-    return np.concatenate(out, axis=0)
+            idx = order[i:i + batch_size]
+            feats = model.tokenize([sentences[j] for j in idx])
+            out[idx] = body(feats)["sentence_embedding"].float().numpy()
+            bar.update(len(idx))
+    return out
 
 
 def _val_mse(model, sentences: Sequence[str], targets: np.ndarray, batch_size: int) -> float:
@@ -343,11 +344,12 @@ def _val_mse(model, sentences: Sequence[str], targets: np.ndarray, batch_size: i
 
     model.eval()
     total, count = 0.0, 0
+    order = np.argsort([len(s) for s in sentences], kind="stable")
     with torch.no_grad():
         for i in range(0, len(sentences), batch_size):
-            batch = list(sentences[i:i + batch_size])
-            pred = model(model.tokenize(batch))["sentence_embedding"]
-            tgt = torch.from_numpy(targets[i:i + batch_size])
+            idx = order[i:i + batch_size]
+            pred = model(model.tokenize([sentences[j] for j in idx]))["sentence_embedding"]
+            tgt = torch.from_numpy(targets[idx])
             total += float(((pred - tgt) ** 2).sum())
             count += tgt.numel()
     return total / count
