@@ -374,7 +374,7 @@ def test_cli_reference_prints_both_rows_and_difference(tmp_path, fake_engines, c
     out_json = tmp_path / "scores.json"
     assert cli.main(["eval", "sts", "--data", str(root), "--reference", "torch", "--json", str(out_json)]) == 0
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
-    assert rows == ["tinyhpd", "torch", "difference"]
+    assert rows == ["tinyhpd", "torch", "difference", "largest"]
     assert list(json.loads(out_json.read_text())["torch"]) == [*sts.TASKS, "Avg"]
 
 

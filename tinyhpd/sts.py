@@ -437,6 +437,8 @@ def format_table(rows: Sequence[Tuple[str, Mapping[str, float]]], *, diff: bool 
     if diff and len(rows) >= 2:
         a, b = rows[0][1], rows[1][1]
         lines.append("difference".ljust(label_w) + "".join(f"{a[c] - b[c]:+.4f}".rjust(width) for c in cols))
+        worst = max(cols, key=lambda c: abs(a[c] - b[c]))
+        lines.append(f"largest |difference|: {abs(a[worst] - b[worst]):.2g} ({LABELS[worst]}, unrounded, x100)")
     return "\n".join(lines)
 
 
