@@ -692,7 +692,7 @@ class Index:
     def _chunks(self, step: int, c: int) -> Iterable[Tuple[int, int]]:
         """Row ranges covering the corpus, doubling from a small first range up to ``step`` rows: each query's
         threshold is known early, so few rows per chunk pass it (about c per doubling)."""
-        start, size = 0, min(step, max(1024, 8 * c))
+        start, size = 0, min(step, max(1024, 8 * c, step // 16))
         while start < self._n:
             stop = min(self._n, start + size)
             yield start, stop
