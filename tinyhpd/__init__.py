@@ -4,9 +4,10 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, Optional, Tuple
 
+from tinyhpd.index import Hits, Index
 from tinyhpd.model import Model, load
 
-__all__ = ["Model", "load", "encode", "__version__"]
+__all__ = ["Model", "load", "encode", "Index", "Hits", "__version__"]
 __version__ = "0.1.0"
 
 _CACHE: Dict[Tuple[Optional[str], Optional[str]], Model] = {}
