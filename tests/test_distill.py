@@ -71,6 +71,21 @@ def test_init_dense_least_squares_recovers_a_tanh_layer():
     np.testing.assert_allclose(b_hat, b, atol=1e-4)
 
 
+def test_init_dense_procrustes_keeps_the_students_pca_cosines():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 12)) + 1.0
+    t = rng.normal(size=(300, 4)) * 0.1
+    w, b = D.init_dense_procrustes(x, t)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    base = xn @ D.fit_projection(xn, 4).T
+
+    def cos(a):
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        return a @ a.T
+
+    np.testing.assert_allclose(cos(x @ w.T + b), cos(base), atol=1e-5)
+
+
 def test_auto_target_scale_leaves_small_targets_alone():
     assert D.auto_target_scale(np.array([[0.5, -0.8]])) == 1.0
 

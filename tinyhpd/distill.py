@@ -41,6 +41,7 @@ __all__ = [
     "project",
     "auto_target_scale",
     "init_dense_least_squares",
+    "init_dense_procrustes",
     "length_bucketed_batches",
     "distill",
     "convert_float16",
@@ -242,6 +243,27 @@ def init_dense_least_squares(
 # ----------------------------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------------------------
+def init_dense_procrustes(features: np.ndarray, targets: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Weights ``(out, in)`` and a zero bias that keep the student's own geometry while aligning it with the targets.
+
+    ``W = s * R @ P``: ``P`` holds the top-``out`` PCA directions of the student's L2-normalised features (the same-size
+    projection baseline), ``R`` is the orthogonal rotation that best maps those projections onto the targets
+    (orthogonal Procrustes) and ``s`` the least-squares scale. Cosine similarities of ``W x`` equal those of the
+    student's own uncentred PCA projection, so fine-tuning starts from the baseline instead of a lossy linear fit.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.float64)
+    if x.ndim != 2 or t.ndim != 2 or x.shape[0] != t.shape[0]:
+        raise ValueError(f"features {x.shape} and targets {t.shape} must be 2-d with the same number of rows")
+    xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    p = fit_projection(xn, t.shape[1]).astype(np.float64)
+    u, _, vt = np.linalg.svd(t.T @ (xn @ p.T))
+    w = (u @ vt) @ p
+    z = x @ w.T
+    scale = float(np.sum(z * t) / max(np.sum(z * z), 1e-30))
+    return (scale * w).astype(np.float32), np.zeros(t.shape[1], dtype=np.float32)
+
+
 def length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> List[np.ndarray]:
     """Shuffled batches of positions in which sentences of similar length sit together (less padding, faster steps).
 
@@ -278,6 +300,7 @@ class DistillConfig:
     projection_fit_size: int = 20000
     target_scale: Optional[float] = None  # None: 1.0, or shrink so max |target| = 0.9 when the targets exceed it
     init_dense: bool = True
+    init_method: str = "lstsq"  # "lstsq": fit atanh(targets); "procrustes": rotate the student's own PCA projection
     init_size: int = 10000
     teacher_batch_size: int = 64
     chunk_size: int = 4096
@@ -408,7 +431,12 @@ def distill(
         t0 = time.perf_counter()
         init_rows = train_pos[: cfg.init_size]
         feats = _pooled_features(model, [sents[i] for i in init_rows], 128, cfg.progress)
-        w, b = init_dense_least_squares(feats, targets[init_rows])
+        if cfg.init_method == "procrustes":
+            w, b = init_dense_procrustes(feats, targets[init_rows])
+        elif cfg.init_method == "lstsq":
+            w, b = init_dense_least_squares(feats, targets[init_rows])
+        else:
+            raise ValueError(f"init_method must be 'lstsq' or 'procrustes', got {cfg.init_method!r}")
         with torch.no_grad():
             dense.linear.weight.copy_(torch.from_numpy(w))
             dense.linear.bias.copy_(torch.from_numpy(b))
@@ -536,7 +564,7 @@ def _run_cli(args: argparse.Namespace) -> int:
                         warmup_ratio=args.warmup_ratio, max_seq_length=args.max_seq_length,
                         max_sentences=args.max_sentences, val_size=args.val_size, eval_every=args.eval_every,
                         target_scale=args.target_scale, init_dense=not args.no_init_dense, init_size=args.init_size,
-                        projection_fit_size=args.projection_fit_size, seed=args.seed,
+                        projection_fit_size=args.projection_fit_size, init_method=args.init_method, seed=args.seed,
                         num_threads=args.threads, teacher_batch_size=args.teacher_batch_size,
                         progress=not args.quiet)
     cache = args.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "tinyhpd", "distill")
@@ -569,6 +597,9 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--target-scale", type=float, default=d.target_scale,
                    help="multiply the projected targets (default: 1, or shrink to max |t| = 0.9 if they exceed it)")
     p.add_argument("--no-init-dense", action="store_true", help="skip the least-squares Dense initialisation")
+    p.add_argument("--init-method", choices=["lstsq", "procrustes"], default=d.init_method,
+                   help="Dense initialisation: least squares to atanh(targets), or a rotation of the student's own "
+                        "PCA projection (keeps its geometry)")
     p.add_argument("--init-size", type=int, default=d.init_size,
                    help="training sentences used for the least-squares Dense initialisation")
     p.add_argument("--projection-fit-size", type=int, default=d.projection_fit_size,
