@@ -524,6 +524,7 @@ def convert_float16(src: os.PathLike | str, dst: os.PathLike | str) -> Path:
         if f.suffix == ".safetensors":
             tensors = {k: (v.astype(np.float16) if v.dtype.kind == "f" else v) for k, v in load_file(str(f)).items()}
             save_file(tensors, str(out), metadata={"format": "pt"})
+            os.chmod(out, 0o644)
         elif rel.as_posix() == "config.json":
             cfg = json.loads(f.read_text(encoding="utf-8"))
             cfg["torch_dtype"] = cfg["dtype"] = "float32"
