@@ -8,16 +8,19 @@ pytorch   `SentenceTransformer(folder, device="cpu").encode(...)` with `torch.se
 ort       ONNX Runtime (CPUExecutionProvider, graph optimisation ORT_ENABLE_ALL, intra_op_num_threads=T,
           inter_op_num_threads=1, sequential) on the model's BertModel exported by `torch.onnx.export` (TorchScript
           exporter, opset 17, dynamic batch and sequence axes; inputs input_ids, attention_mask, token_type_ids; output
-          last_hidden_state). Tokenization by the model's own `tokenizers` tokenizer.json, truncated at max_seq_length and
-          padded to the longest sentence of each batch; mean pooling, the Dense heads (and Normalize) run after it in NumPy.
-          Batches are formed like sentence-transformers does: sentences sorted by length, longest first.
+          last_hidden_state). Tokenization by the model's own `tokenizers` tokenizer.json, truncated at
+          max_seq_length and padded to the longest sentence of each batch; mean pooling, the Dense heads (and
+          Normalize) run after it in NumPy.
+          Batches are formed like sentence-transformers does: sentences sorted by length, longest first. NumPy runs
+          single-threaded in the ORT process (OPENBLAS_NUM_THREADS=1): its OpenBLAS threads would otherwise fight
+          ORT's spinning intra-op threads and slow ORT down by up to 3x.
 
 Each engine runs in its own worker process (no engine's threads or imports disturb another's timings), first to embed
 every sentence and document: the outputs must match tinyhpd's within 1e-4 (max |diff| printed) before anything is
 timed. Then per engine: throughput at batch 1, 32, 128 (median of 3 runs after a warm-up), batch-1 latency p50/p95 over
-300 single-sentence calls, throughput on 512-token documents; then each engine's cold start in fresh processes (import,
-load, first encode of one sentence; wall time and VmHWM peak RSS). tinyhpd's achieved GFLOP/s is compared with NumPy's
-float32 matmul rate measured in the same worker with the same threads.
+300 single-sentence calls (sentences evenly spaced over the set), throughput on 512-token documents; then each engine's
+cold start in fresh processes (import, load, first encode of one sentence; wall time and VmHWM peak RSS). tinyhpd's
+achieved GFLOP/s is compared with NumPy's float32 matmul rate measured in the same worker with the same threads.
 
 Model: an HPD-TinyBERT-F128-architecture model (BERT L4 H312, 12 heads, FFN 1200, mean pooling, Dense 312->128 Tanh):
 the bundled weights/ model when one with that architecture exists, else random weights built by tests/conftest.py's
@@ -342,7 +345,9 @@ def worker_time(name: str, job: Dict[str, Any], out: Path) -> None:
     res = measure_engine(engine.encode, engine.encode_one, job["sentences"], job["docs"],
                          batch_sizes=job["batch_sizes"], repeats=job["repeats"], latency_n=job["latency_n"],
                          doc_batch=job["doc_batch"], log=log)
-    tok = _tokenize_latency(engine, job["sentences"][:job["latency_n"]])
+    from tinyhpd.bench import latency_sample
+
+    tok = _tokenize_latency(engine, latency_sample(job["sentences"], job["latency_n"]))
     if tok is not None:
         res["tokenize_one"] = tok
     if name == "tinyhpd":
@@ -364,8 +369,13 @@ def profile_tinyhpd(engine: TinyhpdEngine, job: Dict[str, Any]) -> Dict[str, str
     import pstats
 
     out = {}
-    cases = {"batch_1": lambda: [engine.encode_one(s) for s in job["sentences"][:job["latency_n"]]],
-             "batch_128": lambda: engine.encode(job["sentences"], 128)}
+    from tinyhpd.bench import latency, latency_sample
+
+    texts = latency_sample(job["sentences"], job["latency_n"])
+    cases = {"batch_1": lambda: [engine.encode_one(s) for s in texts],
+             "batch_32": lambda: engine.encode(job["sentences"], 32),
+             "batch_128": lambda: engine.encode(job["sentences"], 128),
+             "long_docs": lambda: engine.encode(job["docs"], job["doc_batch"])}
     for key, fn in cases.items():
         prof = cProfile.Profile()
         prof.enable()
@@ -377,9 +387,6 @@ def profile_tinyhpd(engine: TinyhpdEngine, job: Dict[str, Any]) -> Dict[str, str
     # Does BLAS's own threading pay on the tiny batch-1 products? Latency with NumPy's BLAS on one thread.
     from threadpoolctl import threadpool_limits
 
-    from tinyhpd.bench import latency
-
-    texts = job["sentences"][:job["latency_n"]]
     lines = []
     for n in (1, job["threads"]):
         with threadpool_limits(limits=n, user_api="blas"):
@@ -389,10 +396,20 @@ def profile_tinyhpd(engine: TinyhpdEngine, job: Dict[str, Any]) -> Dict[str, str
     return out
 
 
-def run_worker(kind: str, args: Sequence[str]) -> None:
-    """Run one worker process (progress bars of transformers/huggingface_hub silenced; cold starts keep the plain env)."""
+# Extra environment of each engine's processes (workers and cold starts). In the ONNX Runtime process NumPy only pools
+# and applies the small Dense head: its OpenBLAS threads would fight ORT's spinning intra-op pool for the 2 cores
+# (measured: ORT batch 32 ran at about a third of its speed), so NumPy stays single-threaded there.
+ENGINE_ENV: Dict[str, Dict[str, str]] = {"ort": {"OPENBLAS_NUM_THREADS": "1"}}
+
+
+def engine_env(name: Optional[str]) -> Dict[str, str]:
+    return dict(os.environ, **ENGINE_ENV.get(name or "", {}))
+
+
+def run_worker(kind: str, args: Sequence[str], engine: Optional[str] = None) -> None:
+    """Run one worker process (progress bars of transformers/huggingface_hub silenced; cold starts keep plain env)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, *args]
-    env = dict(os.environ, HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1")
+    env = dict(engine_env(engine), HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1")
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {kind} {' '.join(args)} failed with exit code {proc.returncode}")
@@ -635,7 +652,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # 1. parity before any timing
     for name in engines:
         log(f"{name}: embedding for the parity check")
-        run_worker("embed", ["--engine", name, "--job", str(job_path), "--result", str(run_dir / f"embed-{name}.npz")])
+        run_worker("embed", ["--engine", name, "--job", str(job_path), "--result", str(run_dir / f"embed-{name}.npz")],
+                   name)
     parity = check_parity(run_dir, engines)
     failed = []
     for name, p in parity.items():
@@ -651,7 +669,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results: Dict[str, Dict[str, Any]] = {}
     for name in engines:
         out = run_dir / f"time-{name}.json"
-        run_worker("time", ["--engine", name, "--job", str(job_path), "--result", str(out)])
+        run_worker("time", ["--engine", name, "--job", str(job_path), "--result", str(out)], name)
         results[name] = json.loads(out.read_text())
         if name in parity:
             results[name]["parity_max_abs_diff"] = max(parity[name]["sentences"], parity[name]["docs"])
@@ -660,7 +678,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # 3. cold starts
     for name in engines:
         log(f"{name}: cold start")
-        results[name]["cold_start"] = tb.cold_start(cold_start_code(name, job), args.cold_repeats)
+        results[name]["cold_start"] = tb.cold_start(cold_start_code(name, job), args.cold_repeats, env=engine_env(name))
         c = results[name]["cold_start"]
         log(f"  {c['wall_s']:.2f} s wall, peak RSS {c['peak_rss_mb']:.0f} MB")
 
@@ -684,7 +702,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "inter_op_num_threads=1)")},
         "model": info,
         "onnx": {"path": job["onnx"], "opset": ONNX_OPSET, "exporter": "torch.onnx.export(dynamo=False)",
-                 "graph_optimization_level": "ORT_ENABLE_ALL",
+                 "graph_optimization_level": "ORT_ENABLE_ALL", "process_env": ENGINE_ENV.get("ort", {}),
                  "post": "tokenizers (padded per batch) -> ORT last_hidden_state -> NumPy mean pooling -> Dense/Tanh"},
         "data": {"sentences_source": f"{stsb.resolve()} (first {len(sentences)} unique sentences)",
                  "n_sentences": len(sentences), "mean_tokens": float(np.mean(sent_lengths)), "n_docs": len(docs),
@@ -693,7 +711,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "batch_sizes": list(batch_sizes), "cold_repeats": args.cold_repeats, "parity_tol": PARITY_TOL},
         "engines": results,
         "flops": flops,
-        "notes": ([warning] if warning else []) + ([f"parity above {PARITY_TOL} for {failed}"] if failed else []),
+        "notes": ([warning] if warning else []) + ([f"parity above {PARITY_TOL} for {failed}"] if failed else [])
+        + (["ort: BERT exported to ONNX (opset 17, TorchScript exporter), ORT_ENABLE_ALL; tokenizers padded per batch; "
+            "mean pooling + Dense + Tanh in NumPy afterwards, NumPy single-threaded in that process "
+            "(OPENBLAS_NUM_THREADS=1)"] if "ort" in engines else []),
     }
     result["goals"] = goal_lines(result)
     text = tb.format_report(result) + "\n" + "\n".join(result["goals"])

@@ -5,7 +5,7 @@ split when `../shared` is found, else `--data FILE`, else a deterministic synthe
 
 throughput   sentences/s of `model.encode(sentences, batch_size=b)` for b in 1, 32, 128: median of `repeats` timed
              runs after one warm-up run on a slice of the sentences
-latency      per-sentence `model.encode(s)` calls (batch 1): p50 and p95 in milliseconds
+latency      per-sentence `model.encode(s)` calls (batch 1) on sentences evenly spaced over the set: p50, p95 in ms
 long docs    documents of `max_seq_length` tokens (consecutive sentences joined until the tokenizer truncates): docs/s
 cold start   a fresh `python -c` process that imports tinyhpd, loads the model and encodes one sentence: wall time seen
              by the parent (interpreter start-up included) and the child's peak RSS (VmHWM from /proc/self/status)
@@ -35,7 +35,8 @@ import numpy as np
 
 __all__ = [
     "find_stsb", "read_sentences", "synthetic_sentences", "bench_sentences", "long_documents", "encoder_flops",
-    "head_flops", "matmul_gflops", "set_blas_threads", "throughput", "latency", "measure_engine", "child_script",
+    "head_flops", "matmul_gflops", "set_blas_threads", "throughput", "latency", "latency_sample", "measure_engine",
+    "child_script",
     "cold_start", "machine_info", "openblas_env_warning", "run_bench", "format_report", "add_cli",
 ]
 
@@ -141,7 +142,8 @@ def encoder_flops(lengths: Sequence[int], hidden: int, layers: int, intermediate
     """Multiply-add FLOPs (2 per multiply-add) of a BERT encoder's matrix products on sequences of `lengths` tokens.
 
     Per token and layer: fused Q|K|V 2*H*3H, attention output 2*H*H, feed-forward 2*2*H*I; per sequence of L tokens and
-    layer: attention scores and context 2*2*L*L*H. Not counted: embeddings, LayerNorm, GELU, softmax, biases, pooling."""
+    layer: attention scores and context 2*2*L*L*H. Not counted: embeddings, LayerNorm, GELU, softmax, biases,
+    pooling."""
     lens = np.asarray(lengths, dtype=np.float64)
     dense = 2.0 * hidden * 3 * hidden + 2.0 * hidden * hidden + 2.0 * 2 * hidden * intermediate
     return float(layers * (dense * lens.sum() + 4.0 * hidden * (lens * lens).sum()))
@@ -223,6 +225,13 @@ def latency(encode_one: Callable[[str], Any], texts: Sequence[str], warmup: int 
     return {"n": len(ms), "p50_ms": float(p50), "p95_ms": float(p95), "mean_ms": float(np.mean(ms))}
 
 
+def latency_sample(sentences: Sequence[str], n: int) -> List[str]:
+    """`n` sentences evenly spaced over the list (its length mix, not just its first, often shorter, sentences)."""
+    if n >= len(sentences):
+        return list(sentences)
+    return [sentences[i] for i in np.linspace(0, len(sentences) - 1, n).round().astype(int)]
+
+
 def measure_engine(encode: Callable[[List[str], int], Any], encode_one: Callable[[str], Any], sentences: List[str],
                    docs: List[str], *, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, repeats: int = 3,
                    latency_n: int = 300, doc_batch: int = 8, log: Callable[[str], None] = lambda m: None
@@ -233,7 +242,7 @@ def measure_engine(encode: Callable[[List[str], int], Any], encode_one: Callable
         r = throughput(encode, sentences, b, repeats)
         out["throughput"][str(b)] = r
         log(f"  batch {b}: {r['per_s']:.1f} sentences/s")
-    out["latency"] = latency(encode_one, sentences[:latency_n])
+    out["latency"] = latency(encode_one, latency_sample(sentences, latency_n))
     log(f"  latency: p50 {out['latency']['p50_ms']:.2f} ms, p95 {out['latency']['p95_ms']:.2f} ms")
     if docs:
         r = throughput(encode, docs, doc_batch, repeats, warmup=min(len(docs), doc_batch))
@@ -406,9 +415,9 @@ def flops_summary(info: Dict[str, Any], sentence_lengths: Sequence[int], doc_len
     n_tok = int(np.sum(sentence_lengths)) if len(sentence_lengths) else 0
     s_total = total(sentence_lengths)
     return {
-        "counted": "encoder matrix products (per token and layer 2*H*3H + 2*H*H + 2*2*H*I; per sequence of L tokens and "
-                   "layer 2*2*L*L*H for attention) + Dense heads 2*in*out per sentence; not embeddings, LayerNorm, GELU, "
-                   "softmax, biases or pooling; real token counts (no padding)",
+        "counted": "encoder matrix products (per token and layer 2*H*3H + 2*H*H + 2*2*H*I; per sequence of L "
+                   "tokens and layer 2*2*L*L*H for attention) + Dense heads 2*in*out per sentence; not embeddings, "
+                   "LayerNorm, GELU, softmax, biases or pooling; real token counts (no padding)",
         "sentences": {"n": len(sentence_lengths), "tokens": n_tok,
                       "mean_tokens": n_tok / max(1, len(sentence_lengths)), "gflop": s_total / 1e9,
                       "mflop_per_sentence": s_total / max(1, len(sentence_lengths)) / 1e6,
@@ -561,10 +570,12 @@ def format_report(result: Dict[str, Any]) -> str:
     lines.append(f"data: {d['n_sentences']} sentences, mean {d['mean_tokens']:.1f} tokens ([CLS]/[SEP] included), "
                  f"from {d['sentences_source']}")
     if d.get("n_docs"):
-        lines.append(f"      {d['n_docs']} documents of {d['doc_tokens']} tokens (STS sentences joined until truncation)")
+        lines.append(f"      {d['n_docs']} documents of {d['doc_tokens']} tokens "
+                     "(STS sentences joined until truncation)")
     s = result["settings"]
-    lines.append(f"timing: median of {s['repeats']} runs after a warm-up; latency over {s['latency_n']} single-sentence "
-                 f"calls; cold start median of {s['cold_repeats']} fresh processes after 1 untimed")
+    lines.append(f"timing: median of {s['repeats']} runs after a warm-up; latency over {s['latency_n']} "
+                 f"single-sentence calls (evenly spaced sentences); cold start median of {s['cold_repeats']} fresh "
+                 "processes after 1 untimed")
     lines.append("")
     rows = report_rows(result)
     label_w = max(len(r[0]) for r in rows) + 2
@@ -652,7 +663,8 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--model", default=None, help="model folder or Hub id (default: tinyhpd's default model)")
     p.add_argument("--json", dest="json_out", type=Path, default=None, help="write the full result as JSON here")
     p.add_argument("--sentences", type=int, default=2000, help="number of unique sentences (default 2000)")
-    p.add_argument("--threads", type=int, default=None, help="tinyhpd num_threads and BLAS threads (default: tinyhpd's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="tinyhpd num_threads and BLAS threads (default: tinyhpd's)")
     p.add_argument("--data", type=Path, default=None,
                    help="sentence file: STS-B style .csv or one sentence per line (default: STS-B test from "
                         "../shared if found, else synthetic sentences)")
