@@ -703,7 +703,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "model": info,
         "onnx": {"path": job["onnx"], "opset": ONNX_OPSET, "exporter": "torch.onnx.export(dynamo=False)",
                  "graph_optimization_level": "ORT_ENABLE_ALL", "process_env": ENGINE_ENV.get("ort", {}),
-                 "post": "tokenizers (padded per batch) -> ORT last_hidden_state -> NumPy mean pooling -> Dense/Tanh"},
+                 "post": "tokenizers (padded per batch) -> ORT last_hidden_state -> NumPy mean pooling -> the model's "
+                         "Dense (Tanh) / Normalize modules"},
         "data": {"sentences_source": f"{stsb.resolve()} (first {len(sentences)} unique sentences)",
                  "n_sentences": len(sentences), "mean_tokens": float(np.mean(sent_lengths)), "n_docs": len(docs),
                  "doc_tokens": max(doc_lengths) if doc_lengths else 0, "doc_batch": args.doc_batch},
@@ -713,7 +714,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "flops": flops,
         "notes": ([warning] if warning else []) + ([f"parity above {PARITY_TOL} for {failed}"] if failed else [])
         + (["ort: BERT exported to ONNX (opset 17, TorchScript exporter), ORT_ENABLE_ALL; tokenizers padded per batch; "
-            "mean pooling + Dense + Tanh in NumPy afterwards, NumPy single-threaded in that process "
+            "mean pooling and the model's Dense (Tanh) / Normalize modules in NumPy afterwards, NumPy single-threaded "
+            "in that process "
             "(OPENBLAS_NUM_THREADS=1)"] if "ort" in engines else []),
     }
     result["goals"] = goal_lines(result)
