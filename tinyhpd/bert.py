@@ -143,10 +143,11 @@ class AttnGroup:
 
     b: int  # sequences
     L: int  # longest sequence
-    rows: object  # [b, L] packed row of each grid cell (padding repeats a real row), None: no padding at all
-    valid: np.ndarray  # [n_g] flat grid index of each real token, in packed order
+    rows: object  # [b, L] qkv row of each grid cell, padding -> the all-zero row n_tok; None: no padding at all
+    valid: object  # [n_g] flat grid index of each real token, in packed order (None: no padding)
     dest: slice  # the packed rows of the group's tokens (sequences are contiguous in packed order)
-    key_mask: object  # [b, 1, 1, L] additive mask (0 or -1e30), or None when no cell is padding
+    keep: np.ndarray  # [b, L, 1] float32, 1 for a real key and 0 for padding: softmax denominators by one product
+    key_mask: object  # [b, 1, 1, L] additive mask (0 or -1e30) for the exact per-row path, or None: no padding
 
 
 @dataclass(frozen=True)
@@ -159,19 +160,18 @@ class Packed:
     groups: Tuple[AttnGroup, ...]
 
 
-def _group(lengths: np.ndarray, offsets: np.ndarray, start: int, stop: int) -> AttnGroup:
+def _group(lengths: np.ndarray, offsets: np.ndarray, start: int, stop: int, n_tok: int) -> AttnGroup:
     lens = lengths[start:stop]  # [b]
-    L = int(lens.max())
+    b, L = stop - start, int(lens.max())
     first, last = int(offsets[start]), int(offsets[stop - 1] + lengths[stop - 1])
-    if last - first == L * (stop - start):  # equal lengths: the packed rows already form the [b, L] grid
-        return AttnGroup(stop - start, L, None, None, slice(first, last), None)
+    if last - first == L * b:  # equal lengths: the packed rows already form the [b, L] grid
+        return AttnGroup(b, L, None, None, slice(first, last), np.ones((b, L, 1), np.float32), None)
     pos = np.arange(L)  # [L]
     inside = pos[None, :] < lens[:, None]  # [b, L]
-    rows = np.where(inside, offsets[start:stop, None] + pos[None, :], offsets[start:stop, None])  # [b, L]
-    mask = None
-    if not inside.all():
-        mask = np.where(inside, np.float32(0.0), np.float32(-1e30)).astype(np.float32)[:, None, None, :]
-    return AttnGroup(stop - start, L, rows, np.flatnonzero(inside), slice(first, last), mask)
+    rows = np.where(inside, offsets[start:stop, None] + pos[None, :], n_tok)  # [b, L]
+    mask = np.where(inside, np.float32(0.0), np.float32(-1e30)).astype(np.float32)[:, None, None, :]
+    return AttnGroup(b, L, rows, np.flatnonzero(inside), slice(first, last),
+                     inside[:, :, None].astype(np.float32), mask)
 
 
 def pack(lengths: Sequence[int], max_waste: float = 0.25) -> Packed:
@@ -180,19 +180,21 @@ def pack(lengths: Sequence[int], max_waste: float = 0.25) -> Packed:
     lengths = np.asarray(lengths, dtype=np.int64)  # [B]
     if len(lengths) == 1:  # serving fast path: one sequence, one group, no padding
         n = int(lengths[0])
-        return Packed(lengths, np.zeros(1, np.int64), np.arange(n), (AttnGroup(1, n, None, None, slice(0, n), None),))
+        return Packed(lengths, np.zeros(1, np.int64), np.arange(n),
+                      (AttnGroup(1, n, None, None, slice(0, n), np.ones((1, n, 1), np.float32), None),))
     offsets = np.zeros(len(lengths), dtype=np.int64)
     np.cumsum(lengths[:-1], out=offsets[1:])
-    positions = np.arange(int(lengths.sum())) - np.repeat(offsets, lengths)  # [n_tok]
+    n_tok = int(lengths.sum())
+    positions = np.arange(n_tok) - np.repeat(offsets, lengths)  # [n_tok]
     groups: List[AttnGroup] = []
     start, longest, total = 0, 0, 0
     for i, n in enumerate(lengths.tolist()):
         new_longest, new_total = max(longest, n), total + n
         if i > start and new_longest * (i + 1 - start) * (1.0 - max_waste) > new_total:
-            groups.append(_group(lengths, offsets, start, i))
+            groups.append(_group(lengths, offsets, start, i, n_tok))
             start, new_longest, new_total = i, n, n
         longest, total = new_longest, new_total
-    groups.append(_group(lengths, offsets, start, len(lengths)))
+    groups.append(_group(lengths, offsets, start, len(lengths), n_tok))
     return Packed(lengths, offsets, positions, tuple(groups))
 
 
@@ -206,32 +208,59 @@ def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float) -> 
     return layer_norm_(x, p.emb_ln_g, p.emb_ln_b, 0.0 + eps, np.empty(x.shape[0], np.float32))
 
 
-def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray) -> None:
-    """Attention of one group: `qkv [n_tok, 3H]` rows of the group -> `out [n_tok, H]` rows of the group."""
+# exp(s - max) never leaves float32's normal range while the scores of a whole group span less than this.
+_SHARED_SHIFT_SPAN = 80.0
+
+
+def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray, ws: "Workspace") -> None:
+    """Attention of one group: `qkv [n_tok + 1, 3H]` (last row zero) -> `out [n_tok, H]` rows of the group.
+
+    Softmax: the scores are shifted by one constant per group (their maximum) when they span less than 80, which is
+    exact softmax (any per-row constant cancels) and keeps every exp(.) normal; padded keys have zero K and V rows,
+    and the `keep` product leaves them out of the denominators. Otherwise: the per-row maximum with an additive mask.
+    Every intermediate lives in `ws` (fresh multi-MB arrays per call cost more in page faults than the arithmetic).
+    """
     H = out.shape[1]
     d = H // n_heads
     b, L = g.b, g.L
     if g.rows is None:  # no padding: a view of the group's packed rows
         grid = qkv[g.dest].reshape(b, L, 3 * H)  # [b * L, 3H] -> [b, L, 3H]
     else:
-        grid = qkv[g.rows]  # [n_tok, 3H] -> [b, L, 3H]
-    qkv_h = np.ascontiguousarray(grid.reshape(b, L, 3, n_heads, d).transpose(2, 0, 3, 1, 4))  # [3, b, h, L, d]
+        grid = np.take(qkv, g.rows, axis=0, out=ws.get("att_grid", (b, L, 3 * H)))  # padding: the zero row
+    qkv_h = ws.get("att_qkv", (3, b, n_heads, L, d))
+    np.copyto(qkv_h, grid.reshape(b, L, 3, n_heads, d).transpose(2, 0, 3, 1, 4))  # [b, L, 3H] -> [3, b, h, L, d]
     q, k, v = qkv_h[0], qkv_h[1], qkv_h[2]  # [b, h, L, d] each
-    scores = q @ k.transpose(0, 1, 3, 2)  # [b, h, L, d] @ [b, h, d, L] -> [b, h, L, L]
-    if g.key_mask is not None:
-        scores += g.key_mask  # padded keys -> -1e30
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)  # padded keys underflow to exactly 0
-    scores *= np.reciprocal(scores.sum(axis=-1, keepdims=True))  # softmax over keys
-    ctx = scores @ v  # [b, h, L, L] @ [b, h, L, d] -> [b, h, L, d]
-    ctx = ctx.transpose(0, 2, 1, 3).reshape(b * L, H)  # -> [b, L, h, d] -> [b * L, H]
-    out[g.dest] = ctx if g.key_mask is None else ctx[g.valid]  # real tokens only -> [n_g, H]
+    s = np.matmul(q, k.transpose(0, 1, 3, 2), out=ws.get("att_s", (b, n_heads, L, L)))  # -> [b, h, L, L]
+    hi = s.max()
+    if hi - s.min() < _SHARED_SHIFT_SPAN:
+        s -= hi
+        np.exp(s, out=s)  # [b, h, L, L], all in (exp(-80), 1]
+        denom = np.matmul(s.reshape(b, n_heads * L, L), g.keep,
+                          out=ws.get("att_den", (b, n_heads * L, 1)))  # [b, hL, L] @ [b, L, 1]: real keys only
+    else:  # rare: scores far apart; exact per-row shift, padded keys masked to exactly 0
+        if g.key_mask is not None:
+            s += g.key_mask
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        denom = s.sum(axis=-1, keepdims=True)  # [b, h, L, 1]
+    ctx = np.matmul(s, v, out=ws.get("att_ctx", (b, n_heads, L, d)))  # [b, h, L, d] (padded V rows are zero)
+    ctx /= denom.reshape(b, n_heads, L, 1)  # softmax normalisation
+    ctx_t = ctx.transpose(0, 2, 1, 3)  # [b, L, h, d] view
+    if g.valid is None:
+        np.copyto(out[g.dest].reshape(b, L, n_heads, d), ctx_t)  # -> [b * L, H] rows of the group
+    else:
+        grid_out = ws.get("att_out", (b, L, n_heads, d))
+        np.copyto(grid_out, ctx_t)
+        np.take(grid_out.reshape(b * L, H), g.valid, axis=0, out=out[g.dest])  # real tokens only -> [n_g, H]
 
 
-def attention(qkv: np.ndarray, packed: Packed, n_heads: int, out: np.ndarray) -> np.ndarray:
-    """Multi-head self-attention of packed tokens, `qkv [n_tok, 3H]` (Q pre-scaled) -> `out [n_tok, H]`."""
+def attention(qkv: np.ndarray, packed: Packed, n_heads: int, out: np.ndarray, ws: "Workspace | None" = None
+              ) -> np.ndarray:
+    """Multi-head self-attention of packed tokens, `qkv [n_tok + 1, 3H]` (Q pre-scaled, last row all zero)
+    -> `out [n_tok, H]`."""
+    ws = Workspace() if ws is None else ws
     for g in packed.groups:
-        _attend_group(qkv, g, n_heads, out)
+        _attend_group(qkv, g, n_heads, out, ws)
     return out
 
 
@@ -240,9 +269,11 @@ def encoder_layer(x: np.ndarray, lp: LayerParams, packed: Packed, cfg: BertConfi
     n, H = x.shape
     eps, act = cfg.layer_norm_eps, ACTIVATIONS[cfg.hidden_act]
     stat, scratch = ws.get("stat", (n,)), ws.get("scratch", (2 * _CHUNK,))
-    qkv = np.matmul(x, lp.qkv_w, out=ws.get("qkv", (n, 3 * H)))  # [n, H] -> [n, 3H]
-    qkv += lp.qkv_b
-    ctx = attention(qkv, packed, cfg.num_attention_heads, ws.get("ctx", (n, H)))  # [n, 3H] -> [n, H]
+    qkv = ws.get("qkv", (n + 1, 3 * H))  # one extra all-zero row: what padded attention cells read
+    np.matmul(x, lp.qkv_w, out=qkv[:n])  # [n, H] -> [n, 3H]
+    qkv[:n] += lp.qkv_b
+    qkv[n] = 0.0
+    ctx = attention(qkv, packed, cfg.num_attention_heads, ws.get("ctx", (n, H)), ws)  # [n, 3H] -> [n, H]
     a = np.matmul(ctx, lp.out_w, out=ws.get("a", (n, H)))  # [n, H] -> [n, H]
     a += lp.out_b
     a += x  # residual
