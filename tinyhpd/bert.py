@@ -66,11 +66,13 @@ def _gelu_chunk(x: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> None:
 
 
 def gelu_(x: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-    """Exact (erf) GELU in place on a C-contiguous float32 array; `scratch` holds >= 2 * _CHUNK floats."""
+    """Exact (erf) GELU in place on a C-contiguous float32 array; `scratch` holds >= 4 * _CHUNK floats.
+    Arrays up to 2 * _CHUNK (one short sentence) go in one piece: per-call overhead matters more there."""
     flat = x.reshape(-1)
-    s1, s2 = scratch[:_CHUNK], scratch[_CHUNK:2 * _CHUNK]
-    for i in range(0, flat.size, _CHUNK):
-        c = flat[i:i + _CHUNK]
+    step = flat.size if flat.size <= 2 * _CHUNK else _CHUNK
+    s1, s2 = scratch[:step], scratch[step:2 * step]
+    for i in range(0, flat.size, step):
+        c = flat[i:i + step]
         _gelu_chunk(c, s1[:c.size], s2[:c.size])
     return x
 
@@ -78,7 +80,7 @@ def gelu_(x: np.ndarray, scratch: np.ndarray) -> np.ndarray:
 def gelu(x: np.ndarray) -> np.ndarray:
     """Exact GELU, x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), as BERT's `hidden_act: gelu` (never the tanh form)."""
     out = np.array(x, dtype=np.float32, order="C")
-    return gelu_(out, np.empty(2 * _CHUNK, np.float32))
+    return gelu_(out, np.empty(4 * _CHUNK, np.float32))
 
 
 def gelu_tanh_(x: np.ndarray, scratch: np.ndarray) -> np.ndarray:
@@ -198,14 +200,20 @@ def pack(lengths: Sequence[int], max_waste: float = 0.25) -> Packed:
     return Packed(lengths, offsets, positions, tuple(groups))
 
 
-def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float) -> np.ndarray:
-    """Word + position + token-type (type 0: single sentences) embeddings, then LayerNorm: `[n_tok]` -> `[n_tok, H]`."""
-    x = p.word_emb[ids]  # [n_tok, H] (a fresh array: safe to update in place)
-    if x.dtype != np.float32:
-        x = x.astype(np.float32)
-    x += p.pos_emb[positions]
+def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float, ws: "Workspace | None" = None
+          ) -> np.ndarray:
+    """Word + position + token-type (type 0: single sentences) embeddings, then LayerNorm: `[n_tok]` -> `[n_tok, H]`
+    (in the workspace's "x" buffer when given: the layers then update it in place)."""
+    ws = Workspace() if ws is None else ws
+    n, H = len(ids), p.word_emb.shape[1]
+    x = ws.get("x", (n, H))
+    if p.word_emb.dtype == np.float32:
+        np.take(p.word_emb, ids, axis=0, out=x)  # [vocab, H] -> [n_tok, H]
+    else:
+        x[...] = p.word_emb[ids]
+    x += np.take(p.pos_emb, positions, axis=0, out=ws.get("pos", (n, H)))  # [n_tok, H]
     x += p.type_emb[0]
-    return layer_norm_(x, p.emb_ln_g, p.emb_ln_b, 0.0 + eps, np.empty(x.shape[0], np.float32))
+    return layer_norm_(x, p.emb_ln_g, p.emb_ln_b, 0.0 + eps, ws.get("stat", (n,)))
 
 
 # exp(s - max) never leaves float32's normal range while the scores of a whole group span less than this.
@@ -268,7 +276,7 @@ def encoder_layer(x: np.ndarray, lp: LayerParams, packed: Packed, cfg: BertConfi
     """One post-LN BERT layer, in place on x: x = LN(x + attn(x)); x = LN(x + FFN(x))."""
     n, H = x.shape
     eps, act = cfg.layer_norm_eps, ACTIVATIONS[cfg.hidden_act]
-    stat, scratch = ws.get("stat", (n,)), ws.get("scratch", (2 * _CHUNK,))
+    stat, scratch = ws.get("stat", (n,)), ws.get("scratch", (4 * _CHUNK,))
     qkv = ws.get("qkv", (n + 1, 3 * H))  # one extra all-zero row: what padded attention cells read
     np.matmul(x, lp.qkv_w, out=qkv[:n])  # [n, H] -> [n, 3H]
     qkv[:n] += lp.qkv_b
@@ -289,7 +297,7 @@ def encoder_layer(x: np.ndarray, lp: LayerParams, packed: Packed, cfg: BertConfi
 
 def bert_forward(p: BertParams, cfg: BertConfig, ids: np.ndarray, packed: Packed, ws: Workspace) -> np.ndarray:
     """Token embeddings of the last layer for packed token ids: `[n_tok]` -> `[n_tok, H]`."""
-    x = embed(p, ids, packed.positions, cfg.layer_norm_eps)  # [n_tok] -> [n_tok, H]
+    x = embed(p, ids, packed.positions, cfg.layer_norm_eps, ws)  # [n_tok] -> [n_tok, H]
     for lp in p.layers:
         x = encoder_layer(x, lp, packed, cfg, ws)  # [n_tok, H] -> [n_tok, H]
     return x

@@ -160,14 +160,18 @@ class Model:
         return x
 
     def _embed_ids(self, ids: Sequence[np.ndarray]) -> np.ndarray:
-        """One batch, split into `num_threads` sub-batches of about equal token counts run in parallel (BLAS
-        single-threaded meanwhile). Small batches run on the calling thread with BLAS's own threads."""
+        """One batch, cut into pieces of about equal estimated work that `num_threads` workers take from a queue
+        (BLAS single-threaded meanwhile). Large batches get two pieces per worker, so a worker that finishes early
+        takes another instead of waiting. Small batches run on the calling thread with BLAS's own threads."""
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         k = min(self.num_threads, len(ids))
-        if k <= 1 or lengths.sum() < 32 * k:
+        n_tok = int(lengths.sum())
+        if k <= 1 or n_tok < 32 * k:
             return self._forward(ids)
-        cum = np.cumsum(lengths)
-        cuts = np.searchsorted(cum, cum[-1] * np.arange(1, k) / k)
+        n_pieces = min(len(ids), 2 * k if n_tok >= 512 * k else k)
+        work = lengths + lengths * lengths / 128.0  # dense layers ~ tokens; attention adds ~ length^2
+        cum = np.cumsum(work)
+        cuts = np.searchsorted(cum, cum[-1] * np.arange(1, n_pieces) / n_pieces)
         bounds = [0] + sorted(set(int(c) + 1 for c in cuts if 0 <= c < len(ids) - 1)) + [len(ids)]
         parts = [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         with blas_single_threaded() as blas:
@@ -176,9 +180,8 @@ class Model:
             with self._lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(max_workers=self.num_threads, thread_name_prefix="tinyhpd")
-            futures = [self._pool.submit(self._forward, part) for part in parts[1:]]
-            first = self._forward(parts[0])
-            return np.concatenate([first] + [f.result() for f in futures])
+            futures = [self._pool.submit(self._forward, part) for part in parts]
+            return np.concatenate([f.result() for f in futures])
 
     def encode(self, sentences: Union[str, Iterable[str]], *, batch_size: int = 32,
                normalize_embeddings: bool = False, show_progress_bar: Optional[bool] = None,
