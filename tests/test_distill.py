@@ -281,3 +281,22 @@ def test_default_model_is_the_bundled_one(bundled_dir, monkeypatch):
 
     monkeypatch.delenv("TINYHPD_MODEL", raising=False)
     assert Path(default_model()) == bundled_dir
+
+
+def test_teacher_ensemble_gives_unit_rows_with_equal_teacher_weight():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((5, 4)) * 3.0, rng.standard_normal((5, 6)) * 0.1
+    e = D.teacher_ensemble([a, b])
+    assert e.shape == (5, 10) and e.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(e[:, :4], axis=1), np.sqrt(0.5), rtol=1e-6)
+
+
+def test_teacher_ensemble_of_one_teacher_is_unchanged():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(D.teacher_ensemble([a]), a)
+
+
+def test_teacher_ensemble_rejects_mismatched_rows():
+    with pytest.raises(ValueError, match="teacher 1"):
+        D.teacher_ensemble([np.zeros((3, 2)), np.zeros((4, 2))])

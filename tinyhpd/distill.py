@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -308,6 +308,7 @@ class DistillConfig:
     num_threads: Optional[int] = None
     progress: bool = True
     save_best_during_training: bool = True  # write each new best checkpoint to out_dir (survives an interruption)
+    sim_weight: float = 0.0  # > 0: add sim_weight * MSE between in-batch cosine matrices of student and full teacher
 
 
 @dataclass
@@ -345,18 +346,30 @@ def _build_student(student: str, dim: int, max_seq_length: int):
     return SentenceTransformer(modules=[transformer, pooling, dense], device="cpu")
 
 
+def _embedding_dim(module) -> int:
+    """A Pooling module's output size (sentence-transformers renamed the method in 6.x)."""
+    fn = getattr(module, "get_embedding_dimension", None) or module.get_sentence_embedding_dimension
+    return int(fn())
+
+
+def _preprocess(model, texts: List[str]):
+    """Model inputs for `texts` (`preprocess` in sentence-transformers 6.x, `tokenize` before)."""
+    fn = getattr(model, "preprocess", None) or model.tokenize
+    return fn(texts)
+
+
 def _pooled_features(model, sentences: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
     """Mean-pooled student features (the input of the Dense head) for ``sentences``."""
     import torch
 
     body = torch.nn.Sequential(model[0], model[1])
     order = np.argsort([len(s) for s in sentences], kind="stable")  # similar lengths share a batch: less padding
-    out = np.empty((len(sentences), model[1].get_sentence_embedding_dimension()), dtype=np.float32)
+    out = np.empty((len(sentences), _embedding_dim(model[1])), dtype=np.float32)
     body.eval()
     with torch.no_grad(), _progress(len(sentences), "student features", "sent", progress) as bar:
         for i in range(0, len(sentences), batch_size):
             idx = order[i:i + batch_size]
-            feats = model.tokenize([sentences[j] for j in idx])
+            feats = _preprocess(model, [sentences[j] for j in idx])
             out[idx] = body(feats)["sentence_embedding"].float().numpy()
             bar.update(len(idx))
     return out
@@ -371,27 +384,43 @@ def _val_mse(model, sentences: Sequence[str], targets: np.ndarray, batch_size: i
     with torch.no_grad():
         for i in range(0, len(sentences), batch_size):
             idx = order[i:i + batch_size]
-            pred = model(model.tokenize([sentences[j] for j in idx]))["sentence_embedding"]
+            pred = model(_preprocess(model, [sentences[j] for j in idx]))["sentence_embedding"]
             tgt = torch.from_numpy(targets[idx])
             total += float(((pred - tgt) ** 2).sum())
             count += tgt.numel()
     return total / count
 
 
+def teacher_ensemble(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Several teachers' embeddings of the same sentences as one target space: each row L2-normalised, the teachers
+    concatenated and scaled by 1/sqrt(k), so every row has unit length and each teacher weighs the same in cosine."""
+    if not parts:
+        raise ValueError("no teacher embeddings")
+    n = parts[0].shape[0]
+    for i, e in enumerate(parts):
+        if e.ndim != 2 or e.shape[0] != n:
+            raise ValueError(f"teacher {i}: embeddings of shape {e.shape}, expected ({n}, d)")
+    if len(parts) == 1:
+        return np.asarray(parts[0], dtype=np.float32)
+    unit = [e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12) for e in parts]
+    return (np.concatenate(unit, axis=1) / np.sqrt(len(parts))).astype(np.float32)
+
+
 def distill(
-    teacher: str,
+    teacher: Union[str, Sequence[str]],
     student: str,
     sentences: os.PathLike | str | Sequence[str],
     out_dir: os.PathLike | str,
     *,
     cache_dir: os.PathLike | str,
     config: Optional[DistillConfig] = None,
-    teacher_encoder: Optional[Callable[[List[str]], np.ndarray]] = None,
+    teacher_encoder: Union[None, Callable[[List[str]], np.ndarray], Sequence[Callable[[List[str]], np.ndarray]]] = None,
 ) -> DistillResult:
     """Distil ``teacher`` into ``student`` with HPD and save the student to ``out_dir`` (a sentence-transformers folder).
 
     ``sentences`` is a file (one per line) or a list. ``cache_dir`` holds the teacher embeddings (keep it outside the
     repository). See :class:`DistillConfig` for the recipe; ``teacher_encoder`` replaces the teacher (tests).
+    Several teachers (a list) form one ensemble target space (:func:`teacher_ensemble`) before the projection.
     """
     import torch
 
@@ -408,9 +437,21 @@ def distill(
     _log(f"{len(sents)} sentences ({len(train_pos)} train, {len(val_pos)} validation) of {len(all_sents)}", cfg.progress)
 
     t0 = time.perf_counter()
-    emb = teacher_embeddings(teacher, sents, cache_dir, batch_size=cfg.teacher_batch_size, chunk_size=cfg.chunk_size,
-                             progress=cfg.progress, encoder=teacher_encoder)
+    teachers = [teacher] if isinstance(teacher, (str, os.PathLike)) else [str(t) for t in teacher]
+    if not teachers:
+        raise ValueError("at least one teacher is needed")
+    encoders = (list(teacher_encoder) if isinstance(teacher_encoder, (list, tuple))
+                else [teacher_encoder] * len(teachers))
+    if len(encoders) != len(teachers):
+        raise ValueError(f"{len(encoders)} teacher encoders for {len(teachers)} teachers")
+    emb = teacher_ensemble([
+        teacher_embeddings(str(t), sents, cache_dir, batch_size=cfg.teacher_batch_size, chunk_size=cfg.chunk_size,
+                           progress=cfg.progress, encoder=enc) for t, enc in zip(teachers, encoders)])
     times["teacher"] = time.perf_counter() - t0
+    if cfg.sim_weight < 0:
+        raise ValueError(f"sim_weight must be >= 0, got {cfg.sim_weight}")
+    teacher_unit = ((emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+                    if cfg.sim_weight > 0 else None)
     fit_rows = train_pos[: cfg.projection_fit_size] if cfg.projection_fit_size else train_pos
     components = fit_projection(emb[fit_rows], cfg.dim)
     targets = project(emb, components)
@@ -465,9 +506,13 @@ def distill(
                     break
                 rows = train_pos[batch_pos]
                 model.train()
-                feats = model.tokenize([sents[i] for i in rows])
+                feats = _preprocess(model, [sents[i] for i in rows])
                 pred = model(feats)["sentence_embedding"]
                 loss = torch.nn.functional.mse_loss(pred, torch.from_numpy(targets[rows]))
+                if cfg.sim_weight > 0:  # relational term: the student's cosines match the unprojected teacher's
+                    t_unit = torch.from_numpy(teacher_unit[rows])  # [b, d_teacher]
+                    p_unit = torch.nn.functional.normalize(pred, dim=1)  # [b, dim]
+                    loss = loss + cfg.sim_weight * torch.nn.functional.mse_loss(p_unit @ p_unit.T, t_unit @ t_unit.T)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -494,7 +539,9 @@ def distill(
     meta = {"teacher": teacher, "student": student, "n_sentences": len(sents), "n_train": int(len(train_pos)),
             "n_val": int(len(val_pos)), "config": asdict(cfg), "initial_val_mse": initial, "best_val_mse": best,
             "history": history, "target_stats": stats, "seconds": times}
-    (Path(cache_dir) / "last_run.json").write_text(json.dumps(meta, indent=2))
+    text = json.dumps(meta, indent=2)
+    (out / "distill_run.json").write_text(text)  # the recipe travels with the model
+    (Path(cache_dir) / "last_run.json").write_text(text)
     return result
 
 
@@ -566,10 +613,11 @@ def _run_cli(args: argparse.Namespace) -> int:
                         max_sentences=args.max_sentences, val_size=args.val_size, eval_every=args.eval_every,
                         target_scale=args.target_scale, init_dense=not args.no_init_dense, init_size=args.init_size,
                         projection_fit_size=args.projection_fit_size, init_method=args.init_method, seed=args.seed,
-                        num_threads=args.threads, teacher_batch_size=args.teacher_batch_size,
+                        num_threads=args.threads, teacher_batch_size=args.teacher_batch_size, sim_weight=args.sim_weight,
                         progress=not args.quiet)
     cache = args.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "tinyhpd", "distill")
-    res = distill(args.teacher, args.student, args.sentences, args.out, cache_dir=cache, config=cfg)
+    teacher = args.teacher[0] if len(args.teacher) == 1 else args.teacher
+    res = distill(teacher, args.student, args.sentences, args.out, cache_dir=cache, config=cfg)
     print(json.dumps({"out": str(res.out_dir), "initial_val_mse": res.initial_val_mse,
                       "best_val_mse": res.best_val_mse, "seconds": res.seconds}, indent=2))
     return 0
@@ -581,7 +629,9 @@ def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser("distill", help="HPD distillation: teacher -> projected 128-d -> small student",
                               description="Distil a teacher's top-DIM PCA projection (bias-free) into a student "
                                           "(mean pooling + Dense + Tanh). Needs `pip install -e .[distill]`.")
-    p.add_argument("--teacher", required=True, help="teacher sentence-transformers folder or hub id")
+    p.add_argument("--teacher", required=True, nargs="+",
+                   help="teacher sentence-transformers folder or hub id; several form an ensemble (unit-normalised, "
+                        "concatenated) target space")
     p.add_argument("--student", required=True, help="student sentence-transformers folder or hub id")
     p.add_argument("--sentences", required=True, help="text file, one training sentence per line")
     p.add_argument("--out", required=True, help="output folder (sentence-transformers layout, safetensors)")
@@ -608,5 +658,7 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--teacher-batch-size", type=int, default=d.teacher_batch_size)
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--sim-weight", type=float, default=d.sim_weight,
+                   help="weight of an extra in-batch cosine-matrix MSE to the unprojected teacher (0: plain HPD)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_run_cli)
