@@ -300,3 +300,19 @@ def test_teacher_ensemble_of_one_teacher_is_unchanged():
 def test_teacher_ensemble_rejects_mismatched_rows():
     with pytest.raises(ValueError, match="teacher 1"):
         D.teacher_ensemble([np.zeros((3, 2)), np.zeros((4, 2))])
+
+
+def test_tiny_distillation_with_cosine_term_and_two_teachers(tmp_path, minilm_path, shared_dir):
+    """The ensemble target and the in-batch cosine term run end to end and improve the validation objective."""
+    teacher_a = _tiny_st(tmp_path / "ta", minilm_path, seed=0, hidden=64, layers=2)
+    teacher_b = _tiny_st(tmp_path / "tb", minilm_path, seed=2, hidden=48, layers=1)
+    student = _tiny_st(tmp_path / "student", minilm_path, seed=1, hidden=32, layers=1)
+    sents = D.read_sentences(shared_dir / "data" / "distill" / "sentences.txt")[:200]
+    cfg = D.DistillConfig(dim=16, epochs=2, batch_size=16, lr=1e-3, max_seq_length=32, val_size=40, eval_every=5,
+                          projection_fit_size=0, init_dense=False, chunk_size=100, progress=False, num_threads=1,
+                          sim_weight=0.5)
+    result = D.distill([str(teacher_a), str(teacher_b)], str(student), sents, tmp_path / "out",
+                       cache_dir=tmp_path / "cache", config=cfg)
+    assert result.best_val_mse < result.initial_val_mse
+    run = json.loads((result.out_dir / "distill_run.json").read_text())
+    assert run["teacher"] == [str(teacher_a), str(teacher_b)] and run["config"]["sim_weight"] == 0.5

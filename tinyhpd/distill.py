@@ -375,11 +375,14 @@ def _pooled_features(model, sentences: Sequence[str], batch_size: int, progress:
     return out
 
 
-def _val_mse(model, sentences: Sequence[str], targets: np.ndarray, batch_size: int) -> float:
+def _val_mse(model, sentences: Sequence[str], targets: np.ndarray, batch_size: int,
+             teacher_unit: Optional[np.ndarray] = None, sim_weight: float = 0.0) -> float:
+    """Validation objective: MSE to the targets, plus ``sim_weight`` times the in-batch cosine-matrix MSE to
+    ``teacher_unit`` when that term is on (batches of similar length, as in training)."""
     import torch
 
     model.eval()
-    total, count = 0.0, 0
+    total, count, rel, rel_count = 0.0, 0, 0.0, 0
     order = np.argsort([len(s) for s in sentences], kind="stable")
     with torch.no_grad():
         for i in range(0, len(sentences), batch_size):
@@ -388,7 +391,15 @@ def _val_mse(model, sentences: Sequence[str], targets: np.ndarray, batch_size: i
             tgt = torch.from_numpy(targets[idx])
             total += float(((pred - tgt) ** 2).sum())
             count += tgt.numel()
-    return total / count
+            if sim_weight > 0 and teacher_unit is not None:
+                t_unit = torch.from_numpy(teacher_unit[idx])
+                p_unit = torch.nn.functional.normalize(pred, dim=1)
+                rel += float(((p_unit @ p_unit.T - t_unit @ t_unit.T) ** 2).sum())
+                rel_count += len(idx) ** 2
+    value = total / count
+    if rel_count:
+        value += sim_weight * rel / rel_count
+    return value
 
 
 def teacher_ensemble(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -482,7 +493,8 @@ def distill(
             dense.linear.weight.copy_(torch.from_numpy(w))
             dense.linear.bias.copy_(torch.from_numpy(b))
         times["init_dense"] = time.perf_counter() - t0
-    initial = _val_mse(model, val_sents, val_tgt, 128)
+    val_unit = teacher_unit[val_pos] if teacher_unit is not None else None
+    initial = _val_mse(model, val_sents, val_tgt, 128, val_unit, cfg.sim_weight)
     _log(f"validation MSE before training: {initial:.6g}", cfg.progress)
 
     lengths = [len(s) for s in sents]
@@ -521,7 +533,7 @@ def distill(
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3g}", best=f"{best:.3g}", refresh=False)
                 if step % cfg.eval_every == 0 or step == total_steps:
-                    v = _val_mse(model, val_sents, val_tgt, 128)
+                    v = _val_mse(model, val_sents, val_tgt, 128, val_unit, cfg.sim_weight)
                     history.append((step, v))
                     _log(f"step {step}/{total_steps}: validation MSE {v:.6g} (best {min(best, v):.6g})", cfg.progress)
                     if v < best:
