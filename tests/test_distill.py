@@ -269,8 +269,9 @@ def test_bundled_model_is_128d_hpd_shape(bundled_dir):
 
 def test_bundled_model_matches_pytorch(bundled_dir, stsb_test_sentences, st_reference):
     import tinyhpd
+    from conftest import EDGE_CASES
 
-    sents = stsb_test_sentences[:300]
+    sents = stsb_test_sentences[:300] + list(EDGE_CASES)  # edge cases include inputs far beyond max_seq_length
     ours = tinyhpd.load(bundled_dir).encode(sents, batch_size=32)
     ref = st_reference(bundled_dir).encode(sents, batch_size=32, convert_to_numpy=True)
     assert np.abs(ours - ref).max() < 1e-5
