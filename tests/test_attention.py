@@ -65,3 +65,18 @@ def test_padding_does_not_leak_into_real_tokens():
     assert packed.groups[0].rows is not None  # one group, the short sequence padded
     b = bert.attention(both, packed, HEADS, np.empty((10, H), np.float32))
     np.testing.assert_allclose(b[6:], a, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1.0, 6.0])
+@pytest.mark.parametrize("lengths", [[9, 8, 8, 6, 3], [40, 3, 2, 1], [12]])
+def test_blocked_path_matches_reference(monkeypatch, lengths, scale):
+    """Long sequences are attended one sequence and a few heads at a time; force that path on small inputs."""
+    monkeypatch.setattr(bert, "_SCORE_BLOCK", 2 * max(lengths) ** 2)  # two heads per block
+    got, want = _run(lengths, scale=scale, seed=3)
+    np.testing.assert_allclose(got, want, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+
+
+def test_long_sequences_take_the_blocked_path():
+    got, want = _run([300, 200], scale=1.0, seed=4)  # 2 x 4 heads x 300^2 scores > _SCORE_BLOCK
+    assert 2 * HEADS * 300 * 300 > bert._SCORE_BLOCK
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -220,6 +220,31 @@ def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float, ws:
 _SHARED_SHIFT_SPAN = 80.0
 
 
+# Scores per attention block, in floats: 256K floats = 1 MB, about one core's L2 on the machines measured.
+_SCORE_BLOCK = 1 << 18
+
+
+def _softmax_ctx(q: np.ndarray, k: np.ndarray, v: np.ndarray, keep: np.ndarray, key_mask, out: np.ndarray,
+                 ws: "Workspace") -> None:
+    """softmax(q k^T) v for `[b, h, L, d]` blocks (padded keys: zero K/V rows, `keep [b, L, 1]`) -> `out [b, h, L, d]`."""
+    b, h, L, _ = q.shape
+    s = np.matmul(q, k.transpose(0, 1, 3, 2), out=ws.get("att_s", (b, h, L, L)))  # -> [b, h, L, L]
+    hi = s.max()
+    if hi - s.min() < _SHARED_SHIFT_SPAN:
+        s -= hi
+        np.exp(s, out=s)  # [b, h, L, L], all in (exp(-80), 1]
+        denom = np.matmul(s.reshape(b, h * L, L), keep,
+                          out=ws.get("att_den", (b, h * L, 1)))  # [b, hL, L] @ [b, L, 1]: real keys only
+    else:  # rare: scores far apart; exact per-row shift, padded keys masked to exactly 0
+        if key_mask is not None:
+            s += key_mask
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        denom = s.sum(axis=-1, keepdims=True)  # [b, h, L, 1]
+    np.matmul(s, v, out=out)  # [b, h, L, L] @ [b, h, L, d] -> [b, h, L, d] (padded V rows are zero)
+    out /= denom.reshape(b, h, L, 1)  # softmax normalisation
+
+
 def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray, ws: "Workspace") -> None:
     """Attention of one group: `qkv [n_tok + 1, 3H]` (last row zero) -> `out [n_tok, H]` rows of the group.
 
@@ -238,21 +263,20 @@ def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray, 
     qkv_h = ws.get("att_qkv", (3, b, n_heads, L, d))
     np.copyto(qkv_h, grid.reshape(b, L, 3, n_heads, d).transpose(2, 0, 3, 1, 4))  # [b, L, 3H] -> [3, b, h, L, d]
     q, k, v = qkv_h[0], qkv_h[1], qkv_h[2]  # [b, h, L, d] each
-    s = np.matmul(q, k.transpose(0, 1, 3, 2), out=ws.get("att_s", (b, n_heads, L, L)))  # -> [b, h, L, L]
-    hi = s.max()
-    if hi - s.min() < _SHARED_SHIFT_SPAN:
-        s -= hi
-        np.exp(s, out=s)  # [b, h, L, L], all in (exp(-80), 1]
-        denom = np.matmul(s.reshape(b, n_heads * L, L), g.keep,
-                          out=ws.get("att_den", (b, n_heads * L, 1)))  # [b, hL, L] @ [b, L, 1]: real keys only
-    else:  # rare: scores far apart; exact per-row shift, padded keys masked to exactly 0
-        if g.key_mask is not None:
-            s += g.key_mask
-        s -= s.max(axis=-1, keepdims=True)
-        np.exp(s, out=s)
-        denom = s.sum(axis=-1, keepdims=True)  # [b, h, L, 1]
-    ctx = np.matmul(s, v, out=ws.get("att_ctx", (b, n_heads, L, d)))  # [b, h, L, d] (padded V rows are zero)
-    ctx /= denom.reshape(b, n_heads, L, 1)  # softmax normalisation
+    ctx = ws.get("att_ctx", (b, n_heads, L, d))
+    if b * n_heads * L * L <= _SCORE_BLOCK:  # short sequences: the whole group at once
+        _softmax_ctx(q, k, v, g.keep, g.key_mask, ctx, ws)
+    else:  # long sequences: one sequence and a few heads at a time, so the scores stay in cache
+        hb = max(1, min(n_heads, _SCORE_BLOCK // (L * L)))
+        ctx_blk = ws.get("att_ctx_blk", (1, hb, L, d))
+        for i in range(b):
+            keep_i = g.keep[i:i + 1]
+            mask_i = None if g.key_mask is None else g.key_mask[i:i + 1]
+            for h0 in range(0, n_heads, hb):
+                h1 = min(n_heads, h0 + hb)
+                c = ctx_blk[:, : h1 - h0]
+                _softmax_ctx(q[i:i + 1, h0:h1], k[i:i + 1, h0:h1], v[i:i + 1, h0:h1], keep_i, mask_i, c, ws)
+                ctx[i:i + 1, h0:h1] = c
     ctx_t = ctx.transpose(0, 2, 1, 3)  # [b, L, h, d] view
     if g.valid is None:
         np.copyto(out[g.dest].reshape(b, L, n_heads, d), ctx_t)  # -> [b * L, H] rows of the group
