@@ -67,11 +67,12 @@ def test_padding_does_not_leak_into_real_tokens():
     np.testing.assert_allclose(b[6:], a, atol=1e-6)
 
 
+@pytest.mark.parametrize("per_block", [(2, "heads"), (2 * HEADS, "sequences")])
 @pytest.mark.parametrize("scale", [1.0, 6.0])
 @pytest.mark.parametrize("lengths", [[9, 8, 8, 6, 3], [40, 3, 2, 1], [12]])
-def test_blocked_path_matches_reference(monkeypatch, lengths, scale):
-    """Long sequences are attended one sequence and a few heads at a time; force that path on small inputs."""
-    monkeypatch.setattr(bert, "_SCORE_BLOCK", 2 * max(lengths) ** 2)  # two heads per block
+def test_blocked_path_matches_reference(monkeypatch, lengths, scale, per_block):
+    """Big groups are attended a few sequences (or one sequence and a few heads) at a time; force both paths."""
+    monkeypatch.setattr(bert, "_SCORE_BLOCK", per_block[0] * max(lengths) ** 2)  # 2 heads, or 2 sequences, per block
     got, want = _run(lengths, scale=scale, seed=3)
     np.testing.assert_allclose(got, want, atol=1e-5 * max(1.0, float(np.abs(want).max())))
 

@@ -266,16 +266,22 @@ def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray, 
     ctx = ws.get("att_ctx", (b, n_heads, L, d))
     if b * n_heads * L * L <= _SCORE_BLOCK:  # short sequences: the whole group at once
         _softmax_ctx(q, k, v, g.keep, g.key_mask, ctx, ws)
+    elif n_heads * L * L <= _SCORE_BLOCK:  # several sequences, all heads, per block
+        sb = _SCORE_BLOCK // (n_heads * L * L)
+        for i in range(0, b, sb):
+            j = min(b, i + sb)
+            mask = None if g.key_mask is None else g.key_mask[i:j]
+            c = ws.get("att_ctx_blk", (j - i, n_heads, L, d))
+            _softmax_ctx(q[i:j], k[i:j], v[i:j], g.keep[i:j], mask, c, ws)
+            ctx[i:j] = c
     else:  # long sequences: one sequence and a few heads at a time, so the scores stay in cache
-        hb = max(1, min(n_heads, _SCORE_BLOCK // (L * L)))
-        ctx_blk = ws.get("att_ctx_blk", (1, hb, L, d))
+        hb = max(1, _SCORE_BLOCK // (L * L))
         for i in range(b):
-            keep_i = g.keep[i:i + 1]
-            mask_i = None if g.key_mask is None else g.key_mask[i:i + 1]
+            mask = None if g.key_mask is None else g.key_mask[i:i + 1]
             for h0 in range(0, n_heads, hb):
                 h1 = min(n_heads, h0 + hb)
-                c = ctx_blk[:, : h1 - h0]
-                _softmax_ctx(q[i:i + 1, h0:h1], k[i:i + 1, h0:h1], v[i:i + 1, h0:h1], keep_i, mask_i, c, ws)
+                c = ws.get("att_ctx_blk", (1, h1 - h0, L, d))
+                _softmax_ctx(q[i:i + 1, h0:h1], k[i:i + 1, h0:h1], v[i:i + 1, h0:h1], g.keep[i:i + 1], mask, c, ws)
                 ctx[i:i + 1, h0:h1] = c
     ctx_t = ctx.transpose(0, 2, 1, 3)  # [b, L, h, d] view
     if g.valid is None:
