@@ -182,8 +182,8 @@ def pack(lengths: Sequence[int], max_waste: float = 0.25) -> Packed:
     lengths = np.asarray(lengths, dtype=np.int64)  # [B]
     if len(lengths) == 1:  # serving fast path: one sequence, one group, no padding
         n = int(lengths[0])
-        return Packed(lengths, np.zeros(1, np.int64), np.arange(n),
-                      (AttnGroup(1, n, None, None, slice(0, n), np.ones((1, n, 1), np.float32), None),))
+        offsets = np.zeros(1, np.int64)
+        return Packed(lengths, offsets, np.arange(n), (_group(lengths, offsets, 0, 1, n),))
     offsets = np.zeros(len(lengths), dtype=np.int64)
     np.cumsum(lengths[:-1], out=offsets[1:])
     n_tok = int(lengths.sum())
@@ -206,11 +206,7 @@ def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float, ws:
     (in the workspace's "x" buffer when given: the layers then update it in place)."""
     ws = Workspace() if ws is None else ws
     n, H = len(ids), p.word_emb.shape[1]
-    x = ws.get("x", (n, H))
-    if p.word_emb.dtype == np.float32:
-        np.take(p.word_emb, ids, axis=0, out=x)  # [vocab, H] -> [n_tok, H]
-    else:
-        x[...] = p.word_emb[ids]
+    x = np.take(p.word_emb, ids, axis=0, out=ws.get("x", (n, H)))  # [vocab, H] -> [n_tok, H] (float32 from load)
     x += np.take(p.pos_emb, positions, axis=0, out=ws.get("pos", (n, H)))  # [n_tok, H]
     x += p.type_emb[0]
     return layer_norm_(x, p.emb_ln_g, p.emb_ln_b, 0.0 + eps, ws.get("stat", (n,)))
@@ -264,25 +260,21 @@ def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray, 
     np.copyto(qkv_h, grid.reshape(b, L, 3, n_heads, d).transpose(2, 0, 3, 1, 4))  # [b, L, 3H] -> [3, b, h, L, d]
     q, k, v = qkv_h[0], qkv_h[1], qkv_h[2]  # [b, h, L, d] each
     ctx = ws.get("att_ctx", (b, n_heads, L, d))
-    if b * n_heads * L * L <= _SCORE_BLOCK:  # short sequences: the whole group at once
+    # Blocks of sb sequences x hb heads keep the scores under _SCORE_BLOCK floats (in cache): all heads of several
+    # sequences, or one sequence and a few heads when a single sequence's scores are larger.
+    hb = n_heads if n_heads * L * L <= _SCORE_BLOCK else max(1, _SCORE_BLOCK // (L * L))
+    sb = max(1, _SCORE_BLOCK // (hb * L * L)) if hb == n_heads else 1
+    if sb >= b:  # the whole group at once, straight into ctx
         _softmax_ctx(q, k, v, g.keep, g.key_mask, ctx, ws)
-    elif n_heads * L * L <= _SCORE_BLOCK:  # several sequences, all heads, per block
-        sb = _SCORE_BLOCK // (n_heads * L * L)
+    else:
         for i in range(0, b, sb):
             j = min(b, i + sb)
             mask = None if g.key_mask is None else g.key_mask[i:j]
-            c = ws.get("att_ctx_blk", (j - i, n_heads, L, d))
-            _softmax_ctx(q[i:j], k[i:j], v[i:j], g.keep[i:j], mask, c, ws)
-            ctx[i:j] = c
-    else:  # long sequences: one sequence and a few heads at a time, so the scores stay in cache
-        hb = max(1, _SCORE_BLOCK // (L * L))
-        for i in range(b):
-            mask = None if g.key_mask is None else g.key_mask[i:i + 1]
             for h0 in range(0, n_heads, hb):
                 h1 = min(n_heads, h0 + hb)
-                c = ws.get("att_ctx_blk", (1, h1 - h0, L, d))
-                _softmax_ctx(q[i:i + 1, h0:h1], k[i:i + 1, h0:h1], v[i:i + 1, h0:h1], g.keep[i:i + 1], mask, c, ws)
-                ctx[i:i + 1, h0:h1] = c
+                c = ws.get("att_ctx_blk", (j - i, h1 - h0, L, d))
+                _softmax_ctx(q[i:j, h0:h1], k[i:j, h0:h1], v[i:j, h0:h1], g.keep[i:j], mask, c, ws)
+                ctx[i:j, h0:h1] = c
     ctx_t = ctx.transpose(0, 2, 1, 3)  # [b, L, h, d] view
     if g.valid is None:
         np.copyto(out[g.dest].reshape(b, L, n_heads, d), ctx_t)  # -> [b * L, H] rows of the group

@@ -30,6 +30,8 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
+from tinyhpd.heads import normalize
+
 __all__ = [
     "DistillConfig",
     "DistillResult",
@@ -375,6 +377,15 @@ def _pooled_features(model, sentences: Sequence[str], batch_size: int, progress:
     return out
 
 
+def _cosine_matrix_mse(pred, teacher_unit: np.ndarray):
+    """MSE between the in-batch cosine matrices of ``pred [b, dim]`` (a tensor) and unit rows ``teacher_unit [b, d]``."""
+    import torch
+
+    t_unit = torch.from_numpy(teacher_unit)  # [b, d_teacher]
+    p_unit = torch.nn.functional.normalize(pred, dim=1)  # [b, dim]
+    return torch.nn.functional.mse_loss(p_unit @ p_unit.T, t_unit @ t_unit.T)  # [b, b] vs [b, b]
+
+
 def _val_mse(model, sentences: Sequence[str], targets: np.ndarray, batch_size: int,
              teacher_unit: Optional[np.ndarray] = None, sim_weight: float = 0.0) -> float:
     """Validation objective: MSE to the targets, plus ``sim_weight`` times the in-batch cosine-matrix MSE to
@@ -392,9 +403,7 @@ def _val_mse(model, sentences: Sequence[str], targets: np.ndarray, batch_size: i
             total += float(((pred - tgt) ** 2).sum())
             count += tgt.numel()
             if sim_weight > 0 and teacher_unit is not None:
-                t_unit = torch.from_numpy(teacher_unit[idx])
-                p_unit = torch.nn.functional.normalize(pred, dim=1)
-                rel += float(((p_unit @ p_unit.T - t_unit @ t_unit.T) ** 2).sum())
+                rel += float(_cosine_matrix_mse(pred, teacher_unit[idx])) * len(idx) ** 2
                 rel_count += len(idx) ** 2
     value = total / count
     if rel_count:
@@ -413,8 +422,7 @@ def teacher_ensemble(parts: Sequence[np.ndarray]) -> np.ndarray:
             raise ValueError(f"teacher {i}: embeddings of shape {e.shape}, expected ({n}, d)")
     if len(parts) == 1:
         return np.asarray(parts[0], dtype=np.float32)
-    unit = [e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12) for e in parts]
-    return (np.concatenate(unit, axis=1) / np.sqrt(len(parts))).astype(np.float32)
+    return (np.concatenate([normalize(e) for e in parts], axis=1) / np.sqrt(len(parts))).astype(np.float32)
 
 
 def distill(
@@ -436,6 +444,8 @@ def distill(
     import torch
 
     cfg = config or DistillConfig()
+    if cfg.sim_weight < 0:  # checked before any teacher work
+        raise ValueError(f"sim_weight must be >= 0, got {cfg.sim_weight}")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
@@ -459,10 +469,7 @@ def distill(
         teacher_embeddings(str(t), sents, cache_dir, batch_size=cfg.teacher_batch_size, chunk_size=cfg.chunk_size,
                            progress=cfg.progress, encoder=enc) for t, enc in zip(teachers, encoders)])
     times["teacher"] = time.perf_counter() - t0
-    if cfg.sim_weight < 0:
-        raise ValueError(f"sim_weight must be >= 0, got {cfg.sim_weight}")
-    teacher_unit = ((emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-                    if cfg.sim_weight > 0 else None)
+    teacher_unit = normalize(emb) if cfg.sim_weight > 0 else None
     fit_rows = train_pos[: cfg.projection_fit_size] if cfg.projection_fit_size else train_pos
     components = fit_projection(emb[fit_rows], cfg.dim)
     targets = project(emb, components)
@@ -522,9 +529,7 @@ def distill(
                 pred = model(feats)["sentence_embedding"]
                 loss = torch.nn.functional.mse_loss(pred, torch.from_numpy(targets[rows]))
                 if cfg.sim_weight > 0:  # relational term: the student's cosines match the unprojected teacher's
-                    t_unit = torch.from_numpy(teacher_unit[rows])  # [b, d_teacher]
-                    p_unit = torch.nn.functional.normalize(pred, dim=1)  # [b, dim]
-                    loss = loss + cfg.sim_weight * torch.nn.functional.mse_loss(p_unit @ p_unit.T, t_unit @ t_unit.T)
+                    loss = loss + cfg.sim_weight * _cosine_matrix_mse(pred, teacher_unit[rows])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
