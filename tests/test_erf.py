@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from tinyhpd.bert import erf, gelu, layer_norm
+from tinyhpd.bert import erf, gelu, gelu_, layer_norm, layer_norm_
 
 
 def test_erf_max_abs_error_at_most_1e_6():
@@ -34,3 +34,35 @@ def test_layer_norm_matches_float64_formula():
     x64 = x.astype(np.float64)
     ref = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-12) * g + b
     assert np.abs(layer_norm(x, g, b, 1e-12) - ref).max() <= 1e-5
+
+
+def _exact_gelu(x64):
+    return np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x64.ravel()]).reshape(x64.shape)
+
+
+def test_gelu_in_place_adds_the_bias_in_row_pieces():
+    # 70 x 1200 floats is more than one in-place piece: the bias must reach every piece exactly once
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 3, size=(70, 1200)).astype(np.float32)
+    bias = rng.normal(size=1200).astype(np.float32)
+    ref = _exact_gelu((x + bias).astype(np.float64))
+    out = gelu_(x.copy(), np.empty(16, np.float32), bias)  # too-small scratch: gelu_ allocates its own
+    assert np.abs(out - ref).max() <= 5e-6
+
+
+def test_gelu_of_extremes_is_finite_and_exact():
+    x = np.array([0.0, -0.0, 1e-30, -1e-30, 9.0, -9.0, 30.0, -30.0, 1e20, -1e20], np.float32)
+    out = gelu(x)
+    assert np.all(np.isfinite(out))
+    assert np.abs(out - _exact_gelu(x.astype(np.float64))).max() <= 1e-6 * np.abs(x).max()
+    assert out[6] == 30.0 and out[8] == 1e20 and out[7] <= 0.0 and out[9] <= 0.0
+
+
+def test_layer_norm_in_place_adds_bias_and_residual_before_normalising():
+    rng = np.random.default_rng(2)
+    x = rng.normal(1, 2, size=(300, 312)).astype(np.float32)  # several row pieces
+    residual = rng.normal(size=(300, 312)).astype(np.float32)
+    bias, g, b = (rng.normal(size=312).astype(np.float32) for _ in range(3))
+    ref = layer_norm((x + bias) + residual, g, b, 1e-12)
+    out = layer_norm_(x.copy(), g, b, 1e-12, np.empty(300, np.float32), bias, residual)
+    assert np.array_equal(out, ref)
