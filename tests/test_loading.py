@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import tinyhpd
+from tinyhpd import bert
 from conftest import HPD_ARCH, _need, build_hpd_new
 from tinyhpd.config import PoolingConfig
 from tinyhpd.weights import read_safetensors, read_torch_zip
@@ -288,3 +289,20 @@ def test_truncated_safetensors_is_a_clear_error(hpd_new_path, tmp_path):
 def test_nonexistent_path_that_is_not_a_hub_id(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder, and not a Hub id"):
         tinyhpd.load(tmp_path / "nope" / "deeper")
+
+
+def test_token_id_beyond_the_embedding_matrix_is_a_value_error_naming_the_sentence(hpd_new_path, tmp_path):
+    # config.json and the embedding matrix cut to 2,000 rows while the tokenizer keeps its 30,522 tokens
+    from safetensors.numpy import save_file
+
+    folder = _copy(hpd_new_path, tmp_path)
+    t = {k: np.array(v) for k, v in read_safetensors(folder / "model.safetensors").items()}
+    t["embeddings.word_embeddings.weight"] = t["embeddings.word_embeddings.weight"][:2000]
+    save_file(t, str(folder / "model.safetensors"))
+    _edit_json(folder / "config.json", vocab_size=2000)
+    model = tinyhpd.load(folder)
+    model.encode(["a ."])  # ids 101, 1037, 1012, 102: fine
+    with pytest.raises(ValueError, match=r"sentences\[1\]: token id 2858 is outside .*vocab_size 2000 in .*config\.json"):
+        model.encode(["a .", "a guitar"])  # "guitar" is 2858
+    with pytest.raises(ValueError, match="token id 2858 is outside the embedding matrix"):
+        bert.embed(model._bert, np.array([101, 2858, 102]), np.arange(3), 1e-12)  # the engine's own check

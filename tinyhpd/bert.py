@@ -244,8 +244,15 @@ def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float, ws:
     (in the workspace's "x" buffer when given: the layers then update it in place)."""
     ws = Workspace() if ws is None else ws
     n, H = len(ids), p.word_emb.shape[1]
-    x = np.take(p.word_emb, ids, axis=0, out=ws.get("x", (n, H)))  # [vocab, H] -> [n_tok, H] (float32 from load)
-    pos = np.take(p.pos_emb, positions, axis=0, out=ws.get("pos", (n, H)))  # [n_tok, H]
+    vocab = p.word_emb.shape[0]
+    if n and (int(ids.max()) >= vocab or int(ids.min()) < 0):
+        bad = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
+        raise ValueError(f"token id {bad} is outside the embedding matrix ({vocab} rows): the tokenizer and the "
+                         f"model's vocab_size disagree")
+    # mode="clip": indices are checked above (positions < max_position_embeddings by truncation); with the default
+    # mode="raise" NumPy buffers `out` and the gather takes ~3x longer
+    x = np.take(p.word_emb, ids, axis=0, out=ws.get("x", (n, H)), mode="clip")  # [vocab, H] -> [n_tok, H]
+    pos = np.take(p.pos_emb, positions, axis=0, out=ws.get("pos", (n, H)), mode="clip")  # [n_tok, H]
     return layer_norm_(x, p.emb_ln_g, p.emb_ln_b, 0.0 + eps, ws.get("stat", (n,)), pos, p.type_emb[0])  # LN(x+pos+type)
 
 
@@ -257,11 +264,12 @@ _SHARED_SHIFT_SPAN = 80.0
 _SCORE_BLOCK = 1 << 18
 
 
-def _softmax_ctx(q: np.ndarray, k: np.ndarray, v: np.ndarray, keep: np.ndarray, key_mask, out: np.ndarray,
+def _softmax_ctx(q: np.ndarray, kt: np.ndarray, v: np.ndarray, keep: np.ndarray, key_mask, out: np.ndarray,
                  ws: "Workspace") -> None:
-    """softmax(q k^T) v for `[b, h, L, d]` blocks (padded keys: zero K/V rows, `keep [b, L, 1]`) -> `out [b, h, L, d]`."""
+    """softmax(q k^T) v for `q, v [b, h, L, d]` and `kt [b, h, d, L]` (K already transposed: NumPy's stacked matmul
+    with a transposed view is ~4x slower), padded keys with zero K/V, `keep [b, L, 1]` -> `out [b, h, L, d]`."""
     b, h, L, _ = q.shape
-    s = np.matmul(q, k.transpose(0, 1, 3, 2), out=ws.get("att_s", (b, h, L, L)))  # -> [b, h, L, L]
+    s = np.matmul(q, kt, out=ws.get("att_s", (b, h, L, L)))  # [b, h, L, d] @ [b, h, d, L] -> [b, h, L, L]
     hi = s.max()
     if hi - s.min() < _SHARED_SHIFT_SPAN:
         s -= hi
@@ -292,33 +300,29 @@ def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray, 
     if g.rows is None:  # no padding: a view of the group's packed rows
         grid = qkv[g.dest].reshape(b, L, 3 * H)  # [b * L, 3H] -> [b, L, 3H]
     else:
-        grid = np.take(qkv, g.rows, axis=0, out=ws.get("att_grid", (b, L, 3 * H)))  # padding: the zero row
-    qkv_h = ws.get("att_qkv", (3, b, n_heads, L, d))
-    np.copyto(qkv_h, grid.reshape(b, L, 3, n_heads, d).transpose(2, 0, 3, 1, 4))  # [b, L, 3H] -> [3, b, h, L, d]
-    q, k, v = qkv_h[0], qkv_h[1], qkv_h[2]  # [b, h, L, d] each
-    ctx = ws.get("att_ctx", (b, n_heads, L, d))
+        grid = np.take(qkv, g.rows, axis=0, out=ws.get("att_grid", (b, L, 3 * H)), mode="clip")  # padding: zero row
+    heads = grid.reshape(b, L, 3, n_heads, d)  # [b, L, 3H] -> [b, L, 3, h, d] view
+    q = heads[:, :, 0].transpose(0, 2, 1, 3)  # [b, h, L, d] view: rows 3H apart, still one BLAS call per head
+    v = heads[:, :, 2].transpose(0, 2, 1, 3)  # [b, h, L, d] view
+    kt = ws.get("att_kt", (b, n_heads, d, L))
+    np.copyto(kt, heads[:, :, 1].transpose(0, 2, 3, 1))  # K -> [b, h, d, L]: the one copy (see _softmax_ctx)
+    if g.valid is None:  # no padding: the context goes straight into the group's packed rows
+        ctx_grid = out[g.dest].reshape(b, L, n_heads, d)  # [b * L, H] -> [b, L, h, d] view
+    else:
+        ctx_grid = ws.get("att_out", (b, L, n_heads, d))
+    ctx = ctx_grid.transpose(0, 2, 1, 3)  # [b, h, L, d] view
     # Blocks of sb sequences x hb heads keep the scores under _SCORE_BLOCK floats (in cache): all heads of several
     # sequences, or one sequence and a few heads when a single sequence's scores are larger.
     hb = n_heads if n_heads * L * L <= _SCORE_BLOCK else max(1, _SCORE_BLOCK // (L * L))
     sb = max(1, _SCORE_BLOCK // (hb * L * L)) if hb == n_heads else 1
-    if sb >= b:  # the whole group at once, straight into ctx
-        _softmax_ctx(q, k, v, g.keep, g.key_mask, ctx, ws)
-    else:
-        for i in range(0, b, sb):
-            j = min(b, i + sb)
-            mask = None if g.key_mask is None else g.key_mask[i:j]
-            for h0 in range(0, n_heads, hb):
-                h1 = min(n_heads, h0 + hb)
-                c = ws.get("att_ctx_blk", (j - i, h1 - h0, L, d))
-                _softmax_ctx(q[i:j, h0:h1], k[i:j, h0:h1], v[i:j, h0:h1], g.keep[i:j], mask, c, ws)
-                ctx[i:j, h0:h1] = c
-    ctx_t = ctx.transpose(0, 2, 1, 3)  # [b, L, h, d] view
-    if g.valid is None:
-        np.copyto(out[g.dest].reshape(b, L, n_heads, d), ctx_t)  # -> [b * L, H] rows of the group
-    else:
-        grid_out = ws.get("att_out", (b, L, n_heads, d))
-        np.copyto(grid_out, ctx_t)
-        np.take(grid_out.reshape(b * L, H), g.valid, axis=0, out=out[g.dest])  # real tokens only -> [n_g, H]
+    for i in range(0, b, sb):
+        j = min(b, i + sb)
+        mask = None if g.key_mask is None else g.key_mask[i:j]
+        for h0 in range(0, n_heads, hb):
+            h1 = min(n_heads, h0 + hb)
+            _softmax_ctx(q[i:j, h0:h1], kt[i:j, h0:h1], v[i:j, h0:h1], g.keep[i:j], mask, ctx[i:j, h0:h1], ws)
+    if g.valid is not None:
+        np.take(ctx_grid.reshape(b * L, H), g.valid, axis=0, out=out[g.dest], mode="clip")  # real tokens -> [n_g, H]
 
 
 def attention(qkv: np.ndarray, packed: Packed, n_heads: int, out: np.ndarray, ws: "Workspace | None" = None

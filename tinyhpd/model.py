@@ -90,12 +90,15 @@ class Model:
         self.num_threads: int = num_threads
         specs = read_modules(folder)
         tdir = folder / specs[0].path
-        self.config: BertConfig = BertConfig.from_file(tdir / "config.json")
+        self._config_path = tdir / "config.json"
+        self.config: BertConfig = BertConfig.from_file(self._config_path)
         ckpt = find_checkpoint(tdir)
         self._bert: BertParams = bert_params(read_checkpoint(ckpt), self.config, str(ckpt))
         self.max_seq_length: int = read_max_seq_length(tdir, self.config.max_position_embeddings)
         self._lowercase = read_do_lower_case(tdir)
         self._tokenizer = load_tokenizer(tdir, self.max_seq_length)
+        # ids can only leave the embedding matrix when the tokenizer knows more tokens than config.json's vocab_size
+        self._check_ids = self._tokenizer.get_vocab_size(with_added_tokens=True) > self.config.vocab_size
         self._heads, self.embedding_dim = _load_heads(folder, specs, self.config.hidden_size)
         self.folder = folder
         self.name_or_path: str = name_or_path or str(folder)
@@ -183,6 +186,14 @@ class Model:
             futures = [self._pool.submit(self._forward, part) for part in parts]
             return np.concatenate([f.result() for f in futures])
 
+    def _validate_ids(self, ids: Sequence[np.ndarray]) -> None:
+        vocab = self.config.vocab_size
+        for i, x in enumerate(ids):
+            if len(x) and int(x.max()) >= vocab:
+                raise ValueError(f"sentences[{i}]: token id {int(x.max())} is outside the model's vocabulary "
+                                 f"(vocab_size {vocab} in {self._config_path}); the tokenizer has "
+                                 f"{self._tokenizer.get_vocab_size(with_added_tokens=True)} tokens")
+
     def encode(self, sentences: Union[str, Iterable[str]], *, batch_size: int = 32,
                normalize_embeddings: bool = False, show_progress_bar: Optional[bool] = None,
                convert_to_numpy: bool = True, convert_to_tensor: bool = False):
@@ -199,6 +210,8 @@ class Model:
         out = np.empty((len(texts), self.embedding_dim), dtype=np.float32)
         if texts:
             ids = tokenize(self._tokenizer, texts, self._lowercase)
+            if self._check_ids:
+                self._validate_ids(ids)
             order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: similar lengths share a batch
             starts = range(0, len(texts), batch_size)
             bar = _progress(len(texts), show_progress_bar)
