@@ -11,9 +11,9 @@ import math
 import os
 import threading
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
-__all__ = ["available_cpus", "default_num_threads", "blas_single_threaded", "blas_info"]
+__all__ = ["available_cpus", "default_num_threads", "blas_threads_at_most", "blas_single_threaded", "blas_info"]
 
 
 def _cgroup_cpu_limit() -> Optional[float]:
@@ -96,8 +96,8 @@ def _find_openblas() -> Optional[Tuple[str, Callable[[int], None], Callable[[], 
 
 _BLAS = None
 _BLAS_LOCK = threading.Lock()
-_active = 0
-_saved = 0
+_limits: List[int] = []  # the BLAS thread caps of the contexts active now, in any thread
+_saved = 0  # BLAS's own thread count before the first of them
 
 
 def _blas():
@@ -116,28 +116,34 @@ def blas_info() -> dict:
     return {"library": path, "kernel": corename().decode() if corename else None, "threads": getter()}
 
 
-class blas_single_threaded:
-    """Context manager: BLAS runs one thread while any tinyhpd worker pool is active (re-entrant across threads).
-    `.ok` is False when the BLAS cannot be steered (then callers should not run parallel workers)."""
+class blas_threads_at_most:
+    """Context manager: BLAS runs at most `n` threads while it is active (process-wide: the smallest cap of all active
+    contexts applies; BLAS's own count comes back when the last one exits). `.ok` is False when the BLAS cannot be
+    steered (then callers should not run parallel workers of their own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, n: int) -> None:
+        self.n = max(1, int(n))
         self.ok = bool(_blas())
 
-    def __enter__(self) -> "blas_single_threaded":
-        global _active, _saved
+    def __enter__(self) -> "blas_threads_at_most":
+        global _saved
         if self.ok:
+            _, setter, getter, _ = _blas()
             with _BLAS_LOCK:
-                if _active == 0:
-                    _, setter, getter, _ = _blas()
+                if not _limits:
                     _saved = getter()
-                    setter(1)
-                _active += 1
+                _limits.append(self.n)
+                setter(min(_saved, min(_limits)))
         return self
 
     def __exit__(self, *exc) -> None:
-        global _active
         if self.ok:
+            setter = _blas()[1]
             with _BLAS_LOCK:
-                _active -= 1
-                if _active == 0:
-                    _blas()[1](_saved)
+                _limits.remove(self.n)
+                setter(min(_saved, min(_limits)) if _limits else _saved)
+
+
+def blas_single_threaded() -> blas_threads_at_most:
+    """BLAS held at one thread: while tinyhpd's own workers run one sub-batch per core."""
+    return blas_threads_at_most(1)

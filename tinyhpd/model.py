@@ -13,7 +13,7 @@ import numpy as np
 from tinyhpd import bert, heads
 from tinyhpd.config import (BertConfig, DenseConfig, PoolingConfig, read_do_lower_case, read_max_seq_length,
                             read_modules)
-from tinyhpd._threads import blas_single_threaded, default_num_threads
+from tinyhpd._threads import blas_single_threaded, blas_threads_at_most, default_num_threads
 from tinyhpd.hub import resolve
 from tinyhpd.tokenizer import load_tokenizer, tokenize
 from tinyhpd.weights import BertParams, DenseParams, bert_params, dense_params, find_checkpoint, read_checkpoint
@@ -165,12 +165,14 @@ class Model:
     def _embed_ids(self, ids: Sequence[np.ndarray]) -> np.ndarray:
         """One batch, cut into pieces of about equal estimated work that `num_threads` workers take from a queue
         (BLAS single-threaded meanwhile). Large batches get two pieces per worker, so a worker that finishes early
-        takes another instead of waiting. Small batches run on the calling thread with BLAS's own threads."""
+        takes another instead of waiting. Small batches run on the calling thread with BLAS's own threads, at most
+        `num_threads` of them."""
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         k = min(self.num_threads, len(ids))
         n_tok = int(lengths.sum())
         if k <= 1 or n_tok < 32 * k:
-            return self._forward(ids)
+            with blas_threads_at_most(self.num_threads):  # num_threads=1 in a 1-CPU Spark task: BLAS too
+                return self._forward(ids)
         n_pieces = min(len(ids), 2 * k if n_tok >= 512 * k else k)
         work = lengths + lengths * lengths / 128.0  # dense layers ~ tokens; attention adds ~ length^2
         cum = np.cumsum(work)
