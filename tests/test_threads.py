@@ -85,3 +85,28 @@ def test_parallel_workers_hold_blas_at_one_thread_and_match_one_thread(hpd_new_p
     two = model.encode(texts, batch_size=128)
     assert len(seen) >= 4 and set(seen) == {1}  # several pieces per batch, each with BLAS on one thread
     np.testing.assert_allclose(two, one, rtol=0, atol=1e-5)  # equal up to float32 summation order (pieces differ)
+
+
+def test_small_batches_run_side_by_side_and_keep_input_order(hpd_new_path, stsb_test_sentences):
+    texts = stsb_test_sentences[:60]
+    ref = tinyhpd.load(hpd_new_path, num_threads=1).encode(texts, batch_size=7)
+    got = tinyhpd.load(hpd_new_path, num_threads=2).encode(texts, batch_size=7)  # 9 batches on 2 workers
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+
+
+def test_a_failing_piece_stops_the_call_and_restores_blas(hpd_new_path, monkeypatch, blas_threads):
+    model = tinyhpd.load(hpd_new_path, num_threads=2)
+    calls = []
+    forward = model._forward
+
+    def flaky(ids):
+        calls.append(len(ids))
+        if len(calls) == 3:
+            raise MemoryError("piece 3")
+        return forward(ids)
+
+    monkeypatch.setattr(model, "_forward", flaky)
+    with pytest.raises(MemoryError, match="piece 3"):
+        model.encode(["a man is playing a guitar ."] * 400, batch_size=4)
+    assert len(calls) < 100  # the queued pieces were cancelled, not all run
+    assert blas_info()["threads"] == blas_threads

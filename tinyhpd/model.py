@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -162,31 +163,78 @@ class Model:
                 x = heads.normalize(x)  # [B, d] -> [B, d]
         return x
 
-    def _embed_ids(self, ids: Sequence[np.ndarray]) -> np.ndarray:
-        """One batch, cut into pieces of about equal estimated work that `num_threads` workers take from a queue
-        (BLAS single-threaded meanwhile). Large batches get two pieces per worker, so a worker that finishes early
-        takes another instead of waiting. Small batches run on the calling thread with BLAS's own threads, at most
-        `num_threads` of them."""
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        k = min(self.num_threads, len(ids))
+    def _plan(self, lengths: np.ndarray) -> List[Tuple[int, int]]:
+        """Cut one batch into pieces `[(start, stop), ...]` of about equal estimated work, for `num_threads` workers
+        taking them from a queue: two per worker on large batches (a worker that finishes early takes another instead
+        of waiting), one piece for a batch too small to share."""
+        k = min(self.num_threads, len(lengths))
         n_tok = int(lengths.sum())
         if k <= 1 or n_tok < 32 * k:
-            with blas_threads_at_most(self.num_threads):  # num_threads=1 in a 1-CPU Spark task: BLAS too
-                return self._forward(ids)
-        n_pieces = min(len(ids), 2 * k if n_tok >= 512 * k else k)
+            return [(0, len(lengths))]
+        n_pieces = min(len(lengths), 2 * k if n_tok >= 512 * k else k)
         work = lengths + lengths * lengths / 128.0  # dense layers ~ tokens; attention adds ~ length^2
         cum = np.cumsum(work)
         cuts = np.searchsorted(cum, cum[-1] * np.arange(1, n_pieces) / n_pieces)
-        bounds = [0] + sorted(set(int(c) + 1 for c in cuts if 0 <= c < len(ids) - 1)) + [len(ids)]
-        parts = [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        with blas_single_threaded() as blas:
-            if not blas.ok or len(parts) == 1:
+        bounds = [0] + sorted(set(int(c) + 1 for c in cuts if 0 <= c < len(lengths) - 1)) + [len(lengths)]
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    def _workers(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.num_threads, thread_name_prefix="tinyhpd")
+            return self._pool
+
+    def _embed_ids(self, ids: Sequence[np.ndarray]) -> np.ndarray:
+        """One batch: its pieces on the workers with BLAS single-threaded meanwhile; a batch too small to share runs on
+        the calling thread with BLAS's own threads, at most `num_threads` of them."""
+        parts = self._plan(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)))
+        if len(parts) == 1:
+            with blas_threads_at_most(self.num_threads):  # num_threads=1 in a 1-CPU Spark task: BLAS too
                 return self._forward(ids)
-            with self._lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(max_workers=self.num_threads, thread_name_prefix="tinyhpd")
-            futures = [self._pool.submit(self._forward, part) for part in parts]
+        with blas_single_threaded() as blas:
+            if not blas.ok:
+                return self._forward(ids)
+            futures = [self._workers().submit(self._forward, ids[a:b]) for a, b in parts]
             return np.concatenate([f.result() for f in futures])
+
+    def _embed_batches(self, ids: Sequence[np.ndarray], order: np.ndarray, batch_size: int, out: np.ndarray,
+                       bar) -> None:
+        """out[i] <- embedding of ids[i], in batches of `batch_size` taken in `order`. With several batches and several
+        workers, the pieces of every batch go to the worker queue as they are planned (a bounded window ahead), so no
+        worker waits for the slowest piece of a batch and small batches run side by side, one per core."""
+        n = len(ids)
+        if self.num_threads == 1 or n <= batch_size or not blas_single_threaded().ok:
+            for start in range(0, n, batch_size):
+                idx = order[start:start + batch_size]
+                out[idx] = self._embed_ids([ids[i] for i in idx])
+                if bar is not None:
+                    bar.update(len(idx))
+            return
+        pending: Deque[Tuple[np.ndarray, Future]] = deque()
+
+        def collect() -> None:
+            rows, future = pending.popleft()
+            out[rows] = future.result()
+            if bar is not None:
+                bar.update(len(rows))
+
+        with blas_single_threaded():
+            pool = self._workers()
+            try:
+                for start in range(0, n, batch_size):
+                    idx = order[start:start + batch_size]
+                    batch = [ids[i] for i in idx]
+                    for a, b in self._plan(np.fromiter((len(x) for x in batch), dtype=np.int64, count=len(batch))):
+                        pending.append((idx[a:b], pool.submit(self._forward, batch[a:b])))
+                        while len(pending) > 4 * self.num_threads:
+                            collect()
+                while pending:
+                    collect()
+            except BaseException:
+                for _, future in pending:
+                    future.cancel()
+                wait([f for _, f in pending])
+                raise
 
     def _validate_ids(self, ids: Sequence[np.ndarray]) -> None:
         vocab = self.config.vocab_size
@@ -215,13 +263,8 @@ class Model:
             if self._check_ids:
                 self._validate_ids(ids)
             order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: similar lengths share a batch
-            starts = range(0, len(texts), batch_size)
             bar = _progress(len(texts), show_progress_bar)
-            for start in starts:
-                idx = order[start:start + batch_size]
-                out[idx] = self._embed_ids([ids[i] for i in idx])
-                if bar is not None:
-                    bar.update(len(idx))
+            self._embed_batches(ids, order, batch_size, out, bar)
             if bar is not None:
                 bar.close()
             if normalize_embeddings:
