@@ -142,6 +142,16 @@ def test_teacher_cache_key_depends_on_the_teacher(tmp_path):
     assert len(calls) == 2
 
 
+def test_teacher_record_lists_every_teacher_sharing_the_cache(tmp_path):
+    sents = [f"sentence {i}" for i in range(5)]
+    enc, _ = _counting_encoder()
+    for name in ("teacher-a", "teacher-b", "teacher-a"):  # the second run of teacher-a updates its entry
+        D.teacher_embeddings(name, sents, tmp_path, encoder=enc, progress=False)
+    record = json.loads((tmp_path / "teacher.json").read_text())
+    assert [t["teacher"] for t in record["teachers"]] == ["teacher-b", "teacher-a"]
+    assert all(t["sentences"] == 5 for t in record["teachers"])
+
+
 def test_cli_registers_distill():
     from tinyhpd.cli import build_parser
 

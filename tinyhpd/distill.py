@@ -128,6 +128,24 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def _record_teacher(path: Path, teacher: str, identity: str, n_sentences: int) -> None:
+    """Add (or update) this teacher in the cache's teacher.json, keeping the other teachers that share the cache."""
+    teachers: List[dict] = []
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and isinstance(data.get("teachers"), list):
+            teachers = [t for t in data["teachers"] if isinstance(t, dict)]
+        elif isinstance(data, dict) and "identity" in data:  # the single-teacher file of earlier versions
+            teachers = [{"teacher": data.get("teacher"), "identity": data["identity"]}]
+    except (OSError, ValueError):
+        pass  # missing or unreadable: start a new one (the chunk files, not this record, hold the vectors)
+    teachers = [t for t in teachers if t.get("identity") != identity]
+    teachers.append({"teacher": teacher, "identity": identity, "sentences": n_sentences})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"teachers": teachers}, indent=2))
+    os.replace(tmp, path)
+
+
 def teacher_embeddings(
     teacher: str,
     sentences: Sequence[str],
@@ -174,7 +192,7 @@ def teacher_embeddings(
                 raise RuntimeError(f"teacher returned {emb.shape[0]} vectors for {len(chunks[i])} sentences")
             _save_npy_atomic(paths[i], emb)
             bar.update(len(chunks[i]))
-    (cache / "teacher.json").write_text(json.dumps({"teacher": teacher, "identity": teacher_id}, indent=2))
+    _record_teacher(cache / "teacher.json", teacher, teacher_id, len(sentences))
     if not paths:
         raise ValueError("no sentences to encode")
     return np.concatenate([np.load(p) for p in paths], axis=0).astype(np.float32, copy=False)
