@@ -66,3 +66,14 @@ def test_layer_norm_in_place_adds_bias_and_residual_before_normalising():
     ref = layer_norm((x + bias) + residual, g, b, 1e-12)
     out = layer_norm_(x.copy(), g, b, 1e-12, np.empty(300, np.float32), bias, residual)
     assert np.array_equal(out, ref)
+
+
+def test_layer_norm_without_vecdot_uses_einsum_and_agrees(monkeypatch):
+    from tinyhpd import bert
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(3, 2, size=(7, 312)).astype(np.float32)
+    g, b = rng.normal(size=312).astype(np.float32), rng.normal(size=312).astype(np.float32)
+    with_vecdot = layer_norm(x, g, b, 1e-12)
+    monkeypatch.setattr(bert, "_VECDOT", None)  # NumPy < 2.0 has no np.vecdot
+    np.testing.assert_allclose(layer_norm(x, g, b, 1e-12), with_vecdot, rtol=0, atol=1e-5)
