@@ -306,3 +306,5 @@ def test_token_id_beyond_the_embedding_matrix_is_a_value_error_naming_the_senten
         model.encode(["a .", "a guitar"])  # "guitar" is 2858
     with pytest.raises(ValueError, match="token id 2858 is outside the embedding matrix"):
         bert.embed(model._bert, np.array([101, 2858, 102]), np.arange(3), 1e-12)  # the engine's own check
+    with pytest.raises(ValueError, match="position 512 is outside the position embeddings"):
+        bert.embed(model._bert, np.array([101, 102]), np.array([0, 512]), 1e-12)

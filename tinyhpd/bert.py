@@ -136,6 +136,9 @@ def _neg_mean_vector(h: int) -> np.ndarray:
     return v
 
 
+_VECDOT = getattr(np, "vecdot", None)
+
+
 def _row_sumsq(c: np.ndarray, out: np.ndarray) -> None:
     """out[i] <- sum_j c[i, j]^2 (np.vecdot, a ufunc since NumPy 2.0, costs half of einsum's call overhead)."""
     if _VECDOT is not None:
@@ -144,7 +147,6 @@ def _row_sumsq(c: np.ndarray, out: np.ndarray) -> None:
         np.einsum("ij,ij->i", c, c, out=out)
 
 
-_VECDOT = getattr(np, "vecdot", None)
 _MINUS_HALF_POWER = np.float32(-0.5)
 
 
@@ -248,19 +250,26 @@ def pack(lengths: Sequence[int], max_waste: float = 0.25) -> Packed:
     return Packed(lengths, offsets, positions, tuple(groups))
 
 
+def _check_rows(what: str, idx: np.ndarray, table: str, rows: int, why: str) -> None:
+    """ValueError unless every index selects one of the table's `rows` rows (the gathers run with mode="clip")."""
+    if len(idx):
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= rows:
+            raise ValueError(f"{what} {hi if hi >= rows else lo} is outside the {table} ({rows} rows): {why}")
+
+
 def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float, ws: "Workspace | None" = None
           ) -> np.ndarray:
     """Word + position + token-type (type 0: single sentences) embeddings, then LayerNorm: `[n_tok]` -> `[n_tok, H]`
     (in the workspace's "x" buffer when given: the layers then update it in place)."""
     ws = Workspace() if ws is None else ws
     n, H = len(ids), p.word_emb.shape[1]
-    vocab = p.word_emb.shape[0]
-    if n and (int(ids.max()) >= vocab or int(ids.min()) < 0):
-        bad = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
-        raise ValueError(f"token id {bad} is outside the embedding matrix ({vocab} rows): the tokenizer and the "
-                         f"model's vocab_size disagree")
-    # mode="clip": indices are checked above (positions < max_position_embeddings by truncation); with the default
-    # mode="raise" NumPy buffers `out` and the gather takes ~3x longer
+    _check_rows("token id", ids, "embedding matrix", p.word_emb.shape[0],
+                "the tokenizer and the model's vocab_size disagree")
+    _check_rows("position", positions, "position embeddings", p.pos_emb.shape[0],
+                "the sequence is longer than max_position_embeddings")
+    # mode="clip": indices are checked above; with the default mode="raise" NumPy buffers `out` and the gather takes
+    # ~3x longer
     x = np.take(p.word_emb, ids, axis=0, out=ws.get("x", (n, H)), mode="clip")  # [vocab, H] -> [n_tok, H]
     pos = np.take(p.pos_emb, positions, axis=0, out=ws.get("pos", (n, H)), mode="clip")  # [n_tok, H]
     return layer_norm_(x, p.emb_ln_g, p.emb_ln_b, 0.0 + eps, ws.get("stat", (n,)), pos, p.type_emb[0])  # LN(x+pos+type)

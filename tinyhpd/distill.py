@@ -121,11 +121,16 @@ def _progress(total: int, desc: str, unit: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, mininterval=2.0)
 
 
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
+    """`write(f)` into a temporary file beside `path`, then rename it over `path`: readers never see half a file."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.save(f, array)
+        write(f)
     os.replace(tmp, path)
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    _write_atomic(path, lambda f: np.save(f, array))
 
 
 def _record_teacher(path: Path, teacher: str, identity: str, n_sentences: int) -> None:
@@ -141,9 +146,7 @@ def _record_teacher(path: Path, teacher: str, identity: str, n_sentences: int) -
         pass  # missing or unreadable: start a new one (the chunk files, not this record, hold the vectors)
     teachers = [t for t in teachers if t.get("identity") != identity]
     teachers.append({"teacher": teacher, "identity": identity, "sentences": n_sentences})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"teachers": teachers}, indent=2))
-    os.replace(tmp, path)
+    _write_atomic(path, lambda f: f.write(json.dumps({"teachers": teachers}, indent=2).encode()))
 
 
 def teacher_embeddings(

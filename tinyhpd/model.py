@@ -163,10 +163,11 @@ class Model:
                 x = heads.normalize(x)  # [B, d] -> [B, d]
         return x
 
-    def _plan(self, lengths: np.ndarray) -> List[Tuple[int, int]]:
+    def _plan(self, ids: Sequence[np.ndarray]) -> List[Tuple[int, int]]:
         """Cut one batch into pieces `[(start, stop), ...]` of about equal estimated work, for `num_threads` workers
         taking them from a queue: two per worker on large batches (a worker that finishes early takes another instead
         of waiting), one piece for a batch too small to share."""
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         k = min(self.num_threads, len(lengths))
         n_tok = int(lengths.sum())
         if k <= 1 or n_tok < 32 * k:
@@ -187,7 +188,7 @@ class Model:
     def _embed_ids(self, ids: Sequence[np.ndarray]) -> np.ndarray:
         """One batch: its pieces on the workers with BLAS single-threaded meanwhile; a batch too small to share runs on
         the calling thread with BLAS's own threads, at most `num_threads` of them."""
-        parts = self._plan(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)))
+        parts = self._plan(ids)
         if len(parts) == 1:
             with blas_threads_at_most(self.num_threads):  # num_threads=1 in a 1-CPU Spark task: BLAS too
                 return self._forward(ids)
@@ -224,7 +225,7 @@ class Model:
                 for start in range(0, n, batch_size):
                     idx = order[start:start + batch_size]
                     batch = [ids[i] for i in idx]
-                    for a, b in self._plan(np.fromiter((len(x) for x in batch), dtype=np.int64, count=len(batch))):
+                    for a, b in self._plan(batch):
                         pending.append((idx[a:b], pool.submit(self._forward, batch[a:b])))
                         while len(pending) > 4 * self.num_threads:
                             collect()
