@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tinyhpd import bert
+from tinyhpd import attention
 
 H, HEADS = 24, 4  # head dim 6
 
@@ -31,7 +31,7 @@ def _run(lengths, scale: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     n = int(sum(lengths))
     qkv = np.zeros((n + 1, 3 * H), np.float32)  # the last row stays zero: what padded cells read
     qkv[:n] = rng.standard_normal((n, 3 * H)).astype(np.float32) * scale
-    got = bert.attention(qkv, bert.pack(lengths), HEADS, np.empty((n, H), np.float32))
+    got = attention.attention(qkv, attention.pack(lengths), HEADS, np.empty((n, H), np.float32))
     return got, _reference(qkv[:n], lengths, HEADS)
 
 
@@ -48,7 +48,7 @@ def test_matches_reference_when_scores_span_more_than_80(lengths):
     rng = np.random.default_rng(1)  # the same qkv again: its scores really span more than the shared-shift limit
     qkv = rng.standard_normal((sum(lengths), 3 * H)).astype(np.float32) * 6.0
     q, k = qkv[:, :H].reshape(-1, HEADS, H // HEADS), qkv[:, H:2 * H].reshape(-1, HEADS, H // HEADS)
-    assert np.ptp(np.einsum("ihd,jhd->hij", q, k)) > bert._SHARED_SHIFT_SPAN
+    assert np.ptp(np.einsum("ihd,jhd->hij", q, k)) > attention._SHARED_SHIFT_SPAN
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, float(np.abs(want).max())))
 
@@ -60,10 +60,10 @@ def test_padding_does_not_leak_into_real_tokens():
     longer = rng.standard_normal((6, 3 * H)).astype(np.float32)
     alone = np.vstack([short, np.zeros((1, 3 * H), np.float32)])
     both = np.vstack([longer, short, np.zeros((1, 3 * H), np.float32)])
-    a = bert.attention(alone, bert.pack([4]), HEADS, np.empty((4, H), np.float32))
-    packed = bert.pack([6, 4])
+    a = attention.attention(alone, attention.pack([4]), HEADS, np.empty((4, H), np.float32))
+    packed = attention.pack([6, 4])
     assert packed.groups[0].rows is not None  # one group, the short sequence padded
-    b = bert.attention(both, packed, HEADS, np.empty((10, H), np.float32))
+    b = attention.attention(both, packed, HEADS, np.empty((10, H), np.float32))
     np.testing.assert_allclose(b[6:], a, atol=1e-6)
 
 
@@ -72,12 +72,12 @@ def test_padding_does_not_leak_into_real_tokens():
 @pytest.mark.parametrize("lengths", [[9, 8, 8, 6, 3], [40, 3, 2, 1], [12]])
 def test_blocked_path_matches_reference(monkeypatch, lengths, scale, per_block):
     """Big groups are attended a few sequences (or one sequence and a few heads) at a time; force both paths."""
-    monkeypatch.setattr(bert, "_SCORE_BLOCK", per_block[0] * max(lengths) ** 2)  # 2 heads, or 2 sequences, per block
+    monkeypatch.setattr(attention, "_SCORE_BLOCK", per_block[0] * max(lengths) ** 2)  # 2 heads, or 2 sequences, per block
     got, want = _run(lengths, scale=scale, seed=3)
     np.testing.assert_allclose(got, want, atol=1e-5 * max(1.0, float(np.abs(want).max())))
 
 
 def test_long_sequences_take_the_blocked_path():
     got, want = _run([300, 200], scale=1.0, seed=4)  # 2 x 4 heads x 300^2 scores > _SCORE_BLOCK
-    assert 2 * HEADS * 300 * 300 > bert._SCORE_BLOCK
+    assert 2 * HEADS * 300 * 300 > attention._SCORE_BLOCK
     np.testing.assert_allclose(got, want, atol=1e-5)

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from tinyhpd.bert import erf, gelu, gelu_, layer_norm, layer_norm_
+from tinyhpd.kernels import erf, gelu, gelu_, layer_norm, layer_norm_
 
 
 def test_erf_max_abs_error_at_most_1e_6():
@@ -69,11 +69,11 @@ def test_layer_norm_in_place_adds_bias_and_residual_before_normalising():
 
 
 def test_layer_norm_without_vecdot_uses_einsum_and_agrees(monkeypatch):
-    from tinyhpd import bert
+    from tinyhpd import kernels
 
     rng = np.random.default_rng(3)
     x = rng.normal(3, 2, size=(7, 312)).astype(np.float32)
     g, b = rng.normal(size=312).astype(np.float32), rng.normal(size=312).astype(np.float32)
     with_vecdot = layer_norm(x, g, b, 1e-12)
-    monkeypatch.setattr(bert, "_VECDOT", None)  # NumPy < 2.0 has no np.vecdot
+    monkeypatch.setattr(kernels, "_VECDOT", None)  # NumPy < 2.0 has no np.vecdot
     np.testing.assert_allclose(layer_norm(x, g, b, 1e-12), with_vecdot, rtol=0, atol=1e-5)

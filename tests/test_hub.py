@@ -70,12 +70,19 @@ def test_tinyhpd_model_variable_sets_the_default(hpd_new_path, monkeypatch):
     assert tinyhpd.load().name_or_path == str(hpd_new_path)
 
 
-def test_without_bundled_model_or_variable_the_default_is_the_pinned_hpd(monkeypatch, tmp_path):
+def test_without_bundled_model_or_variable_loading_is_an_error_never_another_model(monkeypatch, tmp_path):
     import tinyhpd.hub as hub
 
     monkeypatch.delenv("TINYHPD_MODEL", raising=False)
     monkeypatch.setattr(hub, "BUNDLED_DIR", tmp_path / "absent")
-    assert default_model() == HPD_HUB_MODEL
+    with pytest.raises(FileNotFoundError, match="bundled default model") as err:
+        tinyhpd.load()
+    assert HPD_HUB_MODEL in str(err.value) and "TINYHPD_MODEL" in str(err.value)
+
+
+def test_the_published_hpd_model_is_pinned_when_named():
+    import tinyhpd.hub as hub
+
     assert hub.PINNED_REVISIONS[HPD_HUB_MODEL] == HPD_HUB_REVISION
 
 

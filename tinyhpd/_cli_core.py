@@ -39,7 +39,7 @@ def add_cli(sub) -> None:
                        description="Copy a sentence-transformers folder (or Hub model) with every pytorch_model.bin "
                                    "rewritten as model.safetensors, read without torch.")
     c.add_argument("src", help="model folder or Hub id")
-    c.add_argument("dst", nargs="?", help="output folder (default: weights/<name>)")
+    c.add_argument("dst", nargs="?", help="output folder (default: ./<name> in the current folder)")
     c.add_argument("--revision", default=None)
     c.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage type of float tensors")
     c.add_argument("--force", action="store_true", help="replace dst if it exists")
@@ -105,11 +105,11 @@ def convert(src: str, dst: Optional[str] = None, *, revision: Optional[str] = No
     """Copy a model folder with every `pytorch_model.bin` rewritten as `model.safetensors` (read without torch)."""
     from safetensors.numpy import save_file
 
-    from tinyhpd.hub import WEIGHTS_DIR, resolve
+    from tinyhpd.hub import resolve
     from tinyhpd.weights import read_checkpoint
 
     folder, model_id, rev = resolve(src, revision)
-    target = Path(dst) if dst else WEIGHTS_DIR / Path(model_id).name
+    target = Path(dst) if dst else Path.cwd() / Path(model_id).name  # never into the installed package
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists (use --force to replace it)")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,34 +1,89 @@
-"""What sentence-transformers puts after the encoder: Pooling, Dense and Normalize, on packed token embeddings."""
+"""What sentence-transformers puts after the encoder: Pooling, Dense and Normalize, each a small class that owns its
+config, weights and forward. One registry (`HEADS`) maps a modules.json kind to its class; to add a head, write a class
+with `kind`, `from_folder`, `out_dim`, `__call__` and `__repr__` and register it there.
+
+A head is called on the packed token rows of a batch (`Pooling`) or on sentence vectors (the others):
+`head(x, packed) -> y`.
+"""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple, Type
 
 import numpy as np
 
-from tinyhpd.config import PoolingConfig
-from tinyhpd.weights import DenseParams
+from tinyhpd.config import DenseConfig, ModuleSpec, PoolingConfig
+from tinyhpd.weights import DenseParams, dense_params, find_checkpoint, read_checkpoint
 
-__all__ = ["pool", "dense", "normalize", "DENSE_ACTIVATIONS"]
+__all__ = ["Head", "Pooling", "Dense", "Normalize", "HEADS", "DENSE_ACTIVATIONS", "load_heads", "normalize"]
 
 
-def pool(tokens: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, cfg: PoolingConfig) -> np.ndarray:
-    """Pool each sequence's packed token rows `[n_tok, H]` -> `[B, H * n_modes]`, modes in sentence-transformers' order."""
-    parts = []
-    for mode in cfg.modes:
-        if mode == "cls":
-            parts.append(tokens[offsets])  # [B, H]
-        elif mode == "max":
-            parts.append(np.maximum.reduceat(tokens, offsets, axis=0))  # [B, H]
-        elif mode == "mean":
-            parts.append(np.add.reduceat(tokens, offsets, axis=0) / lengths[:, None].astype(np.float32))  # [B, H]
-        elif mode == "mean_sqrt_len_tokens":
-            parts.append(np.add.reduceat(tokens, offsets, axis=0) / np.sqrt(lengths[:, None].astype(np.float32)))
-        elif mode == "weightedmean":  # token i of a sequence weighs i + 1
-            w = (np.arange(tokens.shape[0]) - np.repeat(offsets, lengths) + 1).astype(np.float32)  # [n_tok]
-            total = (lengths * (lengths + 1) / 2).astype(np.float32)  # [B]
-            parts.append(np.add.reduceat(tokens * w[:, None], offsets, axis=0) / total[:, None])  # [B, H]
-        else:  # lasttoken
-            parts.append(tokens[offsets + lengths - 1])  # [B, H]
-    out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-    return out.astype(np.float32, copy=False)
+class Head:
+    kind = ""
+
+    @classmethod
+    def from_folder(cls, folder: Path, spec: ModuleSpec, in_dim: int) -> "Head":
+        raise NotImplementedError
+
+    @property
+    def out_dim(self) -> int:
+        raise NotImplementedError
+
+    def named_arrays(self) -> Iterator[Tuple[str, np.ndarray]]:
+        return iter(())
+
+    def identity(self) -> dict:
+        """Everything besides the weights that changes the vectors (for the model's fingerprint)."""
+        return {"kind": self.kind}
+
+
+class Pooling(Head):
+    """Token rows `[n_tok, H]` -> one vector per sequence `[B, H * n_modes]`, modes in sentence-transformers' order."""
+
+    kind = "Pooling"
+
+    def __init__(self, config: PoolingConfig) -> None:
+        self.config = config
+
+    @classmethod
+    def from_folder(cls, folder: Path, spec: ModuleSpec, in_dim: int) -> "Pooling":
+        path = folder / spec.path / "config.json"
+        cfg = PoolingConfig(in_dim, ("mean",)) if spec.type_name == "(implicit mean)" else PoolingConfig.from_file(path)
+        if cfg.dimension != in_dim:
+            raise ValueError(f"{path}: pooling dimension {cfg.dimension} does not match the encoder's hidden_size "
+                             f"{in_dim}")
+        return cls(cfg)
+
+    @property
+    def out_dim(self) -> int:
+        return self.config.output_dim
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "modes": list(self.config.modes)}
+
+    def __call__(self, tokens: np.ndarray, packed) -> np.ndarray:
+        offsets, lengths = packed.offsets, packed.lengths
+        parts = []
+        for mode in self.config.modes:
+            if mode == "cls":
+                parts.append(tokens[offsets])  # [B, H]
+            elif mode == "max":
+                parts.append(np.maximum.reduceat(tokens, offsets, axis=0))  # [B, H]
+            elif mode == "mean":
+                parts.append(np.add.reduceat(tokens, offsets, axis=0) / lengths[:, None].astype(np.float32))  # [B, H]
+            elif mode == "mean_sqrt_len_tokens":
+                parts.append(np.add.reduceat(tokens, offsets, axis=0) / np.sqrt(lengths[:, None].astype(np.float32)))
+            elif mode == "weightedmean":  # token i of a sequence weighs i + 1
+                w = (np.arange(tokens.shape[0]) - np.repeat(offsets, lengths) + 1).astype(np.float32)  # [n_tok]
+                total = (lengths * (lengths + 1) / 2).astype(np.float32)  # [B]
+                parts.append(np.add.reduceat(tokens * w[:, None], offsets, axis=0) / total[:, None])  # [B, H]
+            else:  # lasttoken
+                parts.append(tokens[offsets + lengths - 1])  # [B, H]
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        return out.astype(np.float32, copy=False)
+
+    def __repr__(self) -> str:
+        return f"Pooling({'+'.join(self.config.modes)})"
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -36,7 +91,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    from tinyhpd.bert import gelu
+    from tinyhpd.kernels import gelu
 
     return gelu(x)
 
@@ -50,12 +105,88 @@ DENSE_ACTIVATIONS = {
 }
 
 
-def dense(x: np.ndarray, p: DenseParams, activation: str) -> np.ndarray:
+class Dense(Head):
     """y = activation(x W + b): `[B, in]` -> `[B, out]`."""
-    return DENSE_ACTIVATIONS[activation](x @ p.w + p.b).astype(np.float32, copy=False)
+
+    kind = "Dense"
+
+    def __init__(self, config: DenseConfig, params: DenseParams) -> None:
+        self.config, self.params = config, params
+
+    @classmethod
+    def from_folder(cls, folder: Path, spec: ModuleSpec, in_dim: int) -> "Dense":
+        sub = folder / spec.path
+        cfg = DenseConfig.from_file(sub / "config.json")
+        if cfg.in_features != in_dim:
+            raise ValueError(f"{sub / 'config.json'}: in_features {cfg.in_features} does not match the incoming "
+                             f"dimension {in_dim}")
+        ckpt = find_checkpoint(sub)
+        return cls(cfg, dense_params(read_checkpoint(ckpt), cfg, str(ckpt)))
+
+    @property
+    def out_dim(self) -> int:
+        return self.config.out_features
+
+    def named_arrays(self) -> Iterator[Tuple[str, np.ndarray]]:
+        yield "w", self.params.w
+        yield "b", self.params.b
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "activation": self.config.activation, "bias": self.config.bias}
+
+    def __call__(self, x: np.ndarray, packed=None) -> np.ndarray:
+        return DENSE_ACTIVATIONS[self.config.activation](x @ self.params.w + self.params.b).astype(np.float32,
+                                                                                                   copy=False)
+
+    def __repr__(self) -> str:
+        return f"Dense({self.config.in_features}->{self.config.out_features} {self.config.activation})"
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
     """L2-normalise rows as torch's F.normalize (norm clamped at 1e-12)."""
     norm = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))[:, None]  # [B, 1]
     return (x / np.maximum(norm, 1e-12)).astype(np.float32, copy=False)
+
+
+class Normalize(Head):
+    kind = "Normalize"
+
+    def __init__(self, dim: int) -> None:
+        self._dim = dim
+
+    @classmethod
+    def from_folder(cls, folder: Path, spec: ModuleSpec, in_dim: int) -> "Normalize":
+        return cls(in_dim)
+
+    @property
+    def out_dim(self) -> int:
+        return self._dim
+
+    def __call__(self, x: np.ndarray, packed=None) -> np.ndarray:
+        return normalize(x)
+
+    def __repr__(self) -> str:
+        return "Normalize"
+
+
+HEADS: Dict[str, Type[Head]] = {cls.kind: cls for cls in (Pooling, Dense, Normalize)}
+
+
+def load_heads(folder: Path, specs: List[ModuleSpec], hidden: int) -> Tuple[Head, ...]:
+    """Every module after the Transformer, from its folder, checking that the sizes chain up and Pooling comes first."""
+    out: List[Head] = []
+    dim = hidden
+    pooled: Optional[Pooling] = None
+    for spec in specs[1:]:
+        if spec.kind == "Pooling" and pooled is not None:
+            raise ValueError(f"{folder}/modules.json: more than one Pooling module")
+        if spec.kind != "Pooling" and pooled is None:
+            raise ValueError(f"{folder}/modules.json: {spec.kind} module {spec.path!r} comes before any Pooling module")
+        head = HEADS[spec.kind].from_folder(folder, spec, dim)
+        if isinstance(head, Pooling):
+            pooled = head
+        out.append(head)
+        dim = head.out_dim
+    if pooled is None:
+        raise ValueError(f"{folder}/modules.json: no Pooling module: tinyhpd produces sentence embeddings only")
+    return tuple(out)

@@ -22,23 +22,37 @@ HPD_HUB_MODEL = "Xuandong/HPD-TinyBERT-F128"
 HPD_HUB_REVISION = "28e49638354a308425ba4c2ad1b1fe678dfff07d"
 PINNED_REVISIONS = {HPD_HUB_MODEL: HPD_HUB_REVISION}
 
-# The bundled default model (a sentence-transformers folder) lives in the repository's weights/ directory.
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# The bundled default model (a sentence-transformers folder). Its one committed copy is the repository's top-level
+# weights/; setup.py copies it into the package (tinyhpd/_bundled/) when a wheel or a non-editable install is built.
 BUNDLED_NAME = "tinyhpd-minilm-l6-h128"
-BUNDLED_DIR = WEIGHTS_DIR / BUNDLED_NAME
+
+
+def _find_bundled() -> Path:
+    """The installed copy (wheel, `pip install .`) first, else the checkout's weights/ (editable install, source tree)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "_bundled" / BUNDLED_NAME
+    if (installed / "modules.json").is_file():
+        return installed
+    return here.parent / "weights" / BUNDLED_NAME
+
+
+BUNDLED_DIR = _find_bundled()
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _TRUE = {"1", "true", "yes", "on"}
 
 
 def default_model() -> str:
-    """`TINYHPD_MODEL`, else the bundled model when present, else the pinned published HPD model."""
+    """`TINYHPD_MODEL`, else the bundled model. Never another model: without both, a FileNotFoundError that says so."""
     env = os.environ.get("TINYHPD_MODEL", "").strip()
     if env:
         return env
     if (BUNDLED_DIR / "modules.json").is_file():
         return str(BUNDLED_DIR)
-    return HPD_HUB_MODEL
+    raise FileNotFoundError(
+        f"no model named and the bundled default model {BUNDLED_NAME!r} is not in this install (looked in "
+        f"{BUNDLED_DIR}); reinstall tinyhpd from its wheel, or name a model: model=PATH / --model PATH, "
+        f"TINYHPD_MODEL=PATH, or the published {HPD_HUB_MODEL!r}")
 
 
 def choose_files(files: Sequence[str]) -> List[str]:

@@ -1,65 +1,30 @@
-"""`Model`: a sentence-transformers pipeline (BERT -> Pooling -> Dense* -> Normalize?) run with NumPy."""
+"""`Model`: a sentence-transformers pipeline (BERT -> Pooling -> Dense* -> Normalize?) run with NumPy.
+
+`Model(...)` takes parsed parts (config, weights, tokenizer, heads); `Model.from_folder` / `load` read them from a
+sentence-transformers folder. Batching and threads live in runner.py, the forward pass in bert.py, the heads in heads.py.
+"""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import threading
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Deque, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from tinyhpd import bert, heads
-from tinyhpd.config import (BertConfig, DenseConfig, PoolingConfig, read_do_lower_case, read_max_seq_length,
-                            read_modules)
-from tinyhpd._threads import blas_single_threaded, blas_threads_at_most, default_num_threads
+from tinyhpd import attention, bert, heads as heads_mod
+from tinyhpd._threads import default_num_threads
+from tinyhpd.config import BertConfig, read_do_lower_case, read_max_seq_length, read_modules
+from tinyhpd.heads import Head, load_heads
 from tinyhpd.hub import resolve
+from tinyhpd.kernels import Workspace
+from tinyhpd.runner import Runner
 from tinyhpd.tokenizer import load_tokenizer, tokenize
-from tinyhpd.weights import BertParams, DenseParams, bert_params, dense_params, find_checkpoint, read_checkpoint
+from tinyhpd.weights import BertParams, bert_params, find_checkpoint, read_checkpoint
 
 __all__ = ["Model", "load"]
-
-
-@dataclass(frozen=True)
-class _Head:
-    kind: str  # "Pooling", "Dense" or "Normalize"
-    config: Any = None
-    params: Optional[DenseParams] = None
-
-
-def _load_heads(folder: Path, specs, hidden: int) -> Tuple[Tuple[_Head, ...], int]:
-    """Configs and weights of every module after the Transformer, checking that their sizes chain up."""
-    out: List[_Head] = []
-    dim = hidden
-    for spec in specs[1:]:
-        sub = folder / spec.path
-        if spec.kind == "Pooling":
-            cfg = (PoolingConfig(hidden, ("mean",)) if spec.type_name == "(implicit mean)"
-                   else PoolingConfig.from_file(sub / "config.json"))
-            if out and any(h.kind == "Pooling" for h in out):
-                raise ValueError(f"{folder}/modules.json: more than one Pooling module")
-            if cfg.dimension != dim:
-                raise ValueError(f"{sub / 'config.json'}: pooling dimension {cfg.dimension} does not match the "
-                                 f"encoder's hidden_size {dim}")
-            out.append(_Head("Pooling", cfg))
-            dim = cfg.output_dim
-        elif not any(h.kind == "Pooling" for h in out):
-            raise ValueError(f"{folder}/modules.json: {spec.kind} module {spec.path!r} comes before any Pooling module")
-        elif spec.kind == "Dense":
-            cfg = DenseConfig.from_file(sub / "config.json")
-            if cfg.in_features != dim:
-                raise ValueError(f"{sub / 'config.json'}: in_features {cfg.in_features} does not match the "
-                                 f"incoming dimension {dim}")
-            ckpt = find_checkpoint(sub)
-            out.append(_Head("Dense", cfg, dense_params(read_checkpoint(ckpt), cfg, str(ckpt))))
-            dim = cfg.out_features
-        else:  # Normalize
-            out.append(_Head("Normalize"))
-    if not any(h.kind == "Pooling" for h in out):
-        raise ValueError(f"{folder}/modules.json: no Pooling module: tinyhpd produces sentence embeddings only")
-    return tuple(out), dim
 
 
 def _as_texts(sentences: Any) -> List[str]:
@@ -79,54 +44,82 @@ def _as_texts(sentences: Any) -> List[str]:
 
 
 class Model:
-    """A loaded sentence-embedding model. Thread-safe: `encode` keeps no state between calls."""
+    """A loaded sentence-embedding model. Thread-safe: `encode` keeps no state between calls. Picklable: the weights,
+    configs and tokenizer travel by value (plain arrays, dicts and the tokenizer's JSON), see `__reduce__`."""
 
-    def __init__(self, folder: Union[str, Path], *, name_or_path: Optional[str] = None,
-                 revision: Optional[str] = None, num_threads: Optional[int] = None) -> None:
-        folder = Path(folder)
+    def __init__(self, config: BertConfig, params: BertParams, tokenizer, heads: Sequence[Head], *,
+                 max_seq_length: int, lowercase: bool = False, name_or_path: str = "(in memory)",
+                 revision: Optional[str] = None, num_threads: Optional[int] = None,
+                 folder: Optional[Path] = None, config_path: Optional[Path] = None) -> None:
         if num_threads is None:
             num_threads = default_num_threads()
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
             raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
-        self.num_threads: int = num_threads
-        specs = read_modules(folder)
-        tdir = folder / specs[0].path
-        self._config_path = tdir / "config.json"
-        self.config: BertConfig = BertConfig.from_file(self._config_path)
-        ckpt = find_checkpoint(tdir)
-        self._bert: BertParams = bert_params(read_checkpoint(ckpt), self.config, str(ckpt))
-        self.max_seq_length: int = read_max_seq_length(tdir, self.config.max_position_embeddings)
-        self._lowercase = read_do_lower_case(tdir)
-        self._tokenizer = load_tokenizer(tdir, self.max_seq_length)
-        # ids can only leave the embedding matrix when the tokenizer knows more tokens than config.json's vocab_size
-        self._check_ids = self._tokenizer.get_vocab_size(with_added_tokens=True) > self.config.vocab_size
-        self._heads, self.embedding_dim = _load_heads(folder, specs, self.config.hidden_size)
+        self.num_threads: int = int(num_threads)
+        self.config = config
+        self._bert = params
+        self.max_seq_length: int = max_seq_length
+        self._lowercase = bool(lowercase)
+        self._tokenizer = tokenizer
+        self._heads: Tuple[Head, ...] = tuple(heads)
+        self.embedding_dim: int = self._heads[-1].out_dim if self._heads else config.hidden_size
         self.folder = folder
-        self.name_or_path: str = name_or_path or str(folder)
+        self._config_path = config_path or "config.json"
+        self.name_or_path: str = name_or_path
         self.revision: Optional[str] = revision
+        # ids can only leave the embedding matrix when the tokenizer knows more tokens than config.json's vocab_size
+        self._check_ids = tokenizer.get_vocab_size(with_added_tokens=True) > config.vocab_size
         self._fingerprint: Optional[str] = None
         self._lock = threading.Lock()
         self._local = threading.local()  # per-thread scratch buffers
-        self._pool: Optional[ThreadPoolExecutor] = None
+        self._runner = Runner(self.num_threads)
+
+    @classmethod
+    def from_folder(cls, folder: Union[str, Path], *, name_or_path: Optional[str] = None,
+                    revision: Optional[str] = None, num_threads: Optional[int] = None) -> "Model":
+        """Read a sentence-transformers folder: modules.json, the encoder's config and weights (one strict table),
+        its tokenizer, then every head."""
+        folder = Path(folder)
+        specs = read_modules(folder)
+        tdir = folder / specs[0].path
+        config_path = tdir / "config.json"
+        config = BertConfig.from_file(config_path)
+        ckpt = find_checkpoint(tdir)
+        params = bert_params(read_checkpoint(ckpt), config, str(ckpt))
+        max_len = read_max_seq_length(tdir, config.max_position_embeddings)
+        return cls(config, params, load_tokenizer(tdir, max_len), load_heads(folder, specs, config.hidden_size),
+                   max_seq_length=max_len, lowercase=read_do_lower_case(tdir),
+                   name_or_path=name_or_path or str(folder), revision=revision, num_threads=num_threads,
+                   folder=folder, config_path=config_path)
 
     def __repr__(self) -> str:
         c = self.config
         pipeline = " -> ".join(
             [f"BERT(L{c.num_hidden_layers} H{c.hidden_size} A{c.num_attention_heads} I{c.intermediate_size})"]
-            + [_describe(h) for h in self._heads])
+            + [repr(h) for h in self._heads])
         rev = f"@{self.revision[:12]}" if self.revision else ""
         return (f"Model({self.name_or_path!r}{rev}, {pipeline}, embedding_dim={self.embedding_dim}, "
                 f"max_seq_length={self.max_seq_length})")
 
+    # ---------------------------------------------------------------------------------------------------- identity
+    def pipeline(self) -> dict:
+        """Everything besides the weights that changes the vectors: encoder config, max_seq_length, lowercasing,
+        each head's settings, and a digest of the tokenizer."""
+        return {"bert": dataclasses.asdict(self.config), "max_seq_length": self.max_seq_length,
+                "lowercase": self._lowercase, "heads": [h.identity() for h in self._heads],
+                "tokenizer": hashlib.sha256(self._tokenizer.to_str().encode("utf-8")).hexdigest()}
+
     @property
     def fingerprint(self) -> str:
-        """sha256 over every weight (names, shapes, float32 bytes): identifies the model exactly."""
+        """sha256 over every weight (names, shapes, float32 bytes) and the pipeline (`pipeline()`): two models with
+        the same fingerprint give the same vectors."""
         with self._lock:
             if self._fingerprint is None:
                 h = hashlib.sha256()
                 for name, arr in self._named_arrays():
                     h.update(f"{name}:{arr.shape}".encode())
                     h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+                h.update(json.dumps(self.pipeline(), sort_keys=True).encode())
                 self._fingerprint = h.hexdigest()
             return self._fingerprint
 
@@ -138,10 +131,16 @@ class Model:
             for name, arr in vars(lp).items():
                 yield f"layer{i}.{name}", arr
         for i, h in enumerate(self._heads):
-            if h.params is not None:
-                yield f"head{i}.w", h.params.w
-                yield f"head{i}.b", h.params.b
+            for name, arr in h.named_arrays():
+                yield f"head{i}.{name}", arr
 
+    # ------------------------------------------------------------------------------------------------------ pickle
+    def __reduce__(self):
+        from tinyhpd import _pickle
+
+        return _pickle.rebuild_model, (_pickle.model_state(self),)
+
+    # ------------------------------------------------------------------------------------------------------ encode
     def tokenize(self, sentences: Sequence[str]) -> List[np.ndarray]:
         """Token ids (with [CLS]/[SEP], truncated to max_seq_length) for each sentence."""
         return tokenize(self._tokenizer, _as_texts(sentences), self._lowercase)
@@ -150,92 +149,13 @@ class Model:
         """Sentence embeddings `[B, d]` for one (sub-)batch of token id arrays, on this thread."""
         ws = getattr(self._local, "ws", None)
         if ws is None:
-            ws = self._local.ws = bert.Workspace()
-        packed = bert.pack([len(x) for x in ids])
+            ws = self._local.ws = Workspace()
+        packed = attention.pack([len(x) for x in ids])
         flat = np.concatenate(ids)  # [n_tok]
         x = bert.bert_forward(self._bert, self.config, flat, packed, ws)  # [n_tok] -> [n_tok, H]
-        for h in self._heads:
-            if h.kind == "Pooling":
-                x = heads.pool(x, packed.offsets, packed.lengths, h.config)  # [n_tok, H] -> [B, H']
-            elif h.kind == "Dense":
-                x = heads.dense(x, h.params, h.config.activation)  # [B, in] -> [B, out]
-            else:
-                x = heads.normalize(x)  # [B, d] -> [B, d]
+        for head in self._heads:
+            x = head(x, packed)  # Pooling: [n_tok, H] -> [B, H']; Dense / Normalize: [B, d] -> [B, d']
         return x
-
-    def _plan(self, ids: Sequence[np.ndarray]) -> List[Tuple[int, int]]:
-        """Cut one batch into pieces `[(start, stop), ...]` of about equal estimated work, for `num_threads` workers
-        taking them from a queue: two per worker on large batches (a worker that finishes early takes another instead
-        of waiting), one piece for a batch too small to share."""
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        k = min(self.num_threads, len(lengths))
-        n_tok = int(lengths.sum())
-        if k <= 1 or n_tok < 32 * k:
-            return [(0, len(lengths))]
-        n_pieces = min(len(lengths), 2 * k if n_tok >= 512 * k else k)
-        work = lengths + lengths * lengths / 128.0  # dense layers ~ tokens; attention adds ~ length^2
-        cum = np.cumsum(work)
-        cuts = np.searchsorted(cum, cum[-1] * np.arange(1, n_pieces) / n_pieces)
-        bounds = [0] + sorted(set(int(c) + 1 for c in cuts if 0 <= c < len(lengths) - 1)) + [len(lengths)]
-        return list(zip(bounds[:-1], bounds[1:]))
-
-    def _workers(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self.num_threads, thread_name_prefix="tinyhpd")
-            return self._pool
-
-    def _embed_ids(self, ids: Sequence[np.ndarray]) -> np.ndarray:
-        """One batch: its pieces on the workers with BLAS single-threaded meanwhile; a batch too small to share runs on
-        the calling thread with BLAS's own threads, at most `num_threads` of them."""
-        parts = self._plan(ids)
-        if len(parts) == 1:
-            with blas_threads_at_most(self.num_threads):  # num_threads=1 in a 1-CPU Spark task: BLAS too
-                return self._forward(ids)
-        with blas_single_threaded() as blas:
-            if not blas.ok:
-                return self._forward(ids)
-            futures = [self._workers().submit(self._forward, ids[a:b]) for a, b in parts]
-            return np.concatenate([f.result() for f in futures])
-
-    def _embed_batches(self, ids: Sequence[np.ndarray], order: np.ndarray, batch_size: int, out: np.ndarray,
-                       bar) -> None:
-        """out[i] <- embedding of ids[i], in batches of `batch_size` taken in `order`. With several batches and several
-        workers, the pieces of every batch go to the worker queue as they are planned (a bounded window ahead), so no
-        worker waits for the slowest piece of a batch and small batches run side by side, one per core."""
-        n = len(ids)
-        if self.num_threads == 1 or n <= batch_size or not blas_single_threaded().ok:
-            for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
-                out[idx] = self._embed_ids([ids[i] for i in idx])
-                if bar is not None:
-                    bar.update(len(idx))
-            return
-        pending: Deque[Tuple[np.ndarray, Future]] = deque()
-
-        def collect() -> None:
-            rows, future = pending.popleft()
-            out[rows] = future.result()
-            if bar is not None:
-                bar.update(len(rows))
-
-        with blas_single_threaded():
-            pool = self._workers()
-            try:
-                for start in range(0, n, batch_size):
-                    idx = order[start:start + batch_size]
-                    batch = [ids[i] for i in idx]
-                    for a, b in self._plan(batch):
-                        pending.append((idx[a:b], pool.submit(self._forward, batch[a:b])))
-                        while len(pending) > 4 * self.num_threads:
-                            collect()
-                while pending:
-                    collect()
-            except BaseException:
-                for _, future in pending:
-                    future.cancel()
-                wait([f for _, f in pending])
-                raise
 
     def _validate_ids(self, ids: Sequence[np.ndarray]) -> None:
         vocab = self.config.vocab_size
@@ -244,6 +164,37 @@ class Model:
                 raise ValueError(f"sentences[{i}]: token id {int(x.max())} is outside the model's vocabulary "
                                  f"(vocab_size {vocab} in {self._config_path}); the tokenizer has "
                                  f"{self._tokenizer.get_vocab_size(with_added_tokens=True)} tokens")
+
+    def _embed(self, ids: Sequence[np.ndarray], batch_size: int, normalize_embeddings: bool,
+               show_progress_bar: Optional[bool]) -> np.ndarray:
+        out = np.empty((len(ids), self.embedding_dim), dtype=np.float32)
+        if len(ids):
+            order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: similar lengths share a batch
+            bar = _progress(len(ids), show_progress_bar)
+            self._runner.run(self._forward, ids, order, batch_size, out, bar)
+            if bar is not None:
+                bar.close()
+            if normalize_embeddings:
+                out = heads_mod.normalize(out)
+        return out
+
+    def encode_ids(self, ids: Sequence[Sequence[int]], *, batch_size: int = 32, normalize_embeddings: bool = False,
+                   show_progress_bar: Optional[bool] = None) -> np.ndarray:
+        """Embeddings `(n, d)` of already tokenised inputs: token ids *with* [CLS]/[SEP] (as `tokenize` gives), at
+        most `max_seq_length` each. The path for pre-tokenised batches (the server's token-id inputs)."""
+        batch_size = _check_batch_size(batch_size)
+        arrays = []
+        for i, x in enumerate(ids):
+            a = np.asarray(x)
+            if a.ndim != 1 or not len(a) or a.dtype.kind not in "iu":
+                raise ValueError(f"ids[{i}] must be a non-empty 1-D sequence of integers")
+            if len(a) > self.max_seq_length:
+                raise ValueError(f"ids[{i}] has {len(a)} tokens, more than max_seq_length {self.max_seq_length}")
+            if int(a.min()) < 0:
+                raise ValueError(f"ids[{i}]: token id {int(a.min())} is negative")
+            arrays.append(a.astype(np.int64, copy=False))
+        self._validate_ids(arrays)
+        return self._embed(arrays, batch_size, normalize_embeddings, show_progress_bar)
 
     def encode(self, sentences: Union[str, Iterable[str]], *, batch_size: int = 32,
                normalize_embeddings: bool = False, show_progress_bar: Optional[bool] = None,
@@ -254,22 +205,13 @@ class Model:
         depend on `batch_size` or order. `convert_to_numpy=False` returns a list of 1-D arrays; `convert_to_tensor=True`
         a torch tensor (needs torch).
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = _check_batch_size(batch_size)
         single = isinstance(sentences, str)
         texts = [sentences] if single else _as_texts(sentences)
-        out = np.empty((len(texts), self.embedding_dim), dtype=np.float32)
-        if texts:
-            ids = tokenize(self._tokenizer, texts, self._lowercase)
-            if self._check_ids:
-                self._validate_ids(ids)
-            order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: similar lengths share a batch
-            bar = _progress(len(texts), show_progress_bar)
-            self._embed_batches(ids, order, batch_size, out, bar)
-            if bar is not None:
-                bar.close()
-            if normalize_embeddings:
-                out = heads.normalize(out)
+        ids = tokenize(self._tokenizer, texts, self._lowercase) if texts else []
+        if self._check_ids:
+            self._validate_ids(ids)
+        out = self._embed(ids, batch_size, normalize_embeddings, show_progress_bar)
         result: Any = out[0] if single else out
         if convert_to_tensor:
             try:
@@ -282,12 +224,11 @@ class Model:
         return result
 
 
-def _describe(h: _Head) -> str:
-    if h.kind == "Pooling":
-        return f"Pooling({'+'.join(h.config.modes)})"
-    if h.kind == "Dense":
-        return f"Dense({h.config.in_features}->{h.config.out_features} {h.config.activation})"
-    return "Normalize"
+def _check_batch_size(batch_size: Any) -> int:
+    """A positive int (NumPy integers included); anything else is a ValueError naming the value."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
 
 
 def _progress(total: int, show: Optional[bool]):
@@ -307,4 +248,4 @@ def load(name_or_path: Optional[Union[str, Path]] = None, *, revision: Optional[
     counting affinity and cgroup quota)."""
     folder, model_id, rev = resolve(None if name_or_path is None else str(name_or_path), revision,
                                     None if cache_dir is None else str(cache_dir), local_files_only)
-    return Model(folder, name_or_path=model_id, revision=rev, num_threads=num_threads)
+    return Model.from_folder(folder, name_or_path=model_id, revision=rev, num_threads=num_threads)

@@ -1,0 +1,29 @@
+"""Build hook: the bundled default model lives at the repository's top-level weights/ and is copied into the package
+(tinyhpd/_bundled/<name>/) when a wheel or a non-editable install is built, so every install resolves the same default.
+An editable install finds it in the checkout's weights/ instead (see tinyhpd/hub.py)."""
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+BUNDLED = ("tinyhpd-minilm-l6-h128",)  # folders of weights/ that ship in the wheel
+
+
+class build_py_with_weights(build_py):
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return  # editable: tinyhpd/hub.py reads the checkout's weights/
+        for name in BUNDLED:
+            src = HERE / "weights" / name
+            if not (src / "modules.json").is_file():
+                raise SystemExit(f"weights/{name} is missing: the wheel would ship without its default model")
+            dst = Path(self.build_lib) / "tinyhpd" / "_bundled" / name
+            if dst.exists():
+                shutil.rmtree(dst)
+            shutil.copytree(src, dst)
+
+
+setup(cmdclass={"build_py": build_py_with_weights})

@@ -1,0 +1,95 @@
+"""A Model as plain data and back: what travels to a Spark, Ray or Dask worker.
+
+The state holds only arrays, dicts, lists, strings and numbers (no code objects, no file paths that must exist on the
+worker): the encoder config and weights, the tokenizer as its JSON text, and each head's config and weights. Rebuilding
+makes a new lock, thread-local buffers and worker pool, and checks the fingerprint against the one sent along.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+
+from tinyhpd.config import BertConfig, DenseConfig, PoolingConfig
+from tinyhpd.weights import BertParams, DenseParams, LayerParams
+
+__all__ = ["model_state", "rebuild_model"]
+
+STATE_VERSION = 1
+
+
+def _head_state(head) -> Dict[str, Any]:
+    state: Dict[str, Any] = {"kind": head.kind}
+    if head.kind == "Pooling":
+        state["config"] = {"dimension": head.config.dimension, "modes": list(head.config.modes)}
+    elif head.kind == "Dense":
+        state["config"] = dataclasses.asdict(head.config)
+        state["w"], state["b"] = np.asarray(head.params.w), np.asarray(head.params.b)
+    else:
+        state["dim"] = head.out_dim
+    return state
+
+
+def _head_from_state(state: Dict[str, Any]):
+    from tinyhpd.heads import Dense, Normalize, Pooling
+
+    kind = state["kind"]
+    if kind == "Pooling":
+        return Pooling(PoolingConfig(int(state["config"]["dimension"]), tuple(state["config"]["modes"])))
+    if kind == "Dense":
+        return Dense(DenseConfig(**state["config"]), DenseParams(w=state["w"], b=state["b"]))
+    if kind == "Normalize":
+        return Normalize(int(state["dim"]))
+    raise ValueError(f"pickled tinyhpd model: unknown head kind {kind!r}")
+
+
+def model_state(model) -> Dict[str, Any]:
+    b = model._bert
+    return {
+        "version": STATE_VERSION,
+        "config": dataclasses.asdict(model.config),
+        "embeddings": {k: np.asarray(getattr(b, k)) for k in ("word_emb", "pos_emb", "type_emb", "emb_ln_g",
+                                                              "emb_ln_b")},
+        "layers": [{k: np.asarray(v) for k, v in vars(lp).items()} for lp in b.layers],
+        "tokenizer": model._tokenizer.to_str(),
+        "heads": [_head_state(h) for h in model._heads],
+        "max_seq_length": model.max_seq_length,
+        "lowercase": model._lowercase,
+        "name_or_path": model.name_or_path,
+        "revision": model.revision,
+        "num_threads": model.num_threads,
+        "folder": None if model.folder is None else str(model.folder),
+        "fingerprint": model.fingerprint,
+    }
+
+
+def rebuild_model(state: Dict[str, Any]):
+    from tokenizers import Tokenizer
+
+    from tinyhpd.model import Model
+
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise ValueError(f"pickled tinyhpd model: state version {state.get('version') if isinstance(state, dict) else '?'}"
+                         f" is not {STATE_VERSION} (pickled by another tinyhpd version?)")
+    config = BertConfig(**state["config"])
+    params = BertParams(layers=tuple(LayerParams(**lp) for lp in state["layers"]), **state["embeddings"])
+    tokenizer = Tokenizer.from_str(state["tokenizer"])
+    folder = state["folder"]
+    model = Model(config, params, tokenizer, [_head_from_state(h) for h in state["heads"]],
+                  max_seq_length=state["max_seq_length"], lowercase=state["lowercase"],
+                  name_or_path=state["name_or_path"], revision=state["revision"],
+                  num_threads=_worker_threads(state["num_threads"]),
+                  folder=None if folder is None else Path(folder))
+    if model.fingerprint != state["fingerprint"]:
+        raise ValueError("pickled tinyhpd model: the rebuilt model's fingerprint differs from the one pickled with it "
+                         "(corrupted in transit, or another tinyhpd/tokenizers version on this worker)")
+    return model
+
+
+def _worker_threads(sent: int) -> int:
+    """The sender's thread count, capped by the CPUs this worker may use (a 64-core driver, a 1-CPU task)."""
+    from tinyhpd._threads import default_num_threads
+
+    return max(1, min(int(sent), default_num_threads()))
