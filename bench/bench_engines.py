@@ -78,7 +78,7 @@ class TinyhpdEngine:
 
     def __init__(self, folder: str, threads: int, max_seq_length: int) -> None:
         import tinyhpd
-        from tinyhpd.bench import set_blas_threads
+        from tinyhpd.eval.speed import set_blas_threads
 
         set_blas_threads(threads)
         self.model = tinyhpd.load(folder, num_threads=threads)
@@ -234,7 +234,7 @@ def open_engine(name: str, job: Dict[str, Any]) -> Any:
 
 def cold_start_code(name: str, job: Dict[str, Any]) -> str:
     """Child source for one engine's cold start: its own imports, load, and encode of one sentence."""
-    from tinyhpd.bench import child_script
+    from tinyhpd.eval.speed import child_script
 
     folder, threads, sentence = job["model"], job["threads"], job["sentences"][0]
     if name == "tinyhpd":
@@ -331,21 +331,21 @@ def _tokenize_latency(engine: Any, texts: Sequence[str]) -> Optional[Dict[str, f
     """p50 of tokenizing one sentence, the engine's own way (profile hint for batch 1)."""
     if not hasattr(engine, "tokenize_one"):
         return None
-    from tinyhpd.bench import latency
+    from tinyhpd.eval.speed import latency
 
     return latency(engine.tokenize_one, list(texts))
 
 
 def worker_time(name: str, job: Dict[str, Any], out: Path) -> None:
     """All timings of one engine (plus the NumPy matmul rate in the tinyhpd worker)."""
-    from tinyhpd.bench import _threadpoolctl_info, matmul_gflops, measure_engine
+    from tinyhpd.eval.speed import _threadpoolctl_info, matmul_gflops, measure_engine
 
     engine = open_engine(name, job)
     log(f"{name}: timing")
     res = measure_engine(engine.encode, engine.encode_one, job["sentences"], job["docs"],
                          batch_sizes=job["batch_sizes"], repeats=job["repeats"], latency_n=job["latency_n"],
                          doc_batch=job["doc_batch"], log=log)
-    from tinyhpd.bench import latency_sample
+    from tinyhpd.eval.speed import latency_sample
 
     tok = _tokenize_latency(engine, latency_sample(job["sentences"], job["latency_n"]))
     if tok is not None:
@@ -369,7 +369,7 @@ def profile_tinyhpd(engine: TinyhpdEngine, job: Dict[str, Any]) -> Dict[str, str
     import pstats
 
     out = {}
-    from tinyhpd.bench import latency, latency_sample
+    from tinyhpd.eval.speed import latency, latency_sample
 
     texts = latency_sample(job["sentences"], job["latency_n"])
     cases = {"batch_1": lambda: [engine.encode_one(s) for s in texts],
@@ -420,7 +420,7 @@ def run_worker(kind: str, args: Sequence[str], engine: Optional[str] = None) -> 
 
 def _hpd_architecture(folder: Path) -> bool:
     import tinyhpd
-    from tinyhpd.bench import model_info
+    from tinyhpd.eval.speed import model_info
 
     try:
         info = model_info(tinyhpd.load(str(folder)))
@@ -603,7 +603,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse_args(argv)
     if args.worker:
         return _worker_main(args)
-    from tinyhpd import bench as tb
+    from tinyhpd.cli.bench import _parse_batch_sizes
+    from tinyhpd.eval import speed as tb
     import tinyhpd
 
     warning = tb.openblas_env_warning()
@@ -612,7 +613,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if "tinyhpd" not in engines or any(e not in ENGINES for e in engines):
         raise SystemExit(f"--engines {args.engines!r}: a subset of {','.join(ENGINES)} that includes tinyhpd")
-    batch_sizes = tb._parse_batch_sizes(args.batch_sizes)
+    batch_sizes = _parse_batch_sizes(args.batch_sizes)
     command = shlex.join([sys.executable] + sys.argv)
     env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     if not any(env.values()):

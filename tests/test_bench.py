@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tinyhpd import bench, cli
+from tinyhpd import cli
+from tinyhpd.eval import speed as bench
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -154,10 +154,11 @@ def test_teacher_record_lists_every_teacher_sharing_the_cache(tmp_path):
 
 def test_cli_registers_distill():
     from tinyhpd.cli import build_parser
+    from tinyhpd.cli import distill as distill_cli
 
     args = build_parser().parse_args(["distill", "--teacher", "t", "--student", "s", "--sentences", "f", "--out", "o",
                                       "--epochs", "2", "--max-sentences", "500"])
-    assert (args.func, args.epochs, args.max_sentences) == (D._run_cli, 2.0, 500)
+    assert (args.func, args.epochs, args.max_sentences) == (distill_cli.run, 2.0, 500)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyhpd import index as index_mod
+from tinyhpd.cli import common as cli_common
+from tinyhpd.index import index as index_mod
+from tinyhpd.index import topk
 from tinyhpd.index import DTYPES, Hits, Index
 
 FLOAT_DTYPES = ("float32", "float16", "int8")
@@ -234,8 +236,8 @@ def test_a_stored_vector_retrieves_itself_first(dtype, corpus):
 def test_popcount_lookup_table_matches_bit_counting(rng):
     words = rng.integers(0, 2**63, size=(7, 5), dtype=np.uint64)
     expected = np.array([[bin(int(w)).count("1") for w in row] for row in words])
-    np.testing.assert_array_equal(index_mod._popcount_lut(words), expected)
-    np.testing.assert_array_equal(index_mod._popcount(words), expected)
+    np.testing.assert_array_equal(topk._popcount_lut(words), expected)
+    np.testing.assert_array_equal(topk._popcount(words), expected)
 
 
 # ------------------------------------------------------------------------------------------------ add / remove / ids
@@ -618,7 +620,7 @@ def test_cli_build_and_search(tmp_path, monkeypatch, capsys):
     from tinyhpd.cli import main
 
     model = FakeModel()
-    monkeypatch.setattr(index_mod, "_load_model", lambda name, revision=None: model)
+    monkeypatch.setattr(cli_common, "load_model", lambda name, revision=None, threads=None: model)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat on the mat\n\nstock markets fell sharply\na recipe for tomato soup\n",
                       encoding="utf-8")
@@ -640,7 +642,7 @@ def test_cli_search_of_a_missing_index_exits_2(tmp_path, capsys):
 def test_cli_build_of_an_empty_corpus_exits_2(tmp_path, capsys, monkeypatch):
     from tinyhpd.cli import main
 
-    monkeypatch.setattr(index_mod, "_load_model", lambda name, revision=None: FakeModel())
+    monkeypatch.setattr(cli_common, "load_model", lambda name, revision=None, threads=None: FakeModel())
     (tmp_path / "empty.txt").write_text("\n  \n")
     assert main(["index", "build", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "ix")]) == 2
     assert "no non-blank line" in capsys.readouterr().err
@@ -652,7 +654,7 @@ def test_importing_the_module_stays_light():
 
     code = "import sys, tinyhpd.index; print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(index_mod.__file__).parents[1])}).stdout
+                         env={**os.environ, "PYTHONPATH": str(Path(index_mod.__file__).parents[2])}).stdout
     assert out.split() == ["False", "False"]
 
 

@@ -1,4 +1,4 @@
-"""tinyhpd.sts: Spearman, SentEval loaders, data location/download, the protocol, the CLI, and parity with PyTorch."""
+"""tinyhpd.eval.sts: Spearman, SentEval loaders, data location/download, the protocol, the CLI, and parity with PyTorch."""
 from __future__ import annotations
 
 import io
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import _need
-from tinyhpd import cli, sts
+from tinyhpd import cli
+from tinyhpd.eval import sts
 
 # Pair counts of SentEval's loaders on the standard data (facts about the data set, quoted in SentEval/SimCSE logs).
 SENTEVAL_PAIRS = {"STS12": 3108, "STS13": 1500, "STS14": 3750, "STS15": 3000, "STS16": 1186,
@@ -333,7 +334,7 @@ def test_encoder_returning_wrong_row_count_is_an_error(tmp_path):
 
 
 def test_module_import_stays_light():
-    code = ("import sys, tinyhpd.sts; "
+    code = ("import sys, tinyhpd.eval.sts; "
             "print(sorted(m for m in ('torch', 'huggingface_hub', 'scipy', 'sentence_transformers') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

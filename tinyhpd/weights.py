@@ -18,6 +18,7 @@ from typing import Dict, Iterable, Tuple
 
 import numpy as np
 
+from tinyhpd._io import safetensors_header
 from tinyhpd.config import BertConfig, DenseConfig
 
 __all__ = [
@@ -47,32 +48,20 @@ def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
 
 
 def read_safetensors(path: Path) -> Tensors:
-    """All tensors of a .safetensors file as read-only views of one memory map (bfloat16 is widened to float32)."""
+    """All tensors of a .safetensors file as read-only views of one memory map (bfloat16 is widened to float32); the
+    header is checked first (`_io.safetensors_header`: offsets, sizes and dtypes must agree exactly)."""
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError(f"{path}: not a safetensors file (too short)")
-        n = int.from_bytes(head, "little")
-        if n <= 0 or n > 100_000_000:
-            raise ValueError(f"{path}: not a safetensors file (header size {n})")
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: corrupt safetensors header ({exc})") from None
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if path.stat().st_size > 8 + n else np.zeros(0, np.uint8)
+    _, header, start = safetensors_header(path)
+    data = (np.memmap(path, dtype=np.uint8, mode="r", offset=start) if path.stat().st_size > start
+            else np.zeros(0, np.uint8))
     out: Tensors = {}
     for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = _ST_DTYPES.get(info.get("dtype"))
+        dtype = _ST_DTYPES.get(info["dtype"])
         if dtype is None:
-            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
+            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']!r}")
         begin, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        if end > data.size or begin > end:
-            raise ValueError(f"{path}: tensor {name!r} lies outside the file (truncated download?)")
         raw = data[begin:end]
+        shape = tuple(info["shape"])
         if dtype == "bf16":
             out[name] = _bf16_to_f32(raw.view(np.uint16)).reshape(shape)
         else:

@@ -1,4 +1,4 @@
-"""`python -m tinyhpd bench`: speed and memory of tinyhpd alone, with NumPy and the standard library only.
+"""Speed and memory of tinyhpd alone (the measuring behind `python -m tinyhpd bench`), with NumPy and the standard library only.
 
 One run measures, for one model and one thread count, on real sentences (the first N unique sentences of the STS-B test
 split when `../shared` is found, else `--data FILE`, else a deterministic synthetic set; the JSON says which):
@@ -37,7 +37,7 @@ __all__ = [
     "find_stsb", "read_sentences", "synthetic_sentences", "bench_sentences", "long_documents", "encoder_flops",
     "head_flops", "matmul_gflops", "set_blas_threads", "throughput", "latency", "latency_sample", "measure_engine",
     "child_script",
-    "cold_start", "machine_info", "openblas_env_warning", "run_bench", "format_report", "add_cli",
+    "cold_start", "machine_info", "openblas_env_warning", "run_bench", "format_report", 
 ]
 
 STSB_TEST = Path("data") / "senteval" / "STS" / "STSBenchmark" / "sts-test.csv"
@@ -377,7 +377,7 @@ def _log(msg: str) -> None:
 
 
 def _package_root() -> str:
-    return str(Path(__file__).resolve().parents[1])
+    return str(Path(__file__).resolve().parents[2])
 
 
 def _child_env() -> Dict[str, str]:
@@ -605,74 +605,3 @@ def format_report(result: Dict[str, Any]) -> str:
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-
-
-def _positive(name: str, value: Optional[int], allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if value < (0 if allow_zero else 1):
-        raise ValueError(f"--{name} must be {'>= 0' if allow_zero else 'a positive integer'}, got {value}")
-
-
-def _parse_batch_sizes(text: str) -> Tuple[int, ...]:
-    try:
-        sizes = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ValueError(f"--batch-sizes {text!r}: expected comma-separated positive integers") from None
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"--batch-sizes {text!r}: expected comma-separated positive integers")
-    return sizes
-
-
-def _cmd_bench(args: Any) -> int:
-    for name in ("sentences", "threads", "repeats", "latency_sentences", "doc_batch", "gemm_size", "cold_repeats"):
-        _positive(name.replace("_", "-"), getattr(args, name))
-    _positive("docs", args.docs, allow_zero=True)
-    batch_sizes = _parse_batch_sizes(args.batch_sizes)
-    warning = openblas_env_warning()
-    if warning:
-        _log(warning)
-    command = shlex.join([sys.executable, "-m", "tinyhpd"] + sys.argv[1:])
-    result = run_bench(args.model, n_sentences=args.sentences, threads=args.threads, repeats=args.repeats,
-                       latency_n=args.latency_sentences, n_docs=args.docs, doc_batch=args.doc_batch,
-                       gemm_size=args.gemm_size, cold_repeats=args.cold_repeats, data=args.data,
-                       batch_sizes=batch_sizes, command=command)
-    result["threads"]["description"] = (f"{result['threads']['n']} (tinyhpd num_threads; NumPy BLAS threads set with "
-                                        f"{result['threads']['blas_control']})")
-    if warning:
-        result.setdefault("notes", []).append(warning)
-    print(format_report(result))
-    if args.json_out is not None:
-        path = Path(args.json_out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        _log(f"wrote {path}")
-    return 0
-
-
-def add_cli(subparsers: Any) -> None:
-    """Register `tinyhpd bench`."""
-    p = subparsers.add_parser(
-        "bench", help="speed and memory benchmark of tinyhpd alone",
-        description="Throughput (batch 1/32/128), batch-1 latency, long documents, cold start and peak RSS, achieved "
-                    "GFLOP/s vs NumPy's matmul rate. Run with OPENBLAS_CORETYPE unset for comparable numbers; "
-                    "bench/bench_engines.py in the repository adds PyTorch and ONNX Runtime.")
-    p.add_argument("--model", default=None, help="model folder or Hub id (default: tinyhpd's default model)")
-    p.add_argument("--json", dest="json_out", type=Path, default=None, help="write the full result as JSON here")
-    p.add_argument("--sentences", type=int, default=2000, help="number of unique sentences (default 2000)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="tinyhpd num_threads and BLAS threads (default: tinyhpd's)")
-    p.add_argument("--data", type=Path, default=None,
-                   help="sentence file: STS-B style .csv or one sentence per line (default: STS-B test from "
-                        "../shared if found, else synthetic sentences)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the median is kept")
-    p.add_argument("--batch-sizes", default="1,32,128", help="comma-separated batch sizes (default 1,32,128)")
-    p.add_argument("--latency-sentences", type=int, default=300, help="single-sentence calls for p50/p95 latency")
-    p.add_argument("--docs", type=int, default=32, help="number of max_seq_length-token documents (0: skip)")
-    p.add_argument("--doc-batch", type=int, default=8, help="batch size for the documents")
-    p.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n float32 matmul rate reference")
-    p.add_argument("--cold-repeats", type=int, default=3, help="fresh processes timed for the cold start")
-    p.set_defaults(func=_cmd_bench)

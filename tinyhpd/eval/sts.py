@@ -50,7 +50,7 @@ __all__ = [
     "evaluate",
     "average",
     "format_table",
-    "add_cli",
+    
 ]
 
 Encoder = Callable[[List[str]], np.ndarray]
@@ -468,11 +468,11 @@ class _StderrProgress:
         self.stream.flush()
 
 
-def _tinyhpd_encoder(model: Optional[str], batch_size: int) -> Tuple[Encoder, str, Optional[str], str]:
-    """(encode, name_or_path, revision, description) for the NumPy engine."""
+def _tinyhpd_encoder(model, batch_size: int) -> Tuple[Encoder, str, Optional[str], str]:
+    """(encode, name_or_path, revision, description) for the NumPy engine; `model` is a Model, a folder or a Hub id."""
     import tinyhpd
 
-    m = tinyhpd.load(model)
+    m = model if isinstance(model, tinyhpd.Model) else tinyhpd.load(model)
 
     def encode(sentences: List[str]) -> np.ndarray:
         return m.encode(sentences, batch_size=batch_size, show_progress_bar=False)
@@ -494,64 +494,3 @@ def _torch_encoder(name_or_path: str, revision: Optional[str], batch_size: int) 
         return st.encode(sentences, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
 
     return encode
-
-
-def _run_sts(args) -> int:
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    root = resolve_data_dir(args.data)
-    tasks = load_tasks(root)  # fail on a missing file before any model is loaded
-    print(f"data: {root} ({', '.join(f'{LABELS[t.name]} {len(t)}' for t in tasks)} pairs)", file=sys.stderr)
-
-    def run(encode: Encoder, engine: str) -> Dict[str, float]:
-        progress = _StderrProgress(engine)
-        t0 = time.perf_counter()
-        scores = {t.name: score_task(encode, t, progress=progress) for t in tasks}
-        scores["Avg"] = average(scores)
-        print(f"[{engine}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        return scores
-
-    encode, name_or_path, revision, desc = _tinyhpd_encoder(args.model, args.batch_size)
-    print(f"model: {desc}", file=sys.stderr)
-    ours = run(encode, "tinyhpd")
-    rows: List[Tuple[str, Mapping[str, float]]] = [("tinyhpd", ours)]
-    result: Dict[str, object] = dict(_rounded(ours))
-    if args.reference == "torch":
-        ref = run(_torch_encoder(name_or_path, revision, args.batch_size), "torch")
-        rows.append(("torch", ref))
-        result["torch"] = _rounded(ref)
-    print(format_table(rows, diff=len(rows) > 1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
-
-
-def _eval_subparsers(subparsers):
-    """The ``eval`` command's sub-command registry, created once and shared by every ``eval`` module."""
-    parser = subparsers.choices.get("eval")
-    if parser is None:
-        parser = subparsers.add_parser("eval", help="evaluate a model on a benchmark",
-                                       description="Evaluate a model on a benchmark.")
-    sub = getattr(parser, "_tinyhpd_eval_sub", None)
-    if sub is None:
-        sub = parser.add_subparsers(dest="eval_command", metavar="BENCHMARK")
-        sub.required = True
-        parser._tinyhpd_eval_sub = sub
-    return sub
-
-
-def add_cli(subparsers) -> None:
-    """Register ``tinyhpd eval sts``."""
-    p = _eval_subparsers(subparsers).add_parser(
-        "sts", help="STS12-16, STS-B and SICK-R Spearman (SentEval protocol)",
-        description="Spearman x100 of cosine similarity vs gold on STS12-16, STS-B test and SICK-R test, "
-                    "the SentEval protocol of SimCSE and HPD. Progress goes to stderr, the table to stdout.")
-    p.add_argument("--model", default=None, help="model folder or Hub id (default: tinyhpd's default model)")
-    p.add_argument("--data", default=None,
-                   help=f"SentEval data folder holding STS/ and SICK/ (default: ${ENV_DATA}, else download "
-                        f"{SENTEVAL_FILENAME} from the Hub dataset {SENTEVAL_REPO})")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per forward pass (default 64)")
-    p.add_argument("--reference", choices=["torch"], default=None,
-                   help="also run PyTorch sentence-transformers on the same model and print the difference")
-    p.add_argument("--json", metavar="OUT", default=None, help="write the scores (x100, two decimals) as JSON")
-    p.set_defaults(func=_run_sts)

@@ -1,0 +1,169 @@
+"""Files, one helper per concern, used everywhere: atomic writes, files of lines, safetensors headers.
+
+- `atomic_write(path, write)`: the bytes go to a temporary file beside `path`, are fsync'd, then renamed over it
+  (and the folder fsync'd): a reader sees the old file or the new one, never half of one; a failure leaves no temp.
+- `read_lines` / `iter_lines`: one item per line, split on `\n` and `\r\n` only (a lone `\r`, `\x0b`, `\x1c`, U+2028
+  inside a line stays in it, unlike `str.splitlines`); UTF-8 errors name the line.
+- `safetensors_header(path)`: the header of a safetensors file, checked as the format requires (offsets non-negative,
+  ordered, non-overlapping, covering the data section exactly; shapes and dtypes consistent).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Tuple, Union
+
+import numpy as np
+
+__all__ = ["atomic_write", "write_bytes_atomic", "write_text_atomic", "save_npy_atomic", "fsync_dir", "read_lines",
+           "iter_lines", "safetensors_header", "SAFETENSORS_ITEMSIZE", "MAX_HEADER_BYTES"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def fsync_dir(path: PathLike) -> None:
+    """fsync a folder (so a rename inside it is durable); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
+    """`write(f)` into a temporary file beside `path` (binary mode), fsync, rename over `path`, fsync the folder."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(parent)
+    return path
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def write_text_atomic(path: PathLike, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_npy_atomic(path: PathLike, array: np.ndarray) -> Path:
+    return atomic_write(path, lambda f: np.save(f, array))
+
+
+def _split_line(raw: bytes, number: int, where: str) -> str:
+    if raw.endswith(b"\n"):
+        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where}: line {number} is not UTF-8 text (byte {exc.start} of the line)") from None
+
+
+def iter_lines(path: PathLike) -> Iterator[str]:
+    """The lines of a UTF-8 file (or `-` for stdin), streamed, without their `\\n` / `\\r\\n`; a UTF-8 BOM at the start
+    is dropped. Only `\\n` ends a line."""
+    if str(path) == "-":
+        stream, where, close = sys.stdin.buffer, "<stdin>", False
+    else:
+        p = Path(path)
+        if p.is_dir():
+            raise IsADirectoryError(f"{p}: is a folder, expected a text file")
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such file")
+        stream, where, close = open(p, "rb"), str(p), True
+    try:
+        for number, raw in enumerate(stream, start=1):  # binary-mode iteration splits on b"\n" only
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            yield _split_line(raw, number, where)
+    finally:
+        if close:
+            stream.close()
+
+
+def read_lines(path: PathLike) -> List[str]:
+    return list(iter_lines(path))
+
+
+SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                        "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+MAX_HEADER_BYTES = 100 << 20  # the safetensors reference implementation's own limit
+MAX_DIMS = 8
+
+
+def safetensors_header(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, dict], int]:
+    """(metadata, {name: {"dtype", "shape", "data_offsets"}}, data start) of a safetensors file, every entry checked:
+    a known dtype, a shape of non-negative ints, `end - begin == itemsize * prod(shape)`, offsets non-negative and,
+    sorted, contiguous from 0 to exactly the size of the data section (no gap, no overlap, nothing after)."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+        n = int.from_bytes(head, "little")
+        if n < 2 or n > min(size - 8, MAX_HEADER_BYTES):
+            raise ValueError(f"{path}: not a safetensors file or truncated (header length {n}, file {size} bytes)")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: corrupt safetensors header ({exc})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: corrupt safetensors header (a JSON {type(header).__name__}, expected an object)")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path}: __metadata__ must be an object")
+    data_size = size - 8 - n
+    spans = []
+    for name, info in header.items():
+        if not isinstance(info, dict):
+            raise ValueError(f"{path}: tensor {name!r}: entry is not an object")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in SAFETENSORS_ITEMSIZE:
+            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {dtype!r}")
+        if (not isinstance(shape, list) or len(shape) > MAX_DIMS
+                or not all(type(d) is int and 0 <= d < 1 << 40 for d in shape)):
+            raise ValueError(f"{path}: tensor {name!r} has an invalid shape {shape!r}")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(type(o) is int and 0 <= o for o in offsets) or offsets[0] > offsets[1]):
+            raise ValueError(f"{path}: tensor {name!r} has invalid data_offsets {offsets!r}")
+        count = 1
+        for d in shape:
+            count *= d
+        if offsets[1] - offsets[0] != count * SAFETENSORS_ITEMSIZE[dtype]:
+            raise ValueError(f"{path}: tensor {name!r}: data_offsets {offsets} hold {offsets[1] - offsets[0]} bytes, "
+                             f"its shape {shape} and dtype {dtype} need {count * SAFETENSORS_ITEMSIZE[dtype]}")
+        if offsets[1] > data_size:
+            raise ValueError(f"{path}: tensor {name!r} lies outside the file (data section {data_size} bytes; "
+                             "truncated download?)")
+        spans.append((offsets[0], offsets[1], name))
+    spans.sort()
+    end = 0
+    for begin, stop, name in spans:
+        if begin != end:
+            raise ValueError(f"{path}: tensor {name!r} starts at byte {begin} of the data section, expected {end} "
+                             f"({'overlapping' if begin < end else 'a gap between'} tensors)")
+        end = stop
+    if end != data_size:
+        raise ValueError(f"{path}: the tensors cover {end} of the data section's {data_size} bytes")
+    return metadata, header, 8 + n

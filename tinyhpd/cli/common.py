@@ -1,0 +1,27 @@
+"""What every command that loads a model shares: `--model --revision --threads`, and one way to load it."""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Optional
+
+
+def add_model_args(p: argparse.ArgumentParser, *, model_help: Optional[str] = None) -> None:
+    p.add_argument("--model", default=None, help=model_help or (
+        "local sentence-transformers folder or Hub id (default: $TINYHPD_MODEL, else the bundled model)"))
+    p.add_argument("--revision", default=None, help="Hub revision (commit, branch or tag)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for encoding (default: $TINYHPD_NUM_THREADS, else the CPUs this process may use)")
+
+
+def load_model(name: Optional[str], revision: Optional[str] = None, threads: Optional[int] = None) -> Any:
+    """The one place commands load a model (tests replace it)."""
+    import tinyhpd
+
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {threads}")
+    return tinyhpd.load(name, revision=revision, num_threads=threads)
+
+
+def load_from_args(args: argparse.Namespace, name: Optional[str] = None, revision: Optional[str] = None) -> Any:
+    return load_model(name if name is not None else args.model,
+                      revision if revision is not None else args.revision, getattr(args, "threads", None))

@@ -1,0 +1,85 @@
+"""`tinyhpd index build CORPUS --out DIR` and `tinyhpd search DIR QUERY`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, List, Tuple
+
+from tinyhpd._io import iter_lines
+from tinyhpd.cli import common
+from tinyhpd.cli.common import add_model_args
+
+DTYPES = ("float32", "float16", "int8", "binary")  # tinyhpd.index.DTYPES, without importing the index here
+
+
+def _read_corpus(path: Path) -> Tuple[List[str], List[int]]:
+    """Non-blank lines of a UTF-8 text file and their 1-based line numbers (the ids)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file not found: {path}")
+    texts, ids = [], []
+    for number, line in enumerate(iter_lines(path), start=1):
+        if line.strip():
+            texts.append(line)
+            ids.append(number)
+    if not texts:
+        raise ValueError(f"{path}: the corpus holds no non-blank line")
+    return texts, ids
+
+
+def run_build(args: argparse.Namespace) -> int:
+    corpus = Path(args.corpus)
+    texts, ids = _read_corpus(corpus)
+    from tinyhpd.index import Index
+
+    model = common.load_from_args(args)
+    index = Index.build(texts, model=model, ids=ids, dtype=args.dtype, batch_size=args.batch_size,
+                        show_progress_bar=not args.quiet and sys.stderr.isatty())
+    index.save(args.out)
+    print(f"indexed {len(index)} lines of {corpus} ({index.dim}-d, {index.dtype}, {index.bytes_per_vector} bytes per "
+          f"vector, {index.nbytes} bytes of vectors) into {args.out}; ids are line numbers")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from tinyhpd.index import Index
+
+    index = Index.load(args.index, mmap=True)
+    info = index.model_info or {}
+    name = args.model or info.get("name_or_path")
+    if not name:
+        raise ValueError(f"{args.index}: the index records no model; pass --model")
+    model = common.load_model(name, args.revision if args.model else info.get("revision"), args.threads)
+    index.model = model
+    hits = index.search(args.query, top_k=args.top_k)
+    if args.json:
+        print(json.dumps([{"rank": r + 1, "id": i, "score": float(s)} for r, (i, s) in
+                          enumerate(zip(hits.ids, hits.scores))], ensure_ascii=False))
+    else:
+        for r, (i, s) in enumerate(zip(hits.ids, hits.scores), start=1):
+            print(f"{r}\t{s:.4f}\t{i}")
+    return 0
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register ``index build`` and ``search``."""
+    p_index = subparsers.add_parser("index", help="build a semantic search index")
+    index_sub = p_index.add_subparsers(dest="index_command", metavar="ACTION")
+    index_sub.required = True
+    p_build = index_sub.add_parser("build", help="encode a text file (one document per line) into an index folder")
+    p_build.add_argument("corpus", help="UTF-8 text file, one document per line; ids are 1-based line numbers")
+    p_build.add_argument("--out", required=True, help="index folder to write (replaced atomically if it is an index)")
+    add_model_args(p_build)
+    p_build.add_argument("--dtype", default="float16", choices=DTYPES, help="vector storage (default: float16)")
+    p_build.add_argument("--batch-size", type=int, default=32)
+    p_build.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_build.set_defaults(func=run_build)
+
+    p_search = subparsers.add_parser("search", help="search an index folder with a text query")
+    p_search.add_argument("index", help="index folder written by `index build` or Index.save")
+    p_search.add_argument("query", help="query text")
+    p_search.add_argument("--top-k", type=int, default=10, help="results to show (clamped to the index size)")
+    add_model_args(p_search, model_help="model to encode the query (default: the index's model)")
+    p_search.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, score}")
+    p_search.set_defaults(func=run_search)

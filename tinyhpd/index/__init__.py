@@ -1,0 +1,10 @@
+"""Semantic retrieval: `Index`, an exact cosine top-k index over sentence embeddings with compact storage.
+
+Modules: index.py (the Index class: add, remove, search, save/load, the int8 and binary codecs), topk.py (top-k
+selection and Hamming distances), store.py (files on disk: safetensors vectors, manifest, model identity), checks.py
+(constants, `Hits`, argument checks). See index.py's docstring for the storage types and guarantees.
+"""
+from tinyhpd.index.checks import DTYPES, FORMAT_VERSION, Hits
+from tinyhpd.index.index import Index
+
+__all__ = ["Index", "Hits", "DTYPES", "FORMAT_VERSION"]

@@ -1,0 +1,110 @@
+"""An index on disk: model identity, safetensors vectors, the manifest and its checks; model access."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
+
+from tinyhpd._io import fsync_dir as _fsync_dir, safetensors_header
+
+from tinyhpd.index.checks import _check_dim, _check_dtype, _SAFETENSORS_DTYPE, FORMAT_NAME, FORMAT_VERSION, IDS, VECTORS
+
+
+def _model_identity(model: Any) -> dict:
+    """name_or_path, revision, fingerprint and embedding dim of a tinyhpd.Model (or a look-alike)."""
+    dim = getattr(model, "embedding_dim", None)
+    if dim is None:
+        for getter in ("get_sentence_embedding_dimension", "get_embedding_dimension"):
+            if callable(getattr(model, getter, None)):
+                dim = getattr(model, getter)()
+                break
+    fingerprint = getattr(model, "fingerprint", None)
+    return {
+        "name_or_path": None if getattr(model, "name_or_path", None) is None else str(model.name_or_path),
+        "revision": getattr(model, "revision", None),
+        "fingerprint": None if fingerprint is None else str(fingerprint),
+        "embedding_dim": None if dim is None else int(dim),
+    }
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """One file of a new index folder, fsync'd (the folder itself becomes visible by one rename)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_safetensors_header(path: Path) -> Tuple[dict, int]:
+    """The tensor entries of a safetensors file (checked by `_io.safetensors_header`) and where its data starts."""
+    _, header, start = safetensors_header(path)
+    return header, start
+
+
+def _open_tensor(path: Path, header: dict, start: int, name: str, mmap: bool) -> np.ndarray:
+    size = path.stat().st_size
+    entry = header.get(name)
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: tensor {name!r} is missing")
+    dtype = _SAFETENSORS_DTYPE.get(entry.get("dtype"))
+    if dtype is None:
+        raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {entry.get('dtype')!r}")
+    shape = tuple(int(s) for s in entry["shape"])
+    begin, end = (int(o) for o in entry["data_offsets"])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if end - begin != expected or start + end > size:
+        raise ValueError(f"{path}: tensor {name!r} is truncated or inconsistent with its shape {list(shape)}")
+    if expected == 0:
+        return np.empty(shape, dtype=dtype)
+    if mmap:
+        return np.memmap(path, dtype=dtype, mode="r", offset=start + begin, shape=shape)
+    with open(path, "rb") as f:
+        f.seek(start + begin)
+        return np.fromfile(f, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+
+
+def _check_manifest(manifest: Any, where: Path) -> None:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise ValueError(f"{where}: not a {FORMAT_NAME} manifest")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{where}: format_version {version!r} is not supported (this tinyhpd reads <= {FORMAT_VERSION})")
+    for key, kind in (("dim", int), ("count", int), ("dtype", str), ("files", dict)):
+        if not isinstance(manifest.get(key), kind):
+            raise ValueError(f"{where}: key {key!r} is missing or not a {kind.__name__}")
+    _check_dtype(manifest["dtype"])
+    _check_dim(manifest["dim"])
+    if manifest["count"] < 0:
+        raise ValueError(f"{where}: negative count")
+    if set(manifest["files"]) != {VECTORS, IDS}:
+        raise ValueError(f"{where}: 'files' must list {VECTORS} and {IDS}")
+    if manifest.get("model") is not None and not isinstance(manifest["model"], dict):
+        raise ValueError(f"{where}: key 'model' must be an object or null")
+
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model access (lazy imports keep `import tinyhpd.index` light)
+
+
+def _load_model(name: Optional[str], revision: Optional[str] = None) -> Any:
+    import tinyhpd
+
+    if not hasattr(tinyhpd, "load"):
+        raise RuntimeError("tinyhpd.load is not available in this build; pass a loaded model")
+    kwargs = {} if revision is None else {"revision": revision}
+    return tinyhpd.load(name, **kwargs)
+
+
+def _encode(model: Any, texts: List[str], *, batch_size: int = 32, show_progress_bar: Optional[bool] = None) -> np.ndarray:
+    kwargs: dict = {"batch_size": batch_size}
+    if show_progress_bar is not None:
+        kwargs["show_progress_bar"] = show_progress_bar
+    emb = np.asarray(model.encode(texts, **kwargs))
+    if emb.ndim != 2 or emb.shape[0] != len(texts):
+        raise ValueError(f"model.encode returned shape {emb.shape} for {len(texts)} texts")
+    return emb
