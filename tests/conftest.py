@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: real data, the real all-MiniLM-L6-v2 and tiny HPD-shaped models built with torch.
+"""Shared pytest fixtures: real data, the real all-MiniLM-L6-v2, HPD-shaped models built with NumPy (tiny_models.py:
+no torch needed) and, for the reference tests only, the same saved by PyTorch sentence-transformers.
 
 Reference fixtures (torch, sentence-transformers, the MiniLM package, ../shared) *fail* when their stack
 is missing: a parity test that silently skips would prove nothing in CI.
@@ -7,29 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TINYHPD_SHARED", REPO.parent / "shared"))
-SENTEVAL = SHARED / "data" / "senteval"
-
-# The HPD-TinyBERT-F128 architecture (TinyBERT-L4-H312 student, Dense 312 -> 128 Tanh).
-HPD_ARCH = dict(hidden_size=312, num_hidden_layers=4, num_attention_heads=12, intermediate_size=1200)
-
-
-def _need(module: str):
-    """Import a reference module or fail the test (never skip) with a message saying how to install it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:  # pragma: no cover - only hit on a broken CI image
-        pytest.fail(f"reference stack missing: cannot import {module!r} ({exc}); run `pip install -e .[test]`")
-
+import tiny_models
+from helpers import EDGE_CASES, HPD_ARCH, REPO, SENTEVAL, SHARED, need as _need  # noqa: F401
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
@@ -50,20 +35,6 @@ def stsb_test_sentences(shared_dir) -> list[str]:
     return list(seen)
 
 
-EDGE_CASES = [
-    "",
-    " ",
-    "   \t\n ",
-    "Crème brûlée à la façon de Noël, naïve café.",
-    "I love pizza 🍕🔥 and emoji 👩‍👩‍👧‍👦!",
-    "日本語の文章です。中文句子测试。한국어 문장",
-    "control\x00chars\x07and\x1b[31mescape\x7f here",
-    "[CLS] literal [SEP] markers [PAD] [MASK] [UNK]",
-    "word " * 1500,
-    "supercalifragilisticexpialidocious " * 300 + "end",
-    "A",
-    "\u200b\u200d zero width \ufeff",
-]
 
 
 @pytest.fixture(scope="session")
@@ -163,13 +134,27 @@ def build_hpd_old(dest: Path, new: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def hpd_new_path(tmp_path_factory, minilm_path) -> Path:
-    return build_hpd_new(tmp_path_factory.mktemp("hpd") / "hpd_new", minilm_path)
+def hpd_new_path(tmp_path_factory) -> Path:
+    """A random model with the exact HPD-TinyBERT-F128 architecture in the current layout, built with NumPy."""
+    return tiny_models.build_new(tmp_path_factory.mktemp("hpd") / "hpd_new", arch=HPD_ARCH)
 
 
 @pytest.fixture(scope="session")
 def hpd_old_path(tmp_path_factory, hpd_new_path) -> Path:
-    return build_hpd_old(tmp_path_factory.mktemp("hpd") / "hpd_old", hpd_new_path)
+    """The same weights laid out like the published 2022 repo (pickled pytorch_model.bin), written without torch."""
+    return tiny_models.build_old(tmp_path_factory.mktemp("hpd") / "hpd_old", hpd_new_path)
+
+
+@pytest.fixture(scope="session")
+def st_saved_hpd_path(tmp_path_factory, minilm_path) -> Path:
+    """An HPD-shaped model saved by PyTorch sentence-transformers itself (reference tests only)."""
+    return build_hpd_new(tmp_path_factory.mktemp("hpd") / "st_saved", minilm_path)
+
+
+@pytest.fixture(scope="session")
+def st_saved_hpd_old_path(tmp_path_factory, st_saved_hpd_path) -> Path:
+    """The same, saved with torch.save like the published 2022 repo (reference tests only)."""
+    return build_hpd_old(tmp_path_factory.mktemp("hpd") / "st_saved_old", st_saved_hpd_path)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tinyhpd
-from conftest import REPO
+from helpers import REPO
 from tinyhpd.hub import HPD_HUB_MODEL, HPD_HUB_REVISION, choose_files, default_model
 
 

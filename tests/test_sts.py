@@ -6,14 +6,14 @@ import json
 import subprocess
 import sys
 import tarfile
-import zlib
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 import pytest
 
-from conftest import _need
+from helpers import need as _need
+from sts_data import fake_encode, make_senteval
 from tinyhpd import cli
 from tinyhpd.eval import sts
 
@@ -23,48 +23,6 @@ SENTEVAL_PAIRS = {"STS12": 3108, "STS13": 1500, "STS14": 3750, "STS15": 3000, "S
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def fake_encode(sentences: List[str], dim: int = 16) -> np.ndarray:
-    """A deterministic bag-of-words encoder: each word hashes to a fixed random vector."""
-    out = np.zeros((len(sentences), dim), dtype=np.float32)
-    for i, s in enumerate(sentences):
-        for w in s.split():
-            out[i] += np.random.default_rng(zlib.crc32(w.encode())).standard_normal(dim)
-        out[i] += 0.01
-    return out
-
-
-WORDS = "a man woman dog cat is are playing eating running the guitar ball food park quickly slowly".split()
-
-
-def _sentence(rng: np.random.Generator) -> str:
-    return " ".join(rng.choice(WORDS, size=int(rng.integers(3, 9))))
-
-
-def make_senteval(root: Path, n: int = 12, seed: int = 0) -> Path:
-    """A small SentEval-shaped folder: every subset file of the seven tasks, with a blank gold line per subset."""
-    rng = np.random.default_rng(seed)
-    for year, subsets in sts.STS_SUBSETS.items():
-        folder = root / "STS" / f"{year}-en-test"
-        folder.mkdir(parents=True, exist_ok=True)
-        for subset in subsets:
-            pairs = [f"{_sentence(rng)}\t{_sentence(rng)}" for _ in range(n)]
-            gold = [f"{rng.uniform(0, 5):.2f}" for _ in range(n)]
-            gold[1] = ""  # unscored pair: dropped
-            (folder / f"STS.input.{subset}.txt").write_text("\n".join(pairs) + "\n", encoding="utf-8")
-            (folder / f"STS.gs.{subset}.txt").write_text("\n".join(gold) + "\n", encoding="utf-8")
-    stsb = root / "STS" / "STSBenchmark"
-    stsb.mkdir(parents=True, exist_ok=True)
-    rows = [f"main-news\tfile\t2012\t{i:04d}\t{rng.uniform(0, 5):.3f}\t{_sentence(rng)}\t{_sentence(rng)}"
-            for i in range(n)]
-    (stsb / "sts-test.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    sick = root / "SICK"
-    sick.mkdir(parents=True, exist_ok=True)
-    rows = ["pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment"]
-    rows += [f"{i}\t{_sentence(rng)}\t{_sentence(rng)}\t{rng.uniform(1, 5):.1f}\tNEUTRAL" for i in range(n)]
-    (sick / "SICK_test_annotated.txt").write_text("\r\n".join(rows) + "\r\n", encoding="utf-8")
-    return root
-
-
 def make_tar(path: Path, files: Dict[str, bytes]) -> Path:
     with tarfile.open(path, "w") as tar:
         for name, data in files.items():
@@ -102,19 +60,8 @@ def hub(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-@pytest.mark.parametrize("seed", range(5))
-def test_spearman_matches_scipy_on_data_with_ties(seed):
-    stats = _need("scipy.stats")
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 6, size=200).astype(float)  # many ties
-    y = x + rng.integers(-2, 3, size=200)  # ties too, correlated with x
-    assert sts.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).correlation, abs=1e-12)
 
 
-def test_rankdata_matches_scipy_average_ranks():
-    stats = _need("scipy.stats")
-    x = np.random.default_rng(1).integers(0, 10, size=300).astype(float)
-    np.testing.assert_allclose(sts.rankdata(x), stats.rankdata(x, method="average"))
 
 
 def test_spearman_of_constant_input_is_nan():
@@ -302,14 +249,6 @@ def test_each_distinct_sentence_is_encoded_once_per_task(tmp_path):
     assert sorted(seen) == sorted(set(task.s1 + task.s2))
 
 
-def test_score_is_spearman_of_float64_cosine_vs_gold(tmp_path):
-    task = sts.load_task("SICKRelatedness", make_senteval(tmp_path))
-    a = fake_encode(list(task.s1)).astype(np.float64)
-    b = fake_encode(list(task.s2)).astype(np.float64)
-    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    stats = _need("scipy.stats")
-    expected = 100 * stats.spearmanr(cos, task.gold).correlation
-    assert sts.score_task(fake_encode, task, chunk_size=5) == pytest.approx(expected, abs=1e-9)
 
 
 def test_identical_sentence_pairs_have_cosine_exactly_one():
@@ -387,33 +326,3 @@ def test_cli_missing_data_file_is_one_line_error_with_exit_code_2(tmp_path, fake
 
 
 # ------------------------------------------------------------------------------------------------ acceptance
-def _st_encoder(model, batch_size=64):
-    return lambda s: model.encode(s, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-
-
-def _tinyhpd_encoder(path, batch_size=64):
-    import tinyhpd
-
-    model = tinyhpd.load(path)
-    return lambda s: model.encode(s, batch_size=batch_size)
-
-
-def _assert_rows_match(ours: Dict[str, float], ref: Dict[str, float], tol: float = 0.01) -> None:
-    diff = {k: abs(ours[k] - ref[k]) for k in ref}
-    assert max(diff.values()) <= tol, sts.format_table([("tinyhpd", ours), ("torch", ref)], diff=True)
-
-
-def test_minilm_numpy_row_equals_torch_row_on_all_seven_sets(shared_dir, minilm_path, st_reference):
-    data = shared_dir / "data" / "senteval"
-    ref = sts.evaluate(_st_encoder(st_reference(minilm_path)), data)
-    ours = sts.evaluate(_tinyhpd_encoder(minilm_path), data)
-    assert list(ours) == [*sts.TASKS, "Avg"]
-    _assert_rows_match(ours, ref)
-
-
-def test_hpd_shaped_numpy_row_equals_torch_row_on_stsb_and_sickr(shared_dir, hpd_new_path, st_reference):
-    data = shared_dir / "data" / "senteval"
-    tasks = ("STSBenchmark", "SICKRelatedness")
-    ref = sts.evaluate(_st_encoder(st_reference(hpd_new_path)), data, tasks=tasks)
-    ours = sts.evaluate(_tinyhpd_encoder(hpd_new_path), data, tasks=tasks)
-    _assert_rows_match(ours, ref)

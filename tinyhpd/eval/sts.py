@@ -16,7 +16,6 @@ cache. Only numpy and the standard library are imported at module level.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys

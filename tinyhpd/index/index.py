@@ -58,7 +58,8 @@ import numpy as np
 from tinyhpd.index.checks import (_ADD_BLOCK_ROWS, _as_matrix, _check_dim, _check_dtype, _check_top_k,
                                   _DEFAULT_CHUNK_BYTES, _MAX_QUERY_GROUP, _normalise_id, _STORAGE, _U32, _unit_rows,
                                   FORMAT_NAME, FORMAT_VERSION, Hits, Id, IDS, MANIFEST, VECTORS)
-from tinyhpd.index.store import (_check_manifest, _encode, _fsync_dir, _load_model, _model_identity, _open_tensor,
+from tinyhpd._io import fsync_dir as _fsync_dir
+from tinyhpd.index.store import (_check_manifest, _encode, _load_model, _model_identity, _open_tensor,
                                  _read_safetensors_header, _write_bytes)
 from tinyhpd.index.topk import _hamming, _rank, _TopC, _word_view
 

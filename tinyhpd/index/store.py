@@ -1,14 +1,13 @@
 """An index on disk: model identity, safetensors vectors, the manifest and its checks; model access."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from tinyhpd._io import fsync_dir as _fsync_dir, safetensors_header
+from tinyhpd._io import safetensors_header
 
 from tinyhpd.index.checks import _check_dim, _check_dtype, _SAFETENSORS_DTYPE, FORMAT_NAME, FORMAT_VERSION, IDS, VECTORS
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tinyhpd
-from conftest import EDGE_CASES, REPO
+from helpers import EDGE_CASES, REPO
 
 TOL = 1e-5
 
