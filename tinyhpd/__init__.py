@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Tuple
 from tinyhpd.index import Hits, Index
 from tinyhpd.model import Model, load
 
-__all__ = ["Model", "load", "encode", "Index", "Hits", "__version__"]
+__all__ = ["Model", "load", "encode", "serve", "Index", "Hits", "__version__"]
 __version__ = "0.1.0"
 
 _CACHE: Dict[Tuple[Optional[str], Optional[str]], Model] = {}
@@ -23,3 +23,10 @@ def encode(sentences: Any, *, model: Optional[Any] = None, revision: Optional[st
                 _CACHE[key] = load(key[0], revision=revision)
             model = _CACHE[key]
     return model.encode(sentences, **kwargs)
+
+
+def serve(model: Optional[Any] = None, **kwargs: Any) -> int:
+    """Serve `model` over HTTP (OpenAI-compatible /v1/embeddings); see `tinyhpd.server.serve` (needs the [serve] extra)."""
+    from tinyhpd.server import serve as _serve
+
+    return _serve(model, **kwargs)

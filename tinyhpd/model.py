@@ -21,7 +21,7 @@ from tinyhpd.heads import Head, load_heads
 from tinyhpd.hub import resolve
 from tinyhpd.kernels import Workspace
 from tinyhpd.runner import Runner
-from tinyhpd.tokenizer import load_tokenizer, tokenize
+from tinyhpd.tokenizer import load_tokenizer, tokenize, tokenize_info
 from tinyhpd.weights import BertParams, bert_params, find_checkpoint, read_checkpoint
 
 __all__ = ["Model", "load"]
@@ -144,6 +144,15 @@ class Model:
     def tokenize(self, sentences: Sequence[str]) -> List[np.ndarray]:
         """Token ids (with [CLS]/[SEP], truncated to max_seq_length) for each sentence."""
         return tokenize(self._tokenizer, _as_texts(sentences), self._lowercase)
+
+    def tokenize_info(self, sentences: Sequence[str]) -> Tuple[List[np.ndarray], List[bool]]:
+        """(token ids, truncated?) per sentence: which inputs were longer than max_seq_length."""
+        return tokenize_info(self._tokenizer, _as_texts(sentences), self._lowercase)
+
+    def special_ids(self) -> Tuple[int, int]:
+        """The ids of [CLS] and [SEP] (what `tokenize` puts around every sentence)."""
+        ids = self.tokenize(["a"])[0]
+        return int(ids[0]), int(ids[-1])
 
     def _forward(self, ids: Sequence[np.ndarray]) -> np.ndarray:
         """Sentence embeddings `[B, d]` for one (sub-)batch of token id arrays, on this thread."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -56,5 +56,11 @@ def load_tokenizer(folder: Path, max_seq_length: int):
 
 def tokenize(tok, texts: Sequence[str], lowercase: bool) -> List[np.ndarray]:
     """Token ids for each text, special tokens added, truncated; texts are stripped (and lower-cased if asked)."""
+    return tokenize_info(tok, texts, lowercase)[0]
+
+
+def tokenize_info(tok, texts: Sequence[str], lowercase: bool) -> Tuple[List[np.ndarray], List[bool]]:
+    """(token ids, truncated?) for each text: `truncated` is True where the text had more than max_seq_length tokens."""
     prepared = [t.strip().lower() if lowercase else t.strip() for t in texts]
-    return [np.asarray(e.ids, dtype=np.int64) for e in tok.encode_batch(prepared, add_special_tokens=True)]
+    encs = tok.encode_batch(prepared, add_special_tokens=True)
+    return [np.asarray(e.ids, dtype=np.int64) for e in encs], [bool(e.overflowing) for e in encs]

@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "tinyhpd.cli.eval",  # eval sts
     "tinyhpd.cli.distill",  # distill
     "tinyhpd.cli.bench",  # bench
+    "tinyhpd.cli.serve",  # serve
 )
 
 # What a user can cause (a bad file, model folder, argument, unreachable Hub): one line, no traceback.

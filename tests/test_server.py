@@ -1,0 +1,319 @@
+"""`tinyhpd serve`: the OpenAI API with the real `openai` client, TEI's /embed, every error path, dynamic batching under
+32 concurrent clients, /metrics, and SIGTERM draining. Servers listen on 127.0.0.1 only and stop by themselves."""
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+
+import tiny_models
+import tinyhpd
+from helpers import REPO
+
+KEY = "test-key-123"
+NAME = "hpd-tiny"
+
+
+def _free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+class _Server:
+    """uvicorn in a thread of this process, on a socket bound to 127.0.0.1, stopped at the end of the module."""
+
+    def __init__(self, model, **cfg) -> None:
+        import uvicorn
+
+        from tinyhpd.server import ServeConfig, create_app
+
+        self.sock = _free_socket()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        app = create_app(model, ServeConfig(served_model_name=NAME, **cfg))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("server did not become healthy")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tinyhpd.load(tiny_models.build_new(tmp_path_factory.mktemp("srv") / "m", arch=tiny_models.SMALL_ARCH,
+                                              dense_out=32, max_seq_length=64))
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    s = _Server(model, api_key=KEY, max_client_batch_size=16, max_batch_tokens=4096, max_payload_bytes=64 << 10)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=30)
+
+
+def _post(server, path, body, key=KEY, **kw):
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    return httpx.post(server.url + path, json=body, headers=headers, timeout=30, **kw)
+
+
+SENTS = ["A man is playing a guitar.", "two dogs run in the park", "the cat sat on the mat"]
+
+
+# ------------------------------------------------------------------------------------------------ OpenAI API
+def test_openai_client_list_matches_model_encode_normalised(client, model):
+    r = client.embeddings.create(model=NAME, input=SENTS)
+    got = np.array([d.embedding for d in sorted(r.data, key=lambda d: d.index)], dtype=np.float32)
+    assert [d.index for d in r.data] == [0, 1, 2] and r.model == NAME and r.object == "list"
+    assert np.abs(got - model.encode(SENTS, normalize_embeddings=True)).max() <= 1e-6
+
+
+def test_openai_client_single_string(client, model):
+    r = client.embeddings.create(model=NAME, input=SENTS[0])
+    assert len(r.data) == 1
+    assert np.abs(np.array(r.data[0].embedding) - model.encode(SENTS[0], normalize_embeddings=True)).max() <= 1e-6
+
+
+def test_openai_client_base64_is_little_endian_float32(server, model):
+    r = _post(server, "/v1/embeddings", {"model": NAME, "input": SENTS, "encoding_format": "base64"})
+    assert r.status_code == 200
+    got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in r.json()["data"]])
+    assert np.abs(got - model.encode(SENTS, normalize_embeddings=True)).max() <= 1e-6
+
+
+def test_usage_counts_real_tokens(client, model):
+    r = client.embeddings.create(model=NAME, input=SENTS)
+    n = sum(len(x) for x in model.tokenize(SENTS))
+    assert r.usage.prompt_tokens == n and r.usage.total_tokens == n
+
+
+def test_token_id_inputs_equal_the_text(server, model):
+    ids = [x[1:-1].tolist() for x in model.tokenize(SENTS)]  # without [CLS]/[SEP], as OpenAI token arrays are
+    r = _post(server, "/v1/embeddings", {"model": NAME, "input": ids})
+    got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+    assert np.abs(got - model.encode(SENTS, normalize_embeddings=True)).max() <= 1e-6
+
+
+def test_dimensions_equal_to_the_models_and_user_are_accepted(server, model):
+    r = _post(server, "/v1/embeddings", {"model": NAME, "input": "a", "dimensions": model.embedding_dim, "user": "u"})
+    assert r.status_code == 200
+
+
+def test_models_lists_the_served_name(client):
+    assert [m.id for m in client.models.list().data] == [NAME]
+
+
+# ------------------------------------------------------------------------------------------------ TEI /embed
+def test_tei_embed_normalize_false_gives_raw_vectors(server, model):
+    r = _post(server, "/embed", {"inputs": SENTS, "normalize": False})
+    assert np.abs(np.array(r.json(), dtype=np.float32) - model.encode(SENTS)).max() <= 1e-6
+
+
+def test_tei_embed_truncate_false_refuses_long_input(server):
+    r = _post(server, "/embed", {"inputs": ["word " * 200], "truncate": False})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "input_too_long"
+    assert _post(server, "/embed", {"inputs": ["word " * 200]}).status_code == 200  # truncated by default
+
+
+# ------------------------------------------------------------------------------------------------ errors
+@pytest.mark.parametrize("body, status, param", [
+    ({"model": NAME}, 400, "input"),
+    ({"model": NAME, "input": []}, 400, "input"),
+    ({"model": NAME, "input": [""]}, 400, "input[0]"),
+    ({"model": NAME, "input": ["ok", 3]}, 400, "input[1]"),
+    ({"model": NAME, "input": 5}, 400, "input"),
+    ({"model": NAME, "input": "a", "encoding_format": "int8"}, 400, "encoding_format"),
+    ({"model": NAME, "input": "a", "dimensions": 7}, 400, "dimensions"),
+    ({"model": NAME, "input": [[1, 2, 10 ** 9]]}, 400, "input[0]"),
+    ({"model": "other", "input": "a"}, 404, "model"),
+    ({"model": NAME, "input": ["a"] * 17}, 413, "input"),
+])
+def test_bad_requests_get_openai_error_objects(server, body, status, param):
+    r = _post(server, "/v1/embeddings", body)
+    assert r.status_code == status
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["param"] == param and err["message"]
+
+
+def test_model_not_found_code(server):
+    assert _post(server, "/v1/embeddings", {"model": "x", "input": "a"}).json()["error"]["code"] == "model_not_found"
+
+
+def test_invalid_json_is_400(server):
+    r = httpx.post(server.url + "/v1/embeddings", content=b"{nope", timeout=30,
+                   headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("key", [None, "wrong", KEY + "x"])
+def test_wrong_or_missing_key_is_401(server, key):
+    r = _post(server, "/v1/embeddings", {"model": NAME, "input": "a"}, key=key)
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+
+
+def test_payload_over_the_cap_is_413(server):
+    r = _post(server, "/v1/embeddings", {"model": NAME, "input": ["x" * 70000]})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_full_queue_is_429_with_retry_after(model):
+    s = _Server(model, max_concurrent_requests=1)
+    gate = threading.Event()
+    real = model.encode_ids
+
+    def slow(ids, **kw):
+        gate.wait(10)
+        return real(ids, **kw)
+
+    try:
+        model.encode_ids = slow  # instance attribute: the engine now waits for the gate
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(_post, s, "/v1/embeddings", {"model": NAME, "input": f"s{i}"}, None)
+                       for i in range(4)]
+            time.sleep(1.0)
+            gate.set()
+            codes = sorted(f.result().status_code for f in futures)
+            busy = [f.result() for f in futures if f.result().status_code == 429]
+        assert 429 in codes and 200 in codes
+        assert busy[0].headers["Retry-After"] and busy[0].json()["error"]["code"] == "queue_full"
+    finally:
+        del model.encode_ids
+        s.stop()
+
+
+def test_a_failing_request_fails_alone(server, model):
+    real = model.encode_ids
+
+    def picky(ids, **kw):
+        if any(len(x) == 7 and int(x[1]) == 300 for x in ids):
+            raise RuntimeError("bad batch")
+        return real(ids, **kw)
+
+    model.encode_ids = picky
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            bad = pool.submit(_post, server, "/v1/embeddings", {"model": NAME, "input": [[300, 5, 6, 7, 8]]})
+            good = [pool.submit(_post, server, "/v1/embeddings", {"model": NAME, "input": SENTS[i % 3]})
+                    for i in range(12)]
+            assert bad.result().status_code == 500
+            assert all(g.result().status_code == 200 for g in good)
+    finally:
+        del model.encode_ids
+
+
+# ------------------------------------------------------------------------------------------------ batching
+def test_32_concurrent_clients_get_their_own_rows(server, model, stsb_test_sentences):
+    texts = stsb_test_sentences[:256]
+    ref = model.encode(texts, normalize_embeddings=True)
+
+    def one(i):
+        r = _post(server, "/v1/embeddings", {"model": NAME, "input": texts[i]})
+        return i, np.array(r.json()["data"][0]["embedding"], dtype=np.float32)
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(one, range(len(texts))))
+    for i, v in results:
+        assert np.abs(v - ref[i]).max() <= 1e-5, i  # other batch compositions: float32 sums move by ~1e-6
+
+
+def test_concurrent_requests_are_coalesced_into_batches(server):
+    before = _metric(server, "tinyhpd_batches_total")
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: _post(server, "/v1/embeddings", {"model": NAME, "input": SENTS}), range(64)))
+    assert _metric(server, "tinyhpd_batches_total") - before < 64  # fewer engine calls than requests
+
+
+def _metric(server, name: str) -> float:
+    for line in httpx.get(server.url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def test_metrics_parse_as_prometheus_text(server):
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    samples = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    for ln in samples:
+        name, value = ln.rsplit(" ", 1)
+        float(value)
+        assert name.startswith("tinyhpd_")
+    assert any(s.startswith('tinyhpd_requests_total{path="/v1/embeddings",status="200"}') for s in samples)
+    assert any(s.startswith("tinyhpd_request_duration_seconds_bucket") for s in samples)
+    assert any(s.startswith("tinyhpd_queue_depth ") for s in samples)
+
+
+def test_health_is_ok_once_warm(server):
+    r = httpx.get(server.url + "/health", timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+# ------------------------------------------------------------------------------------------------ signals
+def test_sigterm_finishes_in_flight_requests_and_exits(tmp_path, model):
+    folder = tiny_models.build_new(tmp_path / "m", arch=tiny_models.SMALL_ARCH, dense_out=32)
+    sock = _free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "tinyhpd", "serve", "--model", str(folder), "--port", str(port),
+                             "--threads", "1", "--log-level", "warning"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        long_input = {"input": ["the cat sat on the mat " * 40] * 64}  # a request that takes a while
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(httpx.post, url + "/v1/embeddings", json=long_input, timeout=60) for _ in range(4)]
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            codes = [f.result().status_code for f in futures]
+        assert codes == [200] * 4  # accepted before the signal: all finished
+        t0 = time.time()
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+        assert time.time() - t0 < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_help_lists_the_options():
+    out = subprocess.run([sys.executable, "-m", "tinyhpd", "serve", "--help"], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=60).stdout
+    for opt in ("--api-key", "--served-model-name", "--max-batch-tokens", "--max-client-batch-size",
+                "--max-concurrent-requests", "--threads", "--port", "--host"):
+        assert opt in out

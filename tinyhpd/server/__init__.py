@@ -1,0 +1,55 @@
+"""`python -m tinyhpd serve` / `tinyhpd.serve(...)`: an OpenAI-compatible embeddings server with dynamic batching.
+
+Needs the `serve` extra (`pip install 'tinyhpd[serve]'`: starlette for the ASGI app, uvicorn to run it); this package
+checks for both on import. Modules: app.py (routes, errors, limits, metrics), batcher.py (dynamic batching).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+_missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+if _missing:
+    raise ImportError(f"tinyhpd.server needs the [serve] extra (missing: {', '.join(_missing)}): "
+                      "pip install 'tinyhpd[serve]'")
+
+from tinyhpd.server.app import ServeConfig, create_app  # noqa: E402
+
+__all__ = ["serve", "create_app", "ServeConfig"]
+
+
+def _positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_key: Optional[str] = None,
+          served_model_name: Optional[str] = None, max_batch_tokens: int = 16384, max_client_batch_size: int = 64,
+          max_concurrent_requests: int = 512, max_payload_bytes: int = 4 << 20, normalize: bool = True,
+          auto_truncate: bool = True, threads: Optional[int] = None, revision: Optional[str] = None,
+          log_level: str = "info", sock: Any = None) -> int:
+    """Load `model` (a Model, a folder, a Hub id, or None for the default) and serve it until SIGTERM / SIGINT, which
+    stop accepting connections, finish the requests in flight and return. `api_key` defaults to $TINYHPD_API_KEY."""
+    import uvicorn
+
+    import tinyhpd
+
+    for name, value in (("max_batch_tokens", max_batch_tokens), ("max_client_batch_size", max_client_batch_size),
+                        ("max_concurrent_requests", max_concurrent_requests), ("max_payload_bytes", max_payload_bytes)):
+        _positive(name, value)
+    if not isinstance(model, tinyhpd.Model):
+        model = tinyhpd.load(model, revision=revision, num_threads=threads)
+    key = api_key if api_key is not None else (os.environ.get("TINYHPD_API_KEY") or None)
+    name = served_model_name or Path(str(model.name_or_path)).name
+    cfg = ServeConfig(served_model_name=name, api_key=key, max_batch_tokens=max_batch_tokens,
+                      max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
+                      max_payload_bytes=max_payload_bytes, normalize=normalize, auto_truncate=auto_truncate)
+    app = create_app(model, cfg)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=20,
+                            access_log=False, limit_concurrency=max_concurrent_requests + 64)
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock] if sock is not None else None)
+    return 0

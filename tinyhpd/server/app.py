@@ -1,0 +1,345 @@
+"""The HTTP API: OpenAI's `POST /v1/embeddings`, TEI's `POST /embed`, `GET /v1/models`, `/health`, `/metrics`.
+
+Errors are OpenAI-style objects `{"error": {"message", "type", "param", "code"}}` with the status that names the cause:
+400 bad JSON, types or values (the field is named in `param`), 401 a wrong or missing API key, 404 another model name,
+413 too many items, an over-long input with `truncate: false`, a request over the token budget or payload cap,
+429 a full queue (with `Retry-After`), 500 a failure of this request's own batch, 503 not ready.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tinyhpd.server.batcher import Batcher, QueueFull
+
+__all__ = ["ServeConfig", "create_app", "Metrics"]
+
+
+@dataclass
+class ServeConfig:
+    served_model_name: str
+    api_key: Optional[str] = None
+    max_batch_tokens: int = 16384
+    max_client_batch_size: int = 64
+    max_concurrent_requests: int = 512
+    max_payload_bytes: int = 4 << 20
+    normalize: bool = True
+    auto_truncate: bool = True
+    engine_batch_size: int = 128
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 param: Optional[str] = None, code: Optional[str] = None,
+                 headers: Optional[Dict[str, str]] = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = headers or {}
+
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class _Histogram:
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * len(self.buckets)
+        self.total, self.n = 0.0, 0
+
+    def observe(self, v: float) -> None:
+        self.n += 1
+        self.total += v
+        for i, b in enumerate(self.buckets):
+            if v <= b:
+                self.counts[i] += 1
+
+    def lines(self, name: str, help_: str) -> List[str]:
+        out = [f"# HELP {name} {help_}", f"# TYPE {name} histogram"]
+        for b, c in zip(self.buckets, self.counts):
+            out.append(f'{name}_bucket{{le="{b:g}"}} {c}')
+        out += [f'{name}_bucket{{le="+Inf"}} {self.n}', f"{name}_sum {self.total:.6f}", f"{name}_count {self.n}"]
+        return out
+
+
+class Metrics:
+    """Prometheus text exposition: requests by status, latency, batch sizes, queue depth, tokens."""
+
+    def __init__(self) -> None:
+        self.requests: Dict[Tuple[str, int], int] = {}
+        self.latency = _Histogram(_LATENCY_BUCKETS)
+        self.batch_inputs = _Histogram(_BATCH_BUCKETS)
+        self.tokens = 0
+        self.inputs = 0
+        self.batches = 0
+        self.queue_depth = lambda: 0
+
+    def observe_request(self, path: str, status: int, seconds: float) -> None:
+        self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
+        if path in ("/v1/embeddings", "/embed"):
+            self.latency.observe(seconds)
+
+    def observe_batch(self, n_inputs: int, n_tokens: int) -> None:
+        self.batches += 1
+        self.batch_inputs.observe(n_inputs)
+        self.tokens += n_tokens
+        self.inputs += n_inputs
+
+    def render(self) -> str:
+        lines = ["# HELP tinyhpd_requests_total HTTP requests by path and status code",
+                 "# TYPE tinyhpd_requests_total counter"]
+        for (path, status), n in sorted(self.requests.items()):
+            lines.append(f'tinyhpd_requests_total{{path="{path}",status="{status}"}} {n}')
+        lines += self.latency.lines("tinyhpd_request_duration_seconds", "embedding request latency")
+        lines += self.batch_inputs.lines("tinyhpd_batch_inputs", "inputs per engine batch")
+        lines += ["# HELP tinyhpd_batches_total engine batches run", "# TYPE tinyhpd_batches_total counter",
+                  f"tinyhpd_batches_total {self.batches}",
+                  "# HELP tinyhpd_tokens_total tokens embedded", "# TYPE tinyhpd_tokens_total counter",
+                  f"tinyhpd_tokens_total {self.tokens}",
+                  "# HELP tinyhpd_inputs_total inputs embedded", "# TYPE tinyhpd_inputs_total counter",
+                  f"tinyhpd_inputs_total {self.inputs}",
+                  "# HELP tinyhpd_queue_depth requests waiting for the engine", "# TYPE tinyhpd_queue_depth gauge",
+                  f"tinyhpd_queue_depth {self.queue_depth()}"]
+        return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------- request parsing
+def _inputs(value: Any, field: str, cfg: ServeConfig) -> Tuple[List[Any], bool]:
+    """-> (items, is_token_ids). A string, a list of strings, a list of ints, or a list of lists of ints."""
+    if isinstance(value, str):
+        items: List[Any] = [value]
+    elif isinstance(value, list):
+        if not value:
+            raise ApiError(400, f"'{field}' must not be an empty list", param=field)
+        if all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+            items = [value]
+        else:
+            items = value
+    else:
+        raise ApiError(400, f"'{field}' must be a string, a list of strings or token-id arrays, got "
+                            f"{type(value).__name__}", param=field)
+    if len(items) > cfg.max_client_batch_size:
+        raise ApiError(413, f"'{field}' holds {len(items)} items, more than the limit of {cfg.max_client_batch_size}",
+                       param=field, code="too_many_inputs")
+    if isinstance(items[0], str):
+        for i, x in enumerate(items):
+            if not isinstance(x, str):
+                raise ApiError(400, f"'{field}[{i}]' is {type(x).__name__}: every item must be a string like "
+                                    f"'{field}[0]'", param=f"{field}[{i}]")
+            if not x.strip():
+                raise ApiError(400, f"'{field}[{i}]' is an empty string (empty inputs are not embedded)",
+                               param=f"{field}[{i}]")
+        return items, False
+    for i, x in enumerate(items):
+        if not (isinstance(x, list) and x and all(isinstance(t, int) and not isinstance(t, bool) for t in x)):
+            raise ApiError(400, f"'{field}[{i}]' must be a non-empty array of token ids like '{field}[0]'",
+                           param=f"{field}[{i}]")
+    return items, True
+
+
+class _Service:
+    def __init__(self, model: Any, cfg: ServeConfig) -> None:
+        self.model, self.cfg = model, cfg
+        self.metrics = Metrics()
+        self.batcher = Batcher(model, max_batch_tokens=cfg.max_batch_tokens, max_queue=cfg.max_concurrent_requests,
+                               metrics=self.metrics, batch_size=cfg.engine_batch_size)
+        self.metrics.queue_depth = lambda: self.batcher.depth
+        self.ready = False
+        self.cls_id, self.sep_id = model.special_ids()
+        self.vocab = model.config.vocab_size
+        self.created = int(time.time())
+
+    def ids_for(self, items: List[Any], token_ids: bool, truncate: bool, field: str) -> List[np.ndarray]:
+        limit = self.model.max_seq_length
+        if not token_ids:
+            ids, truncated = self.model.tokenize_info(items)
+            if not truncate and any(truncated):
+                i = truncated.index(True)
+                raise ApiError(413, f"'{field}[{i}]' has more than max_seq_length {limit} tokens and truncate is "
+                                    "false", param=f"{field}[{i}]", code="input_too_long")
+            return ids
+        out = []
+        for i, x in enumerate(items):
+            a = np.asarray(x, dtype=np.int64)
+            if int(a.min()) < 0 or int(a.max()) >= self.vocab:
+                raise ApiError(400, f"'{field}[{i}]' holds a token id outside [0, {self.vocab})", param=f"{field}[{i}]")
+            if len(a) + 2 > limit:
+                if not truncate:
+                    raise ApiError(413, f"'{field}[{i}]' has {len(a)} tokens, more than max_seq_length {limit} - 2 "
+                                        "and truncate is false", param=f"{field}[{i}]", code="input_too_long")
+                a = a[:limit - 2]
+            out.append(np.concatenate([[self.cls_id], a, [self.sep_id]]).astype(np.int64))
+        return out
+
+    async def embed(self, ids: List[np.ndarray], normalize: bool) -> np.ndarray:
+        n_tokens = sum(len(x) for x in ids)
+        if n_tokens > self.cfg.max_batch_tokens:
+            raise ApiError(413, f"the request holds {n_tokens} tokens, more than max_batch_tokens "
+                                f"{self.cfg.max_batch_tokens}", code="too_many_tokens")
+        try:
+            vecs = await self.batcher.embed(ids)
+        except QueueFull as exc:
+            raise ApiError(429, f"server busy: {exc}; retry later", type_="rate_limit_error",
+                           code="queue_full", headers={"Retry-After": "1"}) from None
+        except Exception as exc:
+            raise ApiError(500, f"embedding failed: {type(exc).__name__}: {exc}", type_="server_error") from None
+        if normalize:
+            norm = np.sqrt(np.einsum("ij,ij->i", vecs, vecs, dtype=np.float64))[:, None]
+            vecs = (vecs / np.maximum(norm, 1e-12)).astype(np.float32)
+        return vecs
+
+
+def _error_response(err: ApiError):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}},
+                        status_code=err.status, headers=err.headers)
+
+
+def _float_list(v: np.ndarray) -> List[float]:
+    return [float(x) for x in v.tolist()]
+
+
+def create_app(model: Any, cfg: ServeConfig):
+    """A Starlette app serving `model`; the model is warmed up in the app's start-up (then /health answers 200)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    svc = _Service(model, cfg)
+
+    async def body(request: Request) -> Dict[str, Any]:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > cfg.max_payload_bytes:
+            raise ApiError(413, f"payload of {length} bytes is over the limit of {cfg.max_payload_bytes}",
+                           code="payload_too_large")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > cfg.max_payload_bytes:
+                raise ApiError(413, f"payload is over the limit of {cfg.max_payload_bytes} bytes",
+                               code="payload_too_large")
+        try:
+            data = json.loads(bytes(raw))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"the body is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "the body must be a JSON object")
+        return data
+
+    def check_key(request: Request) -> None:
+        if cfg.api_key is None:
+            return
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth[:7].lower() == "bearer " else ""
+        if not hmac.compare_digest(token.encode(), cfg.api_key.encode()):
+            raise ApiError(401, "invalid or missing API key (Authorization: Bearer KEY)",
+                           type_="authentication_error", code="invalid_api_key")
+
+    def flag(data: Dict[str, Any], key: str, default: bool) -> bool:
+        v = data.get(key, default)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            raise ApiError(400, f"'{key}' must be true or false, got {json.dumps(v)[:40]}", param=key)
+        return v
+
+    def handler(fn):
+        async def wrapped(request: Request):
+            t0 = time.perf_counter()
+            try:
+                check_key(request)
+                if not svc.ready:
+                    raise ApiError(503, "the model is still loading", type_="server_error", code="not_ready")
+                response = await fn(request)
+            except ApiError as err:
+                response = _error_response(err)
+            svc.metrics.observe_request(request.url.path, response.status_code, time.perf_counter() - t0)
+            response.headers["x-total-time"] = f"{1000 * (time.perf_counter() - t0):.3f}"
+            return response
+        return wrapped
+
+    @handler
+    async def openai_embeddings(request: Request):
+        data = await body(request)
+        name = data.get("model", cfg.served_model_name)
+        if not isinstance(name, str):
+            raise ApiError(400, "'model' must be a string", param="model")
+        if name != cfg.served_model_name:
+            raise ApiError(404, f"model {name!r} is not served here (this server serves {cfg.served_model_name!r})",
+                           param="model", code="model_not_found")
+        if "input" not in data:
+            raise ApiError(400, "'input' is required", param="input")
+        fmt = data.get("encoding_format", "float") or "float"
+        if fmt not in ("float", "base64"):
+            raise ApiError(400, f"'encoding_format' must be 'float' or 'base64', got {fmt!r}", param="encoding_format")
+        dims = data.get("dimensions")
+        if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims != model.embedding_dim):
+            raise ApiError(400, f"'dimensions' must be {model.embedding_dim} for this model (it does not shorten "
+                                f"vectors), got {json.dumps(dims)}", param="dimensions")
+        user = data.get("user")
+        if user is not None and not isinstance(user, str):
+            raise ApiError(400, "'user' must be a string", param="user")
+        items, token_ids = _inputs(data["input"], "input", cfg)
+        ids = svc.ids_for(items, token_ids, cfg.auto_truncate, "input")
+        vecs = await svc.embed(ids, cfg.normalize)
+        n_tokens = int(sum(len(x) for x in ids))
+        out = []
+        for i, v in enumerate(vecs):
+            emb: Any = (base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii")
+                        if fmt == "base64" else _float_list(v))
+            out.append({"object": "embedding", "index": i, "embedding": emb})
+        return JSONResponse({"object": "list", "data": out, "model": cfg.served_model_name,
+                             "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
+
+    @handler
+    async def tei_embed(request: Request):
+        data = await body(request)
+        if "inputs" not in data:
+            raise ApiError(400, "'inputs' is required", param="inputs")
+        items, token_ids = _inputs(data["inputs"], "inputs", cfg)
+        ids = svc.ids_for(items, token_ids, flag(data, "truncate", cfg.auto_truncate), "inputs")
+        vecs = await svc.embed(ids, flag(data, "normalize", cfg.normalize))
+        return JSONResponse([_float_list(v) for v in vecs])
+
+    @handler
+    async def models(request: Request):
+        return JSONResponse({"object": "list", "data": [
+            {"id": cfg.served_model_name, "object": "model", "created": svc.created, "owned_by": "tinyhpd",
+             "embedding_dim": model.embedding_dim, "max_seq_length": model.max_seq_length}]})
+
+    async def health(request: Request):
+        if not svc.ready:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ok", "model": cfg.served_model_name})
+
+    async def metrics(request: Request):
+        return PlainTextResponse(svc.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        svc.batcher.start()
+        await svc.embed(svc.model.tokenize(["warm-up"]), False)  # one real encode before /health says ok
+        svc.ready = True
+        yield
+        svc.ready = False
+        await svc.batcher.stop()
+
+    app = Starlette(routes=[
+        Route("/v1/embeddings", openai_embeddings, methods=["POST"]),
+        Route("/embeddings", openai_embeddings, methods=["POST"]),
+        Route("/embed", tei_embed, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ], lifespan=lifespan)
+    app.state.service = svc
+    return app

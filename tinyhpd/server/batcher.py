@@ -1,0 +1,128 @@
+"""Dynamic batching: concurrent requests coalesced into one engine call.
+
+Continuous: one engine thread runs one batch at a time; when it is free, the next batch takes everything queued (in
+arrival order) up to `max_batch_tokens`. A request's rows stay together and in order. The engine is the model's own
+runner (its `num_threads` workers), so the server never runs more engine threads than asked. A batch that fails is
+retried request by request, so that only the request that really fails gets the error.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["Batcher", "QueueFull", "Job"]
+
+
+class QueueFull(Exception):
+    """More requests in the queue than --max-concurrent-requests allows (HTTP 429)."""
+
+
+@dataclass
+class Job:
+    ids: List[np.ndarray]
+    n_tokens: int
+    future: "asyncio.Future[np.ndarray]"
+    enqueued: float = field(default_factory=time.perf_counter)
+    started: float = 0.0
+
+
+class Batcher:
+    def __init__(self, model: Any, *, max_batch_tokens: int, max_queue: int, metrics: Any = None,
+                 batch_size: int = 128) -> None:
+        self.model = model
+        self.max_batch_tokens = max_batch_tokens
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.metrics = metrics
+        self._queue: List[Job] = []
+        self._wake: Optional[asyncio.Event] = None
+        self._task: Optional[asyncio.Task] = None
+        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinyhpd-engine")
+        self._closing = False
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the engine thread."""
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._task is not None:
+            await self._task
+        self._engine.shutdown(wait=True)
+
+    async def embed(self, ids: Sequence[np.ndarray]) -> np.ndarray:
+        """Queue one request's token ids; its vectors `[len(ids), d]` in order, once its batch has run."""
+        if len(self._queue) >= self.max_queue:
+            raise QueueFull(f"{len(self._queue)} requests are queued (limit {self.max_queue})")
+        job = Job(list(ids), int(sum(len(x) for x in ids)), asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        self._wake.set()
+        return await job.future
+
+    def _take(self) -> List[Job]:
+        batch, tokens = [], 0
+        while self._queue and (not batch or tokens + self._queue[0].n_tokens <= self.max_batch_tokens):
+            job = self._queue.pop(0)
+            batch.append(job)
+            tokens += job.n_tokens
+        return batch
+
+    def _run(self, jobs: List[Job]) -> List[Any]:
+        """On the engine thread: one call for the whole batch; on failure, each job alone."""
+        ids = [x for job in jobs for x in job.ids]
+        try:
+            vecs = self.model.encode_ids(ids, batch_size=self.batch_size)
+            out, start = [], 0
+            for job in jobs:
+                out.append(vecs[start:start + len(job.ids)])
+                start += len(job.ids)
+            return out
+        except Exception:
+            if len(jobs) == 1:
+                raise
+        results: List[Any] = []
+        for job in jobs:
+            try:
+                results.append(self.model.encode_ids(job.ids, batch_size=self.batch_size))
+            except Exception as exc:  # this request's own failure
+                results.append(exc)
+        return results
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            jobs = self._take()
+            now = time.perf_counter()
+            for job in jobs:
+                job.started = now
+            if self.metrics is not None:
+                self.metrics.observe_batch(sum(len(j.ids) for j in jobs), sum(j.n_tokens for j in jobs))
+            try:
+                results = await loop.run_in_executor(self._engine, self._run, jobs)
+            except Exception as exc:
+                results = [exc] * len(jobs)
+            for job, res in zip(jobs, results):
+                if job.future.done():  # the client went away
+                    continue
+                if isinstance(res, Exception):
+                    job.future.set_exception(res)
+                else:
+                    job.future.set_result(res)
