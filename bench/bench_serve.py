@@ -7,7 +7,7 @@ as `infinity_emb v2 --model-id FOLDER --engine torch --device cpu`. The model is
 HPD-TinyBERT-F128 architecture (tests/tiny_models.py), saved in the published 2022 layout, which both servers load. Scenarios: 1, 8, 32, 64 concurrent clients sending one STS-B sentence per request, and 4 clients sending
 32 sentences each; every scenario is bounded by a request count and a time limit. Reports req/s, sentences/s, p50 and
 p99 latency and the error count per server, and the ratios. Both servers get 2 threads (tinyhpd --threads 2; torch
-uses both cores). The load generator runs in this process on the same 2 cores: the same for both servers.
+uses both cores). The load generator (aiohttp) runs in this process on the same 2 cores: the same for both servers.
 """
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float, probe: dict) -
 
 async def _scenario(url: str, model: str, sentences: List[str], clients: int, per_request: int, n_requests: int,
                     limit_s: float) -> dict:
-    import httpx
+    """`clients` coroutines on one aiohttp session (a connection each), `n_requests` in all or `limit_s` seconds."""
+    import aiohttp
 
     lat: List[float] = []
     errors = 0
@@ -82,17 +83,18 @@ async def _scenario(url: str, model: str, sentences: List[str], clients: int, pe
             batch = [sentences[(i * per_request + j) % len(sentences)] for j in range(per_request)]
             t0 = time.perf_counter()
             try:
-                r = await http.post(url + "/embeddings", json={"model": model, "input": batch})
-                ok = r.status_code == 200 and len(r.json()["data"]) == per_request
-            except httpx.HTTPError:
+                async with http.post(url + "/embeddings", json={"model": model, "input": batch}) as r:
+                    body = await r.json()
+                    ok = r.status == 200 and len(body["data"]) == per_request
+            except (aiohttp.ClientError, ValueError, KeyError):
                 ok = False
             lat.append(time.perf_counter() - t0)
             errors += not ok
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-        for _ in range(min(clients, 8)):  # warm connections
-            await http.post(url + "/embeddings", json={"model": model, "input": sentences[:1]})
+    conn = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=120)) as http:
+        await asyncio.gather(*(http.post(url + "/embeddings", json={"model": model, "input": sentences[:1]})
+                               for _ in range(min(clients, 8))))  # warm connections
         t0 = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         wall = time.perf_counter() - t0

@@ -41,6 +41,7 @@ class _Server:
 
         self.sock = _free_socket()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        cfg.setdefault("engine", "thread")  # the model in this process: tests can replace its encode_ids
         app = create_app(model, ServeConfig(served_model_name=NAME, **cfg))
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
@@ -277,7 +278,7 @@ def test_health_is_ok_once_warm(server):
 
 
 # ------------------------------------------------------------------------------------------------ signals
-def test_sigterm_finishes_in_flight_requests_and_exits(tmp_path, model):
+def test_cli_server_engine_process_matches_and_sigterm_drains(tmp_path):
     folder = tiny_models.build_new(tmp_path / "m", arch=tiny_models.SMALL_ARCH, dense_out=32)
     sock = _free_socket()
     port = sock.getsockname()[1]
@@ -295,6 +296,9 @@ def test_sigterm_finishes_in_flight_requests_and_exits(tmp_path, model):
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        r = httpx.post(url + "/v1/embeddings", json={"input": SENTS}, timeout=60)  # the forked engine process
+        ref = tinyhpd.load(folder, num_threads=1).encode(SENTS, normalize_embeddings=True)
+        assert np.abs(np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32) - ref).max() <= 1e-6
         long_input = {"input": ["the cat sat on the mat " * 40] * 64}  # a request that takes a while
         with ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(httpx.post, url + "/v1/embeddings", json=long_input, timeout=60) for _ in range(4)]

@@ -33,6 +33,7 @@ class ServeConfig:
     normalize: bool = True
     auto_truncate: bool = True
     engine_batch_size: int = 128
+    engine: str = "process"  # "process": the model runs in a forked process (no GIL shared with HTTP); "thread"
 
 
 class ApiError(Exception):
@@ -149,7 +150,7 @@ class _Service:
         self.model, self.cfg = model, cfg
         self.metrics = Metrics()
         self.batcher = Batcher(model, max_batch_tokens=cfg.max_batch_tokens, max_queue=cfg.max_concurrent_requests,
-                               metrics=self.metrics, batch_size=cfg.engine_batch_size)
+                               metrics=self.metrics, batch_size=cfg.engine_batch_size, engine=cfg.engine)
         self.metrics.queue_depth = lambda: self.batcher.depth
         self.ready = False
         self.cls_id, self.sep_id = model.special_ids()

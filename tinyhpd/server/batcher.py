@@ -1,6 +1,7 @@
 """Dynamic batching: concurrent requests coalesced into one engine call.
 
-Continuous: one engine thread runs one batch at a time; when it is free, the next batch takes everything queued (in
+Continuous: one engine thread runs one batch at a time (calling the model in this process, or in a forked engine
+process with `engine="process"`, the server's default); when it is free, the next batch takes everything queued (in
 arrival order) up to `max_batch_tokens`. A request's rows stay together and in order. The engine is the model's own
 runner (its `num_threads` workers), so the server never runs more engine threads than asked. A batch that fails is
 retried request by request, so that only the request that really fails gets the error.
@@ -31,9 +32,62 @@ class Job:
     started: float = 0.0
 
 
+def _engine_process(model: Any, conn: Any, parent_end: Any, batch_size: int) -> None:
+    """The engine in a process of its own: token ids in, vectors (or the error's text) out, until the pipe closes.
+    Signals are the server's business: it drains, then closes the pipe."""
+    import signal
+
+    parent_end.close()  # else this process keeps the pipe open itself and never sees its end
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        try:
+            ids = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            conn.send(("ok", model.encode_ids(ids, batch_size=batch_size)))
+        except Exception as exc:  # the request's own failure: reported, the engine goes on
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class _ProcessEngine:
+    """`encode_ids` forwarded to a forked child that holds the model: the server's event loop and the engine then
+    never wait for each other's GIL (with both in one process, a busy engine delays every HTTP read and write)."""
+
+    def __init__(self, model: Any, batch_size: int) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_engine_process, args=(model, child, self._conn, batch_size), daemon=True,
+                                 name="tinyhpd-engine")
+        self._proc.start()
+        child.close()
+
+    def encode_ids(self, ids, batch_size: int = 128) -> np.ndarray:
+        self._conn.send(list(ids))
+        try:
+            status, value = self._conn.recv()
+        except EOFError:
+            raise RuntimeError(f"the engine process died (exit code {self._proc.exitcode})") from None
+        if status != "ok":
+            raise RuntimeError(value)
+        return value
+
+    def close(self) -> None:
+        self._conn.close()
+        self._proc.join(timeout=10)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
 class Batcher:
     def __init__(self, model: Any, *, max_batch_tokens: int, max_queue: int, metrics: Any = None,
-                 batch_size: int = 128) -> None:
+                 batch_size: int = 128, engine: str = "thread") -> None:
+        if engine not in ("thread", "process"):
+            raise ValueError(f"engine must be 'thread' or 'process', got {engine!r}")
+        self.engine_kind = engine
         self.model = model
         self.max_batch_tokens = max_batch_tokens
         self.max_queue = max_queue
@@ -50,6 +104,8 @@ class Batcher:
         return len(self._queue)
 
     def start(self) -> None:
+        if self.engine_kind == "process":
+            self.model = _ProcessEngine(self.model, self.batch_size)  # forked before the engine thread exists
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
@@ -61,6 +117,8 @@ class Batcher:
         if self._task is not None:
             await self._task
         self._engine.shutdown(wait=True)
+        if isinstance(self.model, _ProcessEngine):
+            self.model.close()
 
     async def embed(self, ids: Sequence[np.ndarray]) -> np.ndarray:
         """Queue one request's token ids; its vectors `[len(ids), d]` in order, once its batch has run."""
