@@ -6,6 +6,7 @@ Both generations are read: sentence-transformers 2.x (2021-2022, the published H
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -23,9 +24,25 @@ __all__ = [
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
+# Upper bounds of config.json's sizes (far above any BERT published; a config above them is refused before any
+# allocation): the largest tables they allow are still bounded by the checkpoint, whose shapes must match.
+SIZE_LIMITS = {"vocab_size": 4_000_000, "hidden_size": 16_384, "num_hidden_layers": 256, "num_attention_heads": 1_024,
+               "intermediate_size": 65_536, "max_position_embeddings": 1_048_576, "type_vocab_size": 1_024}
 
-def read_json(path: Path) -> Dict[str, Any]:
-    """Read a JSON object, with errors that name the file."""
+
+def read_json(path: Path, kind: type = dict) -> Any:
+    """Read a JSON object (or a list, for modules.json), with errors that name the file. Only regular files of at
+    most 16 MB are read (a FIFO or a device would block or never end)."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"missing file: {path}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path}: not a regular file")
+    if st.st_size > 16 << 20:
+        raise ValueError(f"{path}: {st.st_size} bytes, too large for a config file")
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -33,8 +50,13 @@ def read_json(path: Path) -> Dict[str, Any]:
         raise FileNotFoundError(f"missing file: {path}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, (dict, list)):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(data, kind):
+        want = "a JSON object" if kind is dict else "a JSON list"
+        raise ValueError(f"{path}: expected {want}, got {type(data).__name__}")
     return data
 
 
@@ -75,15 +97,22 @@ class BertConfig:
             raise ValueError(f"{path}: position_embedding_type {cfg['position_embedding_type']!r} is not supported")
         ints = {k: _require(cfg, k, int, path) for k in (
             "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")}
-        ints["max_position_embeddings"] = int(cfg.get("max_position_embeddings", 512))
-        ints["type_vocab_size"] = int(cfg.get("type_vocab_size", 2))
+        for key, default in (("max_position_embeddings", 512), ("type_vocab_size", 2)):
+            ints[key] = cfg.get(key, default)
+        for key, value in ints.items():  # checked before anything is allocated from them
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= SIZE_LIMITS[key]:
+                raise ValueError(f"{path}: key {key!r} must be an integer from 1 to {SIZE_LIMITS[key]:,}, "
+                                 f"got {value!r}")
         act = cfg.get("hidden_act", "gelu")
         if act not in ACTIVATIONS:
             raise ValueError(f"{path}: hidden_act {act!r} is not supported (supported: {', '.join(ACTIVATIONS)})")
         if ints["hidden_size"] % ints["num_attention_heads"]:
             raise ValueError(f"{path}: hidden_size {ints['hidden_size']} is not a multiple of "
                              f"num_attention_heads {ints['num_attention_heads']}")
-        return cls(hidden_act=act, layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-12)), **ints)
+        eps = cfg.get("layer_norm_eps", 1e-12)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps < 1):
+            raise ValueError(f"{path}: key 'layer_norm_eps' must be a finite number in (0, 1), got {eps!r}")
+        return cls(hidden_act=act, layer_norm_eps=float(eps), **ints)
 
 
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -176,7 +205,7 @@ def read_modules(folder: Path) -> List[ModuleSpec]:
     path = folder / "modules.json"
     if not path.exists():
         return [ModuleSpec("Transformer", "", "(no modules.json)"), ModuleSpec("Pooling", "", "(implicit mean)")]
-    entries = read_json(path)
+    entries = read_json(path, list)
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: expected a non-empty list of modules")
     specs = []

@@ -25,6 +25,10 @@ def convert(src: str, dst: Optional[str] = None, *, revision: Optional[str] = No
     target = Path(dst) if dst else Path.cwd() / Path(model_id).name  # never into the installed package
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists (use --force to replace it)")
+    if target.exists() and not (target.is_dir() and ((target / "modules.json").is_file()
+                                                      or (target / "config.json").is_file())):
+        raise FileExistsError(f"{target} exists and is not a model folder (no modules.json or config.json): "
+                              "--force replaces only a model folder; nothing was changed")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:

@@ -114,6 +114,8 @@ def resolve(name_or_path: Optional[str], revision: Optional[str] = None, cache_d
             local_files_only: Optional[bool] = None) -> Tuple[Path, str, Optional[str]]:
     """-> (local folder, model id, revision). A local folder wins over a Hub id of the same spelling."""
     name = default_model() if name_or_path is None else os.fspath(name_or_path)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"model name {name_or_path!r} is empty: pass a folder or a Hub id, or None for the default")
     path = Path(name).expanduser()
     if path.is_dir():
         return path.resolve(), str(path.resolve()), None

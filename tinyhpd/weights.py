@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 import collections
+import io
 import json
 import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 import numpy as np
 
@@ -82,18 +83,55 @@ class _StorageType:
     dtype: object
 
 
+class _Storage:
+    """A storage read from the archive (only persistent_load makes these): a 1-D array of `numel` elements."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+
+def _nonneg_ints(what: str, values) -> Tuple[int, ...]:
+    if not isinstance(values, (tuple, list)) or len(values) > 16:
+        raise pickle.UnpicklingError(f"tensor {what} must be a short tuple of integers")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise pickle.UnpicklingError(f"tensor {what} {tuple(values)!r:.80} must be non-negative integers")
+        out.append(v)
+    return tuple(out)
+
+
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
-    """Stand-in for torch._utils._rebuild_tensor_v2: a strided view of the storage, copied to a contiguous array."""
-    if not isinstance(storage, np.ndarray):
-        raise pickle.UnpicklingError("tensor rebuilt from something that is not a storage")
-    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-    if size and any(s > 0 for s in size):
-        last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))
-        if storage_offset < 0 or last >= storage.size or any(st < 0 for st in stride):
-            raise pickle.UnpicklingError("tensor view lies outside its storage")
-    base = storage[storage_offset:]
-    item = storage.itemsize
-    view = np.lib.stride_tricks.as_strided(base, shape=size, strides=tuple(s * item for s in stride), writeable=False)
+    """Stand-in for torch._utils._rebuild_tensor_v2: a strided view of a storage of the archive, copied contiguous.
+
+    The view must lie inside its storage, checked in elements from offset, sizes and strides (scalars included); a
+    tensor may not hold more elements than its storage from the offset on, and a stride of 0 on a dimension of size
+    > 1 (a broadcast view, which would materialise more memory than the file holds) is refused before any copy."""
+    if not isinstance(storage, _Storage):
+        raise pickle.UnpicklingError("tensor rebuilt from something that is not a storage of the archive")
+    arr = storage.array
+    if isinstance(storage_offset, bool) or not isinstance(storage_offset, int) or storage_offset < 0:
+        raise pickle.UnpicklingError(f"tensor storage offset {storage_offset!r:.40} must be a non-negative integer")
+    size, stride = _nonneg_ints("size", size), _nonneg_ints("stride", stride)
+    if len(size) != len(stride):
+        raise pickle.UnpicklingError(f"tensor size {size} and stride {stride} differ in length")
+    count = 1
+    for n in size:
+        count *= n
+    if count == 0:
+        return np.zeros(size, dtype=arr.dtype)
+    if any(n > 1 and st == 0 for n, st in zip(size, stride)):
+        raise pickle.UnpicklingError(f"tensor with size {size} and stride {stride}: broadcast (stride-0) views are "
+                                     "not a plain state dict")
+    last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))  # the last element the view reads
+    if last >= arr.size or count > arr.size - storage_offset:
+        raise pickle.UnpicklingError(f"tensor view (offset {storage_offset}, size {size}, stride {stride}) lies "
+                                     f"outside its storage of {arr.size} elements")
+    item = arr.itemsize
+    view = np.lib.stride_tricks.as_strided(arr[storage_offset:], shape=size, strides=tuple(st * item for st in stride),
+                                           writeable=False)
     return np.ascontiguousarray(view)
 
 
@@ -130,53 +168,160 @@ class _StateDictUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
             raise pickle.UnpicklingError(f"{self._source}: unsupported persistent id {pid!r:.80}")
         _, storage_type, key, _location, numel = pid
-        key = str(key)
+        if not isinstance(key, str) or isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+            raise pickle.UnpicklingError(f"{self._source}: malformed storage id {pid!r:.80}")
         if key not in self._storages:
             dtype = storage_type.dtype
-            raw = self._read_storage(key)
+            itemsize = 2 if dtype == "bf16" else np.dtype(dtype).itemsize
+            raw = self._read_storage(key, numel * itemsize)  # size checked against the zip entry before reading
             if dtype == "bf16":
                 arr = _bf16_to_f32(np.frombuffer(raw, dtype="<u2"))
             else:
                 arr = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
-            if arr.size < int(numel):
-                raise pickle.UnpicklingError(f"{self._source}: storage {key} is truncated")
-            self._storages[key] = arr
+            self._storages[key] = _Storage(arr[:numel])
         return self._storages[key]
+
+
+_MAX_PICKLE_BYTES = 64 << 20  # a state dict's pickle holds names and shapes only: ~100 bytes per tensor
+_MAX_DEPTH = 64  # nesting of containers in a state dict pickle (a dict of tensors needs about 5)
+# The opcodes torch.save writes for a state dict; anything else (BUILD, INST, OBJ, NEWOBJ, EXT*, ...) is refused.
+_PICKLE_OPS = {
+    "PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK", "DUP", "GLOBAL", "STACK_GLOBAL", "REDUCE", "BINPERSID",
+    "NONE", "NEWTRUE", "NEWFALSE", "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "BINFLOAT",
+    "FLOAT", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING",
+    "SHORT_BINBYTES", "BINBYTES", "EMPTY_DICT", "DICT", "EMPTY_LIST", "LIST", "EMPTY_TUPLE", "TUPLE", "TUPLE1",
+    "TUPLE2", "TUPLE3", "SETITEM", "SETITEMS", "APPEND", "APPENDS", "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET",
+    "BINGET", "LONG_BINGET",
+}
+_LEAF = {"NONE", "NEWTRUE", "NEWFALSE", "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "BINFLOAT",
+         "FLOAT", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING",
+         "STRING", "SHORT_BINBYTES", "BINBYTES", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE", "GLOBAL"}
+
+
+def _scan_pickle(data: bytes, source: str) -> None:
+    """One linear pass over the opcodes before anything is unpickled: only a state dict's opcodes, and no container
+    nested deeper than _MAX_DEPTH (the C unpickler and the deallocation of deep tuples would overflow the stack)."""
+    import pickletools
+
+    stack: List[int] = []  # nesting depth of each stack item
+    marks: List[int] = []  # stack heights at each open MARK
+    memo: Dict[Any, int] = {}
+    try:
+        for op, arg, pos in pickletools.genops(data):
+            name = op.name
+            if name not in _PICKLE_OPS:
+                raise ValueError(f"{source}: opcode {name} at byte {pos} is not part of a plain state dict")
+            if name in _LEAF:
+                stack.append(1)
+            elif name == "MARK":
+                marks.append(len(stack))
+            elif name in ("TUPLE", "LIST", "DICT", "POP_MARK", "SETITEMS", "APPENDS"):
+                i = marks.pop()
+                inner = max(stack[i:], default=0)
+                del stack[i:]
+                if name in ("SETITEMS", "APPENDS"):
+                    stack[-1] = max(stack[-1], inner + 1)
+                elif name != "POP_MARK":
+                    stack.append(inner + 1)
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                k = int(name[-1])
+                inner = max(stack[-k:])
+                del stack[-k:]
+                stack.append(inner + 1)
+            elif name in ("SETITEM", "APPEND"):
+                k = 2 if name == "SETITEM" else 1
+                inner = max(stack[-k:])
+                del stack[-k:]
+                stack[-1] = max(stack[-1], inner + 1)
+            elif name == "REDUCE":
+                args = stack.pop()
+                stack[-1] = max(stack[-1], args)
+            elif name == "STACK_GLOBAL":
+                del stack[-2:]
+                stack.append(1)
+            elif name in ("BINPERSID", "POP"):
+                if name == "POP":
+                    stack.pop()
+            elif name == "DUP":
+                stack.append(stack[-1])
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = stack[-1]
+            elif name == "MEMOIZE":
+                memo[len(memo)] = stack[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo[arg])
+            if stack and stack[-1] > _MAX_DEPTH:
+                raise ValueError(f"{source}: containers nested deeper than {_MAX_DEPTH} (byte {pos}): not a plain "
+                                 "state dict")
+    except (IndexError, KeyError) as exc:
+        raise ValueError(f"{source}: malformed pickle ({type(exc).__name__} while scanning it)") from None
+    except ValueError as exc:
+        if str(exc).startswith(source):
+            raise
+        raise ValueError(f"{source}: malformed pickle ({exc})") from None
 
 
 def read_torch_zip(path: Path) -> Tensors:
     """A `torch.save`d state dict (zip format) as NumPy arrays, without torch and without executing the pickle."""
     path = Path(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
     if not zipfile.is_zipfile(path):
+        if magic.startswith(b"PK"):
+            raise ValueError(f"{path}: a truncated or corrupt zip archive (an interrupted download?)")
         raise ValueError(f"{path}: not a zip-format torch checkpoint (the legacy pre-1.6 format is not supported: "
                          "re-save it with torch>=1.6 or convert it to safetensors)")
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
-        if len(pkl) != 1:
-            raise ValueError(f"{path}: expected one data.pkl in the checkpoint, found {len(pkl)}")
-        prefix = pkl[0][: -len("data.pkl")]
-        if prefix + "byteorder" in names and zf.read(prefix + "byteorder").strip() != b"little":
-            raise ValueError(f"{path}: big-endian checkpoints are not supported")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = {i.filename: i for i in zf.infolist()}
+            pkl = [n for n in infos if n.endswith("/data.pkl") or n == "data.pkl"]
+            if len(pkl) != 1:
+                raise ValueError(f"{path}: expected one data.pkl in the checkpoint, found {len(pkl)}")
+            prefix = pkl[0][: -len("data.pkl")]
+            if prefix + "byteorder" in infos and zf.read(prefix + "byteorder").strip() != b"little":
+                raise ValueError(f"{path}: big-endian checkpoints are not supported")
 
-        def read_storage(key: str) -> bytes:
-            member = f"{prefix}data/{key}"
-            if member not in names:
-                raise pickle.UnpicklingError(f"{path}: storage {member!r} is missing")
-            return zf.read(member)
+            def read_storage(key: str, nbytes: int) -> bytes:
+                member = f"{prefix}data/{key}"
+                info = infos.get(member)
+                if info is None:
+                    raise pickle.UnpicklingError(f"{path}: storage {member!r} is missing")
+                if info.compress_type != zipfile.ZIP_STORED and info.file_size > 200 * max(info.compress_size, 1):
+                    raise pickle.UnpicklingError(f"{path}: storage {member!r} inflates {info.compress_size} bytes to "
+                                                 f"{info.file_size} (torch.save stores tensors uncompressed): refused "
+                                                 "as a zip bomb")
+                if info.file_size < nbytes:
+                    raise pickle.UnpicklingError(f"{path}: storage {member!r} holds {info.file_size} bytes, its "
+                                                 f"tensor needs {nbytes}")
+                with zf.open(info) as entry:  # read only what the storage needs: an inflating bomb costs O(1)
+                    raw = entry.read(nbytes)
+                if len(raw) != nbytes:
+                    raise pickle.UnpicklingError(f"{path}: storage {member!r} is truncated")
+                return raw
 
-        with zf.open(pkl[0]) as f:
+            pinfo = infos[pkl[0]]
+            if pinfo.file_size > _MAX_PICKLE_BYTES:
+                raise ValueError(f"{path}: data.pkl of {pinfo.file_size} bytes is too large for a state dict")
+            with zf.open(pinfo) as f:
+                data = f.read(_MAX_PICKLE_BYTES + 1)
+            if len(data) > _MAX_PICKLE_BYTES:
+                raise ValueError(f"{path}: data.pkl is too large for a state dict")
+            _scan_pickle(data, str(path))
             try:
-                obj = _StateDictUnpickler(f, read_storage, str(path)).load()
+                obj = _StateDictUnpickler(io.BytesIO(data), read_storage, str(path)).load()
             except pickle.UnpicklingError as exc:
-                raise ValueError(str(exc)) from None
-            except (EOFError, TypeError, AttributeError, IndexError, KeyError) as exc:
+                msg = str(exc)
+                raise ValueError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+            except (EOFError, TypeError, AttributeError, IndexError, KeyError, ValueError, OverflowError,
+                    MemoryError) as exc:
                 raise ValueError(f"{path}: not a plain state dict ({type(exc).__name__}: {exc})") from None
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"{path}: corrupt zip archive ({exc})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
     if bad:
-        raise ValueError(f"{path}: entry {bad[0]!r} is not a tensor")
+        raise ValueError(f"{path}: entry {str(bad[0])[:80]!r} is not a tensor")
     return dict(obj)
 
 
@@ -310,7 +455,16 @@ def _check_table(tensors: Tensors, expected: Dict[str, Tuple[int, ...]], extras:
             raise ValueError(f"{source}: tensor {name!r} has shape {tuple(renamed[name].shape)}, "
                              f"config implies {shape}")
         renamed[name] = _as_float32(name, renamed[name], source)
+        if not _all_finite(renamed[name]):
+            raise ValueError(f"{source}: tensor {name!r} holds NaN or infinite values")
     return renamed
+
+
+def _all_finite(arr: np.ndarray, rows: int = 1 << 16) -> bool:
+    """np.isfinite over row blocks (a memory-mapped table is not copied whole); ~1 ms per 4M floats."""
+    flat = arr.reshape(-1) if arr.flags.c_contiguous else np.ascontiguousarray(arr).reshape(-1)
+    step = rows * 16
+    return all(bool(np.isfinite(flat[i:i + step]).all()) for i in range(0, flat.size, step))
 
 
 def _t(w: np.ndarray) -> np.ndarray:
