@@ -292,3 +292,53 @@ def test_output_piped_into_a_closed_reader_exits_quietly(folder):
     proc = subprocess.run(["bash", "-c", "set -o pipefail; " + cmd], capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.stderr.strip() == "" and len(proc.stdout.splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------ index saves
+def _vectors(n: int, d: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+
+
+def test_save_swaps_atomically_and_leaves_nothing_beside(tmp_path):
+    from tinyhpd._io import exchange_paths
+
+    a, b = tinyhpd.Index(8), tinyhpd.Index(8)
+    a.add(_vectors(3))
+    b.add(_vectors(5, seed=1))
+    a.save(tmp_path / "ix")
+    b.save(tmp_path / "ix")
+    assert len(tinyhpd.Index.load(tmp_path / "ix")) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]
+    (tmp_path / "p").mkdir()
+    (tmp_path / "q").mkdir()
+    assert exchange_paths(tmp_path / "p", tmp_path / "q")  # this kernel has RENAME_EXCHANGE: no window at all
+
+
+def test_the_next_save_removes_what_a_killed_save_left(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    left = tmp_path / f".ix.tmp-{pid}-abcd"
+    left.mkdir()
+    (left / "vectors.safetensors").write_bytes(bytes(1000))
+    live = tmp_path / f".ix.tmp-{__import__('os').getpid()}-live"  # a concurrent save of a live process: kept
+    live.mkdir()
+    index = tinyhpd.Index(8)
+    index.add(_vectors(2))
+    index.save(tmp_path / "ix")
+    assert not left.exists() and live.exists()
+
+
+def test_verify_catches_flipped_bytes(tmp_path):
+    index = tinyhpd.Index(8)
+    index.add(_vectors(4))
+    index.save(tmp_path / "ix")
+    tinyhpd.Index.load(tmp_path / "ix", verify=True)
+    path = tmp_path / "ix" / "vectors.safetensors"
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="differs from the sha256"):
+        tinyhpd.Index.load(tmp_path / "ix", verify=True)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple, Union
 import numpy as np
 
 __all__ = ["atomic_write", "write_bytes_atomic", "write_text_atomic", "save_npy_atomic", "fsync_dir", "read_lines",
-           "iter_lines", "safetensors_header", "SAFETENSORS_ITEMSIZE", "MAX_HEADER_BYTES"]
+           "iter_lines", "safetensors_header", "exchange_paths", "remove_stale_siblings", "SAFETENSORS_ITEMSIZE", "MAX_HEADER_BYTES"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -67,6 +67,55 @@ def write_text_atomic(path: PathLike, text: str) -> Path:
 
 def save_npy_atomic(path: PathLike, array: np.ndarray) -> Path:
     return atomic_write(path, lambda f: np.save(f, array))
+
+
+def exchange_paths(a: PathLike, b: PathLike) -> bool:
+    """Swap two existing paths in one atomic step (Linux renameat2 RENAME_EXCHANGE): at every instant each name holds
+    one complete folder. False where the system cannot (then callers fall back to two renames)."""
+    import ctypes
+    import ctypes.util
+    import errno
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), f"{a} <-> {b}")
+
+
+def remove_stale_siblings(path: PathLike, prefix: str) -> int:
+    """Remove `.<name>.<prefix>-<pid>-*` folders beside `path` whose writer process is gone (what killed saves left);
+    folders of live processes (a concurrent save) are kept. Returns how many were removed."""
+    import shutil
+
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    removed = 0
+    for p in parent.glob(f".{path.name}.{prefix}-*"):
+        try:
+            pid = int(p.name[len(f".{path.name}.{prefix}-"):].split("-", 1)[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive: its writer may still be at work
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def _split_line(raw: bytes, number: int, where: str) -> str:

@@ -58,6 +58,7 @@ import numpy as np
 from tinyhpd.index.checks import (_ADD_BLOCK_ROWS, _as_matrix, _check_dim, _check_dtype, _check_top_k,
                                   _DEFAULT_CHUNK_BYTES, _MAX_QUERY_GROUP, _normalise_id, _STORAGE, _U32, _unit_rows,
                                   FORMAT_NAME, FORMAT_VERSION, Hits, Id, IDS, MANIFEST, VECTORS)
+from tinyhpd._io import exchange_paths, remove_stale_siblings
 from tinyhpd._io import fsync_dir as _fsync_dir
 from tinyhpd.index.store import (_check_manifest, _encode, _load_model, _model_identity, _open_tensor,
                                  _read_safetensors_header, _write_bytes)
@@ -65,6 +66,16 @@ from tinyhpd.index.topk import _hamming, _rank, _TopC, _word_view
 
 
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class Index:
@@ -551,24 +562,32 @@ class Index:
         return info
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
-        """Write the index to directory ``path`` atomically (temp dir, fsync, rename); replaces an existing index."""
+        """Write the index to directory ``path`` crash-safely: into a temporary sibling (fsync'd), then swapped with
+        the old index in one atomic exchange, so that at every instant ``path`` holds the complete old or the complete
+        new index. What killed saves left beside it is removed first."""
         target = Path(path)
         if target.exists() and not (target.is_dir() and (target / MANIFEST).is_file()):
             raise ValueError(f"{target} exists and is not a tinyhpd index; refusing to overwrite it")
         parent = target.parent if str(target.parent) else Path(".")
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+        remove_stale_siblings(target, "tmp")
+        remove_stale_siblings(target, "old")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=parent))
+        old = None
         try:
             self._write_files(tmp)
             _fsync_dir(tmp)
-            old = None
-            if target.exists():
-                old = parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(target, old)
-            os.rename(tmp, target)
+            if target.exists() and exchange_paths(tmp, target):
+                old = tmp  # the previous index now sits in the temporary name
+            else:
+                if target.exists():  # no atomic exchange here: a short window with the old index set aside
+                    old = parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                    os.rename(target, old)
+                os.rename(tmp, target)
             _fsync_dir(parent)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if old is None or old != tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -587,6 +606,7 @@ class Index:
         _write_bytes(folder / IDS, json.dumps(self._ids, ensure_ascii=False).encode("utf-8"))
         manifest = self.manifest()
         manifest["files"] = {name: (folder / name).stat().st_size for name in (VECTORS, IDS)}
+        manifest["sha256"] = {name: _sha256(folder / name) for name in (VECTORS, IDS)}
         _write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))
 
     @classmethod
@@ -597,10 +617,13 @@ class Index:
         *,
         model: Any = None,
         chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+        verify: bool = False,
     ) -> "Index":
         """Open an index saved by :meth:`save`; ``mmap=True`` maps the vectors instead of reading them into RAM.
 
         ``model`` (optional) is checked against the manifest (dim and fingerprint) and used for text queries.
+        Sizes, header, counts and ids are always checked against the manifest; ``verify=True`` also checks the files'
+        sha256 (reads them whole once).
         """
         folder = Path(path)
         manifest_path = folder / MANIFEST
@@ -617,6 +640,12 @@ class Index:
                 raise FileNotFoundError(f"{folder}: {name} listed in the manifest is missing")
             if file.stat().st_size != size:
                 raise ValueError(f"{file}: size {file.stat().st_size} bytes, the manifest says {size}")
+            if verify:
+                want = (manifest.get("sha256") or {}).get(name)
+                if want is None:
+                    raise ValueError(f"{manifest_path}: records no sha256 for {name} (saved by an older tinyhpd)")
+                if _sha256(file) != want:
+                    raise ValueError(f"{file}: content differs from the sha256 in the manifest (corrupted)")
         index = cls(manifest["dim"], manifest["dtype"], chunk_bytes=chunk_bytes)
         header, start = _read_safetensors_header(folder / VECTORS)
         codes = _open_tensor(folder / VECTORS, header, start, "vectors", mmap)
