@@ -7,6 +7,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from tinyhpd._io import iter_lines
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Data
@@ -17,11 +19,10 @@ def read_sentences(path: os.PathLike | str) -> List[str]:
     if not p.is_file():
         raise FileNotFoundError(f"sentences file not found: {p}")
     seen: dict[str, None] = {}
-    with open(p, encoding="utf-8") as f:
-        for line in f:
-            s = " ".join(line.split())
-            if s:
-                seen.setdefault(s, None)
+    for line in iter_lines(p):  # split on \n only, as every file of lines in tinyhpd
+        s = " ".join(line.split())
+        if s:
+            seen.setdefault(s, None)
     if not seen:
         raise ValueError(f"sentences file {p} holds no non-blank line")
     return list(seen)
