@@ -342,3 +342,15 @@ def test_verify_catches_flipped_bytes(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="differs from the sha256"):
         tinyhpd.Index.load(tmp_path / "ix", verify=True)
+
+
+def test_a_lone_surrogate_names_the_item(folder):
+    with pytest.raises(ValueError, match=r"sentences\[1\] is not valid Unicode text"):
+        tinyhpd.load(folder).encode(["fine", "bad \ud800 here"])
+
+
+def test_huge_components_keep_their_direction(tmp_path):
+    index = tinyhpd.Index(4, dtype="float32")
+    index.add(np.array([[1e154, 1e154, 0, 0], [0, 1.0, 0, 0]], dtype=np.float64))  # squares overflow float64
+    v = index.vectors()
+    np.testing.assert_allclose(v, [[2 ** -0.5, 2 ** -0.5, 0, 0], [0, 1, 0, 0]], atol=1e-7)

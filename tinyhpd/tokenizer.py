@@ -62,5 +62,14 @@ def tokenize(tok, texts: Sequence[str], lowercase: bool) -> List[np.ndarray]:
 def tokenize_info(tok, texts: Sequence[str], lowercase: bool) -> Tuple[List[np.ndarray], List[bool]]:
     """(token ids, truncated?) for each text: `truncated` is True where the text had more than max_seq_length tokens."""
     prepared = [t.strip().lower() if lowercase else t.strip() for t in texts]
-    encs = tok.encode_batch(prepared, add_special_tokens=True)
+    try:
+        encs = tok.encode_batch(prepared, add_special_tokens=True)
+    except Exception as exc:  # tokenizers' own error names no item: find the one it refused
+        for i, t in enumerate(prepared):
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as bad:
+                raise ValueError(f"sentences[{i}] is not valid Unicode text (a lone surrogate at character "
+                                 f"{bad.start})") from None
+        raise ValueError(f"the tokenizer refused the input: {exc}") from None
     return [np.asarray(e.ids, dtype=np.int64) for e in encs], [bool(e.overflowing) for e in encs]

@@ -261,6 +261,11 @@ def _scan_pickle(data: bytes, source: str) -> None:
         raise ValueError(f"{source}: malformed pickle ({exc})") from None
 
 
+def _read_small(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int = 64) -> bytes:
+    with zf.open(info) as f:
+        return f.read(limit)
+
+
 def read_torch_zip(path: Path) -> Tensors:
     """A `torch.save`d state dict (zip format) as NumPy arrays, without torch and without executing the pickle."""
     path = Path(path)
@@ -278,7 +283,7 @@ def read_torch_zip(path: Path) -> Tensors:
             if len(pkl) != 1:
                 raise ValueError(f"{path}: expected one data.pkl in the checkpoint, found {len(pkl)}")
             prefix = pkl[0][: -len("data.pkl")]
-            if prefix + "byteorder" in infos and zf.read(prefix + "byteorder").strip() != b"little":
+            if prefix + "byteorder" in infos and _read_small(zf, infos[prefix + "byteorder"]).strip() != b"little":
                 raise ValueError(f"{path}: big-endian checkpoints are not supported")
 
             def read_storage(key: str, nbytes: int) -> bytes:

@@ -88,6 +88,9 @@ def _unit_rows(block: np.ndarray, first_row: int, what: str) -> np.ndarray:
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
         raise ValueError(f"{what} row {first_row + bad} contains NaN or infinity")
+    scale = np.abs(x).max(axis=1) if x.size else np.zeros(len(x))  # rows scaled first: 1e154**2 would overflow
+    scale = np.where(scale > 0, scale, 1.0)
+    x = x / scale[:, None]
     norms = np.sqrt(np.einsum("ij,ij->i", x, x))
     if not (norms > 0).all():
         bad = int(np.flatnonzero(~(norms > 0))[0])
