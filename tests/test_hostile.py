@@ -354,3 +354,29 @@ def test_huge_components_keep_their_direction(tmp_path):
     index.add(np.array([[1e154, 1e154, 0, 0], [0, 1.0, 0, 0]], dtype=np.float64))  # squares overflow float64
     v = index.vectors()
     np.testing.assert_allclose(v, [[2 ** -0.5, 2 ** -0.5, 0, 0], [0, 1, 0, 0]], atol=1e-7)
+
+
+def test_a_shard_index_pointing_at_itself_is_refused(folder):
+    import os
+
+    os.rename(folder / "model.safetensors", folder / "model-00001.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "model.safetensors.index.json"}}))
+    with pytest.raises(ValueError, match="must be a weights file in the same folder"):
+        tinyhpd.load(folder)
+
+
+def test_a_nan_int8_scale_is_refused_at_load(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    index = tinyhpd.Index(4, dtype="int8")
+    index.add(np.random.default_rng(0).normal(size=(5, 4)))
+    index.save(tmp_path / "ix")
+    t = load_file(str(tmp_path / "ix" / "vectors.safetensors"))
+    t["scale"][1] = np.nan
+    save_file(t, str(tmp_path / "ix" / "vectors.safetensors"), metadata={"format": "tinyhpd-index", "dtype": "int8"})
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    manifest["files"]["vectors.safetensors"] = (tmp_path / "ix" / "vectors.safetensors").stat().st_size
+    (tmp_path / "ix" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="scale/offset must be finite"):
+        tinyhpd.Index.load(tmp_path / "ix")

@@ -346,10 +346,18 @@ def read_checkpoint(path: Path) -> Tensors:
     """Read one checkpoint file (or a sharded index) into NumPy arrays."""
     path = Path(path)
     if path.name.endswith(".index.json"):
-        index = json.loads(path.read_text(encoding="utf-8"))
+        from tinyhpd.config import read_json
+
+        index = read_json(path)
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError(f"{path}: 'weight_map' must map tensor names to shard file names")
         out: Tensors = {}
-        for shard in sorted(set(index.get("weight_map", {}).values())):
-            out.update(read_checkpoint(path.parent / shard))
+        for shard in sorted(set(weight_map.values())):
+            shard_path = path.parent / shard
+            if "/" in shard or "\\" in shard or shard.endswith(".index.json") or not shard_path.is_file():
+                raise ValueError(f"{path}: shard {shard!r} must be a weights file in the same folder")
+            out.update(read_checkpoint(shard_path))
         return out
     if path.suffix == ".safetensors":
         return read_safetensors(path)

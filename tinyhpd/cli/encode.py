@@ -47,6 +47,6 @@ def run(args) -> int:
     else:
         write = sys.stdout.write
         for v in vecs:
-            write(json.dumps([float(x) for x in v]) + "\n")
+            write(json.dumps([float(x) for x in v], allow_nan=False) + "\n")  # never non-JSON NaN
         sys.stdout.flush()
     return 0

@@ -658,6 +658,8 @@ class Index:
             index._offset = np.array(_open_tensor(folder / VECTORS, header, start, "offset", False), dtype=np.float32)
             if index._scale.shape != (dim,) or index._offset.shape != (dim,):
                 raise ValueError(f"{folder / VECTORS}: int8 scale/offset must have shape [{dim}]")
+            if not (np.isfinite(index._scale).all() and np.isfinite(index._offset).all() and (index._scale > 0).all()):
+                raise ValueError(f"{folder / VECTORS}: int8 scale/offset must be finite (and the scales positive)")
             index._calibration_count = int(manifest.get("int8", {}).get("calibration_count", 0))
         try:
             ids = json.loads((folder / IDS).read_text(encoding="utf-8"))
