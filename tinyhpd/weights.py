@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import io
-import json
 import pickle
 import zipfile
 from dataclasses import dataclass
