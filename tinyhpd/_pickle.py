@@ -89,7 +89,8 @@ def rebuild_model(state: Dict[str, Any]):
 
 
 def _worker_threads(sent: int) -> int:
-    """The sender's thread count, capped by the CPUs this worker may use (a 64-core driver, a 1-CPU task)."""
-    from tinyhpd._threads import default_num_threads
+    """The sender's thread count, capped by the CPUs this worker may use: a Ray/Spark task's CPUs, else the process's
+    (a 64-core driver, a 1-CPU task)."""
+    from tinyhpd._threads import default_num_threads, task_cpus
 
-    return max(1, min(int(sent), default_num_threads()))
+    return max(1, min(int(sent), task_cpus() or default_num_threads()))

@@ -60,6 +60,35 @@ def default_num_threads() -> int:
     return available_cpus()
 
 
+def task_cpus() -> Optional[int]:
+    """The CPUs a Ray task/actor or a Spark task was given, when this process is one of their workers (looked up only
+    if the framework is already imported: never imports it); else None."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None:
+        try:
+            if ray.is_initialized():
+                ctx = ray.get_runtime_context()
+                if getattr(ctx, "worker", None) is not None and ctx.worker.mode == 1:  # WORKER_MODE, not the driver
+                    cpus = ctx.get_assigned_resources().get("CPU")
+                    if cpus:
+                        return max(1, int(cpus))
+        except Exception:
+            pass
+    if "pyspark" in sys.modules:
+        try:
+            from pyspark import TaskContext
+
+            tc = TaskContext.get()
+            if tc is not None:
+                cpus = tc.cpus() if hasattr(tc, "cpus") else tc.getLocalProperty("spark.task.cpus")
+                return max(1, int(cpus or 1))
+        except Exception:
+            pass
+    return None
+
+
 _SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_",
             "openblas_set_num_threads")
 _GETTERS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads", "openblas_get_num_threads64_",

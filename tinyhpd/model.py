@@ -92,6 +92,12 @@ class Model:
                    name_or_path=name_or_path or str(folder), revision=revision, num_threads=num_threads,
                    folder=folder, config_path=config_path)
 
+    def with_num_threads(self, num_threads: int) -> "Model":
+        """The same model (weights shared, not copied) running `num_threads` threads: for a worker given fewer CPUs."""
+        return Model(self.config, self._bert, self._tokenizer, self._heads, max_seq_length=self.max_seq_length,
+                     lowercase=self._lowercase, name_or_path=self.name_or_path, revision=self.revision,
+                     num_threads=num_threads, folder=self.folder, config_path=self._config_path)
+
     def __repr__(self) -> str:
         c = self.config
         pipeline = " -> ".join(
