@@ -84,3 +84,11 @@ def test_convert_refuses_to_overwrite(hpd_old_path, tmp_path, capsys):
     dst.mkdir()
     assert main(["convert", str(hpd_old_path), str(dst)]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layers", ["0,two", "1,-2"])
+def test_distill_bad_student_layers_is_a_usage_error_naming_them(layers, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["distill", "--teacher", "t", "--student", "s", "--sentences", "f", "--out", "o",
+              "--student-layers", layers])
+    assert exc.value.code == 2 and repr(layers) in capsys.readouterr().err

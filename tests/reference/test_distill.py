@@ -310,3 +310,84 @@ def test_tiny_distillation_with_cosine_term_and_two_teachers(tmp_path, minilm_pa
     assert result.best_val_mse < result.initial_val_mse
     run = json.loads((result.out_dir / "distill_run.json").read_text())
     assert run["teacher"] == [str(teacher_a), str(teacher_b)] and run["config"]["sim_weight"] == 0.5
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A faster teacher (ONNX Runtime) and a student cut to some of its layers
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory, minilm_path):
+    return _tiny_st(tmp_path_factory.mktemp("onnx") / "teacher", minilm_path, seed=0, hidden=64, layers=2)
+
+
+def test_onnx_teacher_equals_the_torch_teacher(tiny_teacher, tmp_path, shared_dir):
+    _need("onnxruntime")
+    _need("onnx")
+    sents = D.read_sentences(shared_dir / "data" / "distill" / "sentences.txt")[:150]
+    torch_emb = D.teacher_embeddings(str(tiny_teacher), sents, tmp_path / "a", chunk_size=64, progress=False)
+    onnx_emb = D.teacher_embeddings(str(tiny_teacher), sents, tmp_path / "b", chunk_size=64, progress=False,
+                                    engine="onnx", threads=1)
+    np.testing.assert_allclose(onnx_emb, torch_emb, atol=1e-5)
+    assert list((tmp_path / "b" / "onnx").glob("teacher-*.onnx"))  # the export is cached beside the chunks
+
+
+def test_onnx_teacher_that_differs_from_torch_is_refused(tiny_teacher, tmp_path, monkeypatch):
+    _need("onnxruntime")
+    _need("onnx")
+    from tinyhpd.distill import onnx_teacher
+
+    teacher = onnx_teacher.OnnxTeacher(str(tiny_teacher), "tiny", tmp_path, threads=1)
+    real_run = teacher.session.run
+    monkeypatch.setattr(teacher.session, "run", lambda names, feeds: [real_run(names, feeds)[0][..., ::-1].copy()],
+                        raising=False)
+    with pytest.raises(RuntimeError, match="differs from torch"):
+        teacher.encode(["a sentence", "another one here"])
+
+
+def test_unknown_teacher_engine_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="teacher engine"):
+        D.teacher_embeddings("t", ["a"], tmp_path, engine="tensorrt", progress=False)
+    assert not list(tmp_path.glob("chunk_*"))
+
+
+def test_keep_layers_cuts_the_encoder_in_the_given_order(tiny_teacher):
+    st = _need("sentence_transformers")
+    model = st.SentenceTransformer(str(tiny_teacher), device="cpu")
+    second = model[0].auto_model.encoder.layer[1]
+    D.keep_layers(model[0], [1])
+    assert len(model[0].auto_model.encoder.layer) == 1 and model[0].auto_model.encoder.layer[0] is second
+    assert model[0].auto_model.config.num_hidden_layers == 1
+
+
+@pytest.mark.parametrize("layers", [[2], [0, 0], [], [-1]])
+def test_keep_layers_refuses_bad_indices_naming_them(tiny_teacher, layers):
+    st = _need("sentence_transformers")
+    model = st.SentenceTransformer(str(tiny_teacher), device="cpu")
+    with pytest.raises(ValueError, match=r"student_layers .* distinct indices in 0\.\.1"):
+        D.keep_layers(model[0], layers)
+
+
+def test_distilled_cut_student_loads_in_tinyhpd_with_its_layers(tmp_path, minilm_path, shared_dir):
+    """A student cut to layers (0, 2) of three trains, saves as a 2-layer BERT and runs in tinyhpd as in torch."""
+    import tinyhpd
+
+    st = _need("sentence_transformers")
+    teacher = _tiny_st(tmp_path / "t", minilm_path, seed=0, hidden=64, layers=2)
+    student = _tiny_st(tmp_path / "s", minilm_path, seed=1, hidden=32, layers=3)
+    sents = D.read_sentences(shared_dir / "data" / "distill" / "sentences.txt")[:120]
+    cfg = D.DistillConfig(dim=8, epochs=1, batch_size=16, lr=1e-3, max_seq_length=32, val_size=20, eval_every=5,
+                          projection_fit_size=0, init_dense=False, chunk_size=100, progress=False, num_threads=1,
+                          student_layers=(0, 2))
+    out = D.distill(str(teacher), str(student), sents, tmp_path / "out", cache_dir=tmp_path / "c", config=cfg).out_dir
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
+    ours = tinyhpd.load(out).encode(sents[:20])
+    ref = st.SentenceTransformer(str(out), device="cpu").encode(sents[:20], convert_to_numpy=True)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_cli_parses_teacher_engine_and_student_layers():
+    from tinyhpd.cli import build_parser
+
+    args = build_parser().parse_args(["distill", "--teacher", "t", "--student", "s", "--sentences", "f", "--out", "o",
+                                      "--teacher-engine", "onnx", "--student-layers", "0,2,4,5"])
+    assert (args.teacher_engine, args.student_layers) == ("onnx", (0, 2, 4, 5))

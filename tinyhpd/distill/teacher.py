@@ -71,16 +71,22 @@ def teacher_embeddings(
     chunk_size: int = 4096,
     progress: bool = True,
     encoder: Optional[Callable[[List[str]], np.ndarray]] = None,
+    engine: str = "torch",
+    threads: Optional[int] = None,
 ) -> np.ndarray:
     """Teacher embeddings of ``sentences`` as float32 ``(n, d)``, computed chunk by chunk and cached on disk.
 
     Each chunk of ``chunk_size`` sentences is stored as ``<cache_dir>/chunk_<key>.npy`` where the key hashes the teacher's
     identity and the chunk's sentences, so an interrupted run recomputes only the missing chunks, and a different
     sentence order, sample or teacher never reuses stale vectors. ``encoder`` overrides how a chunk is encoded (tests);
-    by default the teacher is loaded with sentence-transformers on the CPU, on first need only.
+    by default the teacher is loaded with sentence-transformers on the CPU, on first need only. ``engine="onnx"`` runs
+    the teacher's transformer body on ONNX Runtime instead (:class:`~tinyhpd.distill.onnx_teacher.OnnxTeacher`, checked
+    against torch on its first batch); the cache is shared, whichever engine filled a chunk.
     """
     if chunk_size < 1 or batch_size < 1:
         raise ValueError("chunk_size and batch_size must be >= 1")
+    if engine not in ("torch", "onnx"):
+        raise ValueError(f"teacher engine must be 'torch' or 'onnx', got {engine!r}")
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     teacher_id = _teacher_identity(teacher)
@@ -93,6 +99,12 @@ def teacher_embeddings(
     def encode(batch: List[str]) -> np.ndarray:
         if encoder is not None:
             return np.asarray(encoder(batch), dtype=np.float32)
+        if engine == "onnx":
+            if "onnx" not in model_holder:
+                from tinyhpd.distill.onnx_teacher import OnnxTeacher
+
+                model_holder["onnx"] = OnnxTeacher(teacher, teacher_id, cache, threads=threads, batch_size=batch_size)
+            return model_holder["onnx"].encode(batch)
         if "model" not in model_holder:
             from sentence_transformers import SentenceTransformer
 

@@ -88,6 +88,8 @@ class DistillConfig:
     progress: bool = True
     save_best_during_training: bool = True  # write each new best checkpoint to out_dir (survives an interruption)
     sim_weight: float = 0.0  # > 0: add sim_weight * MSE between in-batch cosine matrices of student and full teacher
+    teacher_engine: str = "torch"  # "onnx": the teacher's transformer body on ONNX Runtime (checked against torch)
+    student_layers: Optional[Tuple[int, ...]] = None  # keep only these encoder layers of the student's body, in order
 
 
 @dataclass
@@ -107,8 +109,26 @@ def _log(msg: str, enabled: bool = True) -> None:
         print(f"[distill {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _build_student(student: str, dim: int, max_seq_length: int):
-    """Student = the student's Transformer + mean pooling + Dense(hidden -> dim, Tanh) as a SentenceTransformer."""
+def keep_layers(transformer, layers: Sequence[int], student: str = "student") -> None:
+    """Cut a sentence-transformers Transformer's encoder down to ``layers`` (indices into its layers, in order)."""
+    import torch
+
+    model = getattr(transformer, "auto_model", None) or transformer.model
+    encoder = getattr(model, "encoder", None)
+    stack = getattr(encoder, "layer", None)
+    if not isinstance(stack, torch.nn.ModuleList):
+        raise ValueError(f"{student}: its body has no encoder.layer list to cut ({type(model).__name__})")
+    n = len(stack)
+    picked = [int(i) for i in layers]
+    if not picked or any(i < 0 or i >= n for i in picked) or len(set(picked)) != len(picked):
+        raise ValueError(f"{student}: student_layers {list(layers)} must be distinct indices in 0..{n - 1}")
+    encoder.layer = torch.nn.ModuleList([stack[i] for i in picked])
+    model.config.num_hidden_layers = len(picked)
+
+
+def _build_student(student: str, dim: int, max_seq_length: int, layers: Optional[Sequence[int]] = None):
+    """Student = the student's Transformer (optionally only some of its layers) + mean pooling + Dense(hidden -> dim,
+    Tanh) as a SentenceTransformer."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
@@ -117,6 +137,8 @@ def _build_student(student: str, dim: int, max_seq_length: int):
     transformer = base[0]
     if not isinstance(transformer, Transformer):
         raise ValueError(f"student {student!r}: first module must be a Transformer, got {type(transformer).__name__}")
+    if layers is not None:
+        keep_layers(transformer, layers, f"student {student!r}")
     transformer.max_seq_length = max_seq_length
     dim_fn = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
     hidden = dim_fn()
@@ -202,6 +224,61 @@ def teacher_ensemble(parts: Sequence[np.ndarray]) -> np.ndarray:
     return (np.concatenate([normalize(e) for e in parts], axis=1) / np.sqrt(len(parts))).astype(np.float32)
 
 
+@dataclass
+class Targets:
+    """The sentences of a run, its train/validation split, the (ensemble) teacher embeddings and the projected targets."""
+
+    sentences: List[str]
+    train_pos: np.ndarray
+    val_pos: np.ndarray
+    teacher: np.ndarray  # [n, d_teacher]
+    targets: np.ndarray  # [n, dim]: top-dim PCA projection of the teacher, scaled into Tanh's range
+    components: np.ndarray  # [dim, d_teacher]
+    stats: dict
+    teacher_seconds: float
+
+
+def prepare_targets(
+    teacher: Union[str, Sequence[str]],
+    sentences: os.PathLike | str | Sequence[str],
+    cache_dir: os.PathLike | str,
+    cfg: DistillConfig,
+    teacher_encoder: Union[None, Callable[[List[str]], np.ndarray], Sequence[Callable[[List[str]], np.ndarray]]] = None,
+) -> Targets:
+    """Everything :func:`distill` trains against, before the student exists (teacher runs come from the cache)."""
+    all_sents = read_sentences(sentences) if isinstance(sentences, (str, os.PathLike)) else list(sentences)
+    idx = sample_indices(len(all_sents), cfg.max_sentences, cfg.seed)
+    sents = [all_sents[i] for i in idx]
+    train_pos, val_pos = split_train_val(len(sents), cfg.val_size)
+    _log(f"{len(sents)} sentences ({len(train_pos)} train, {len(val_pos)} validation) of {len(all_sents)}", cfg.progress)
+
+    t0 = time.perf_counter()
+    teachers = [teacher] if isinstance(teacher, (str, os.PathLike)) else [str(t) for t in teacher]
+    if not teachers:
+        raise ValueError("at least one teacher is needed")
+    encoders = (list(teacher_encoder) if isinstance(teacher_encoder, (list, tuple))
+                else [teacher_encoder] * len(teachers))
+    if len(encoders) != len(teachers):
+        raise ValueError(f"{len(encoders)} teacher encoders for {len(teachers)} teachers")
+    emb = teacher_ensemble([
+        teacher_embeddings(str(t), sents, cache_dir, batch_size=cfg.teacher_batch_size, chunk_size=cfg.chunk_size,
+                           progress=cfg.progress, encoder=enc, engine=cfg.teacher_engine, threads=cfg.num_threads)
+        for t, enc in zip(teachers, encoders)])
+    seconds = time.perf_counter() - t0
+    fit_rows = train_pos[: cfg.projection_fit_size] if cfg.projection_fit_size else train_pos
+    components = fit_projection(emb[fit_rows], cfg.dim)
+    targets = project(emb, components)
+    scale = auto_target_scale(targets) if cfg.target_scale is None else float(cfg.target_scale)
+    targets = targets * np.float32(scale)
+    stats = {"scale": scale, "abs_max": float(np.abs(targets).max()), "abs_p99": float(np.quantile(np.abs(targets), 0.99)),
+             "std": float(targets.std()), "mean_norm": float(np.linalg.norm(targets, axis=1).mean())}
+    if stats["abs_max"] >= 1.0:
+        raise ValueError(f"projected targets reach {stats['abs_max']:.3f}, outside Tanh's range; lower target_scale")
+    _log(f"targets: {json.dumps({k: round(v, 4) for k, v in stats.items()})}", cfg.progress)
+    np.save(Path(cache_dir) / f"projection_{cfg.dim}.npy", components)
+    return Targets(sents, train_pos, val_pos, emb, targets, components, stats, seconds)
+
+
 def distill(
     teacher: Union[str, Sequence[str]],
     student: str,
@@ -223,43 +300,19 @@ def distill(
     cfg = config or DistillConfig()
     if cfg.sim_weight < 0:  # checked before any teacher work
         raise ValueError(f"sim_weight must be >= 0, got {cfg.sim_weight}")
+    if cfg.teacher_engine not in ("torch", "onnx"):
+        raise ValueError(f"teacher_engine must be 'torch' or 'onnx', got {cfg.teacher_engine!r}")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     times: dict = {}
     out = Path(out_dir)
-    all_sents = read_sentences(sentences) if isinstance(sentences, (str, os.PathLike)) else list(sentences)
-    idx = sample_indices(len(all_sents), cfg.max_sentences, cfg.seed)
-    sents = [all_sents[i] for i in idx]
-    train_pos, val_pos = split_train_val(len(sents), cfg.val_size)
-    _log(f"{len(sents)} sentences ({len(train_pos)} train, {len(val_pos)} validation) of {len(all_sents)}", cfg.progress)
+    data = prepare_targets(teacher, sentences, cache_dir, cfg, teacher_encoder)
+    sents, train_pos, val_pos, targets, stats = data.sentences, data.train_pos, data.val_pos, data.targets, data.stats
+    times["teacher"] = data.teacher_seconds
+    teacher_unit = normalize(data.teacher) if cfg.sim_weight > 0 else None
 
-    t0 = time.perf_counter()
-    teachers = [teacher] if isinstance(teacher, (str, os.PathLike)) else [str(t) for t in teacher]
-    if not teachers:
-        raise ValueError("at least one teacher is needed")
-    encoders = (list(teacher_encoder) if isinstance(teacher_encoder, (list, tuple))
-                else [teacher_encoder] * len(teachers))
-    if len(encoders) != len(teachers):
-        raise ValueError(f"{len(encoders)} teacher encoders for {len(teachers)} teachers")
-    emb = teacher_ensemble([
-        teacher_embeddings(str(t), sents, cache_dir, batch_size=cfg.teacher_batch_size, chunk_size=cfg.chunk_size,
-                           progress=cfg.progress, encoder=enc) for t, enc in zip(teachers, encoders)])
-    times["teacher"] = time.perf_counter() - t0
-    teacher_unit = normalize(emb) if cfg.sim_weight > 0 else None
-    fit_rows = train_pos[: cfg.projection_fit_size] if cfg.projection_fit_size else train_pos
-    components = fit_projection(emb[fit_rows], cfg.dim)
-    targets = project(emb, components)
-    scale = auto_target_scale(targets) if cfg.target_scale is None else float(cfg.target_scale)
-    targets = targets * np.float32(scale)
-    stats = {"scale": scale, "abs_max": float(np.abs(targets).max()), "abs_p99": float(np.quantile(np.abs(targets), 0.99)),
-             "std": float(targets.std()), "mean_norm": float(np.linalg.norm(targets, axis=1).mean())}
-    if stats["abs_max"] >= 1.0:
-        raise ValueError(f"projected targets reach {stats['abs_max']:.3f}, outside Tanh's range; lower target_scale")
-    _log(f"targets: {json.dumps({k: round(v, 4) for k, v in stats.items()})}", cfg.progress)
-    np.save(Path(cache_dir) / f"projection_{cfg.dim}.npy", components)
-
-    model = _build_student(student, cfg.dim, cfg.max_seq_length)
+    model = _build_student(student, cfg.dim, cfg.max_seq_length, cfg.student_layers)
     dense = model[2]
     val_sents = [sents[i] for i in val_pos]
     val_tgt = targets[val_pos]

@@ -30,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "TASKS",
+    "DEV_TASK",
     "LABELS",
     "STS_SUBSETS",
     "SENTEVAL_REPO",
@@ -70,6 +71,9 @@ STS_SUBSETS: Dict[str, Tuple[str, ...]] = {
     "STS15": ("answers-forums", "answers-students", "belief", "headlines", "images"),
     "STS16": ("answer-answer", "headlines", "plagiarism", "postediting", "question-question"),
 }
+
+# STS-B's dev split: what distillation runs are chosen by (the test columns above are only reported).
+DEV_TASK = "STSBenchmark-dev"
 
 SENTEVAL_REPO = "princeton-nlp/datasets-for-simcse"
 SENTEVAL_FILENAME = "senteval.tar"
@@ -229,7 +233,9 @@ def load_task(name: str, data_dir: Union[str, os.PathLike]) -> STSTask:
         return _load_columns(name, root / "STS" / "STSBenchmark" / "sts-test.csv", 5, 6, 4, header=False)
     if name == "SICKRelatedness":  # pair_ID, sentence_A, sentence_B, relatedness_score, entailment_judgment
         return _load_columns(name, root / "SICK" / "SICK_test_annotated.txt", 1, 2, 3, header=True)
-    raise ValueError(f"unknown STS task {name!r}; expected one of {', '.join(TASKS)}")
+    if name == DEV_TASK:  # model selection only: never part of the reported average
+        return _load_columns(name, root / "STS" / "STSBenchmark" / "sts-dev.csv", 5, 6, 4, header=False)
+    raise ValueError(f"unknown STS task {name!r}; expected one of {', '.join(TASKS)} (or {DEV_TASK})")
 
 
 def load_tasks(data_dir: Union[str, os.PathLike], tasks: Iterable[str] = TASKS) -> List[STSTask]:
