@@ -139,6 +139,7 @@ def _build_student(student: str, dim: int, max_seq_length: int, layers: Optional
         raise ValueError(f"student {student!r}: first module must be a Transformer, got {type(transformer).__name__}")
     if layers is not None:
         keep_layers(transformer, layers, f"student {student!r}")
+    transformer.float()  # a float16-stored student (such as the bundled default) trains in float32
     transformer.max_seq_length = max_seq_length
     dim_fn = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
     hidden = dim_fn()
