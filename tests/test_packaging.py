@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinyhpd.hub import BUNDLED_NAME as BUNDLED  # the folder of weights/ that setup.py puts in the wheel
+
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = ["He plays guitar.", "A street vendor is outside.", ""]
 
@@ -45,11 +47,11 @@ def _run(site: Path, code: str, cwd: Path, **env_extra) -> subprocess.CompletedP
 
 
 def test_the_wheel_ships_the_bundled_model(wheel_site):
-    bundled = wheel_site / "tinyhpd" / "_bundled" / "tinyhpd-minilm-l6-h128"
+    bundled = wheel_site / "tinyhpd" / "_bundled" / BUNDLED
     for name in ("modules.json", "model.safetensors", "2_Dense/model.safetensors", "tokenizer.json", "SHA256SUMS"):
         assert (bundled / name).is_file(), name
     assert (bundled / "model.safetensors").read_bytes() == \
-        (REPO / "weights" / "tinyhpd-minilm-l6-h128" / "model.safetensors").read_bytes()
+        (REPO / "weights" / BUNDLED / "model.safetensors").read_bytes()
 
 
 def test_the_installed_default_equals_the_checkout_default(wheel_site, tmp_path):
@@ -62,7 +64,7 @@ def test_the_installed_default_equals_the_checkout_default(wheel_site, tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert Path(out["file"]).resolve().is_relative_to(wheel_site.resolve())  # the wheel's copy, not the checkout
-    ref = tinyhpd.load(REPO / "weights" / "tinyhpd-minilm-l6-h128").encode(SENTENCES)
+    ref = tinyhpd.load(REPO / "weights" / BUNDLED).encode(SENTENCES)
     assert np.abs(np.asarray(out["vecs"], dtype=np.float32) - ref).max() <= 1e-6
 
 
@@ -90,4 +92,4 @@ def test_the_wheel_has_no_second_copy_in_the_repository():
 
 def test_wheel_records_its_files(wheel_site):
     record = next(wheel_site.glob("tinyhpd-*.dist-info")) / "RECORD"
-    assert "tinyhpd/_bundled/tinyhpd-minilm-l6-h128/model.safetensors" in record.read_text()
+    assert f"tinyhpd/_bundled/{BUNDLED}/model.safetensors" in record.read_text()
