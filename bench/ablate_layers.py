@@ -13,6 +13,7 @@ The distillation run then starts from the best `refit` choice. Needs the [distil
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import os
@@ -20,16 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TINYHPD_SHARED", REPO.parent / "shared"))
-
-
-def dev_score(encode, task) -> float:
-    from tinyhpd.eval.sts import score_task
-
-    return score_task(encode, task)
 
 
 def main(argv=None) -> int:
@@ -47,9 +40,9 @@ def main(argv=None) -> int:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from tinyhpd.distill import DistillConfig, init_dense_least_squares, keep_layers, prepare_targets
-    from tinyhpd.distill.train import _build_student, _pooled_features
-    from tinyhpd.eval.sts import DEV_TASK, load_task
+    from tinyhpd.distill import DistillConfig, init_student_dense, keep_layers, prepare_targets
+    from tinyhpd.distill.train import _build_student
+    from tinyhpd.eval.sts import DEV_TASK, load_task, score_task
 
     torch.set_num_threads(args.threads)
     task = load_task(DEV_TASK, SHARED / "data/senteval")
@@ -64,20 +57,16 @@ def main(argv=None) -> int:
     def st_encode(model):
         return lambda s: model.encode(s, batch_size=128, convert_to_numpy=True, show_progress_bar=False)
 
-    results = [{"layers": list(range(n_layers)), "as_is": dev_score(st_encode(full), task), "refit": None}]
+    results = [{"layers": list(range(n_layers)), "as_is": score_task(st_encode(full), task), "refit": None}]
     print(f"all {n_layers} layers: STS-B dev {results[0]['as_is']:.2f}", flush=True)
     for layers in itertools.combinations(range(n_layers), args.keep):
         t0 = time.perf_counter()
-        cut = SentenceTransformer(args.student, device="cpu")
+        cut = copy.deepcopy(full)
         keep_layers(cut[0], layers)
-        as_is = dev_score(st_encode(cut), task)
+        as_is = score_task(st_encode(cut), task)
         student = _build_student(args.student, cfg.dim, cfg.max_seq_length, layers)
-        feats = _pooled_features(student, init_sents, 128, False)
-        w, b = init_dense_least_squares(feats, data.targets[rows_init])
-        with torch.no_grad():
-            student[2].linear.weight.copy_(torch.from_numpy(w))
-            student[2].linear.bias.copy_(torch.from_numpy(b))
-        refit = dev_score(st_encode(student), task)
+        init_student_dense(student, init_sents, data.targets[rows_init], "lstsq")
+        refit = score_task(st_encode(student), task)
         results.append({"layers": list(layers), "as_is": as_is, "refit": refit})
         print(f"layers {layers}: as is {as_is:.2f}, refit {refit:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
 

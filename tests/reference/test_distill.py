@@ -404,3 +404,30 @@ def test_cli_parses_teacher_engine_and_student_layers():
     args = build_parser().parse_args(["distill", "--teacher", "t", "--student", "s", "--sentences", "f", "--out", "o",
                                       "--teacher-engine", "onnx", "--student-layers", "0,2,4,5"])
     assert (args.teacher_engine, args.student_layers) == ("onnx", (0, 2, 4, 5))
+
+
+@pytest.mark.parametrize("method", ["lstsq", "procrustes"])
+def test_init_student_dense_sets_the_dense_that_fits_the_targets(method, tmp_path, minilm_path, shared_dir):
+    """The Dense set from the student's own features is the fit of those features to the targets (lstsq: the Dense
+    then reproduces a Tanh layer's outputs far better than the random start)."""
+    _need("torch")
+    from tinyhpd.distill.train import _build_student, _pooled_features
+
+    student = _build_student(str(_tiny_st(tmp_path / "s", minilm_path, seed=1, hidden=32, layers=1)), 8, 32)
+    sents = D.read_sentences(shared_dir / "data" / "distill" / "sentences.txt")[:200]
+    feats = _pooled_features(student, sents, 64, False)
+    targets = np.tanh(feats @ np.random.default_rng(0).normal(size=(32, 8)).astype(np.float32) * 0.1)
+    before = float(np.mean((student.encode(sents, convert_to_numpy=True) - targets) ** 2))
+    D.init_student_dense(student, sents, targets, method)
+    fit = D.init_dense_procrustes if method == "procrustes" else D.init_dense_least_squares
+    w, b = fit(feats, targets)
+    np.testing.assert_allclose(student[2].linear.weight.detach().numpy(), w, atol=1e-6)
+    np.testing.assert_allclose(student[2].linear.bias.detach().numpy(), b, atol=1e-6)
+    if method == "lstsq":
+        after = float(np.mean((student.encode(sents, convert_to_numpy=True) - targets) ** 2))
+        assert after < 0.1 * before
+
+
+def test_init_student_dense_refuses_an_unknown_method():
+    with pytest.raises(ValueError, match="init_method must be 'lstsq' or 'procrustes', got 'pca'"):
+        D.init_student_dense(None, [], np.zeros((0, 1)), "pca")

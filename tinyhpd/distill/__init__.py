@@ -32,9 +32,11 @@ from tinyhpd.distill.projection import (auto_target_scale, fit_projection,  # no
                                         init_dense_least_squares, project)
 from tinyhpd.distill.teacher import teacher_embeddings  # noqa: E402
 from tinyhpd.distill.train import (DistillConfig, DistillResult, Targets, distill, init_dense_procrustes,  # noqa: E402
-                                   keep_layers, length_bucketed_batches, prepare_targets, teacher_ensemble)
+                                   init_student_dense, keep_layers, length_bucketed_batches, prepare_targets,
+                                   teacher_ensemble)
 
 __all__ = ["DistillConfig", "DistillResult", "read_sentences", "sample_indices", "split_train_val",
            "teacher_embeddings", "fit_projection", "project", "auto_target_scale", "init_dense_least_squares",
            "init_dense_procrustes", "length_bucketed_batches", "teacher_ensemble", "distill", "convert_float16",
-           "write_sha256sums", "Targets", "prepare_targets", "keep_layers"]
+           "write_sha256sums", "Targets", "prepare_targets", "keep_layers",
+           "init_student_dense"]

@@ -104,9 +104,9 @@ class OnnxTeacher:
 
     def _check(self, texts: List[str], out: np.ndarray) -> None:
         """Refuse the ONNX path unless this batch's rows equal the torch teacher's (cosine per row)."""
-        ref = np.asarray(self.st.encode(texts, batch_size=len(texts), convert_to_numpy=True), dtype=np.float64)
-        a = out.astype(np.float64)
-        cos = np.sum(a * ref, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(ref, axis=1), 1e-30)
+        from tinyhpd.eval.sts import cosine_pairs
+
+        cos = cosine_pairs(out, self.st.encode(texts, batch_size=len(texts), convert_to_numpy=True))
         if float(cos.min()) < PARITY_MIN_COSINE:
             raise RuntimeError(f"ONNX Runtime teacher {self.path} differs from torch: min cosine {cos.min():.8f} "
                                f"< {PARITY_MIN_COSINE} on the first batch; use teacher_engine='torch'")

@@ -13,6 +13,7 @@ from tinyhpd._io import save_npy_atomic, write_text_atomic
 
 
 _CACHE_VERSION = 1
+TEACHER_ENGINES = ("torch", "onnx")  # how a teacher's transformer body runs (the CLI's --teacher-engine choices)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -85,8 +86,8 @@ def teacher_embeddings(
     """
     if chunk_size < 1 or batch_size < 1:
         raise ValueError("chunk_size and batch_size must be >= 1")
-    if engine not in ("torch", "onnx"):
-        raise ValueError(f"teacher engine must be 'torch' or 'onnx', got {engine!r}")
+    if engine not in TEACHER_ENGINES:
+        raise ValueError(f"teacher engine must be one of {', '.join(TEACHER_ENGINES)}, got {engine!r}")
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     teacher_id = _teacher_identity(teacher)

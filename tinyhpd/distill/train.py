@@ -15,7 +15,7 @@ import numpy as np
 
 from tinyhpd.distill.data import read_sentences, sample_indices, split_train_val
 from tinyhpd.distill.projection import auto_target_scale, fit_projection, init_dense_least_squares, project
-from tinyhpd.distill.teacher import _progress, teacher_embeddings
+from tinyhpd.distill.teacher import TEACHER_ENGINES, _progress, teacher_embeddings
 from tinyhpd.heads import normalize
 
 
@@ -177,6 +177,22 @@ def _pooled_features(model, sentences: Sequence[str], batch_size: int, progress:
     return out
 
 
+def init_student_dense(model, sentences: Sequence[str], targets: np.ndarray, method: str = "lstsq",
+                       progress: bool = False) -> None:
+    """Set the student's Dense (``model[2]``) from its mean-pooled features of ``sentences`` and their ``targets``:
+    ``"lstsq"`` fits atanh(targets), ``"procrustes"`` rotates the student's own PCA projection."""
+    import torch
+
+    if method not in ("lstsq", "procrustes"):
+        raise ValueError(f"init_method must be 'lstsq' or 'procrustes', got {method!r}")
+    feats = _pooled_features(model, sentences, 128, progress)
+    fit = init_dense_procrustes if method == "procrustes" else init_dense_least_squares
+    w, b = fit(feats, targets)
+    with torch.no_grad():
+        model[2].linear.weight.copy_(torch.from_numpy(w))
+        model[2].linear.bias.copy_(torch.from_numpy(b))
+
+
 def _cosine_matrix_mse(pred, teacher_unit: np.ndarray):
     """MSE between the in-batch cosine matrices of ``pred [b, dim]`` (a tensor) and unit rows ``teacher_unit [b, d]``."""
     import torch
@@ -234,7 +250,6 @@ class Targets:
     val_pos: np.ndarray
     teacher: np.ndarray  # [n, d_teacher]
     targets: np.ndarray  # [n, dim]: top-dim PCA projection of the teacher, scaled into Tanh's range
-    components: np.ndarray  # [dim, d_teacher]
     stats: dict
     teacher_seconds: float
 
@@ -277,7 +292,7 @@ def prepare_targets(
         raise ValueError(f"projected targets reach {stats['abs_max']:.3f}, outside Tanh's range; lower target_scale")
     _log(f"targets: {json.dumps({k: round(v, 4) for k, v in stats.items()})}", cfg.progress)
     np.save(Path(cache_dir) / f"projection_{cfg.dim}.npy", components)
-    return Targets(sents, train_pos, val_pos, emb, targets, components, stats, seconds)
+    return Targets(sents, train_pos, val_pos, emb, targets, stats, seconds)
 
 
 def distill(
@@ -301,8 +316,8 @@ def distill(
     cfg = config or DistillConfig()
     if cfg.sim_weight < 0:  # checked before any teacher work
         raise ValueError(f"sim_weight must be >= 0, got {cfg.sim_weight}")
-    if cfg.teacher_engine not in ("torch", "onnx"):
-        raise ValueError(f"teacher_engine must be 'torch' or 'onnx', got {cfg.teacher_engine!r}")
+    if cfg.teacher_engine not in TEACHER_ENGINES:
+        raise ValueError(f"teacher_engine must be one of {', '.join(TEACHER_ENGINES)}, got {cfg.teacher_engine!r}")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
@@ -314,22 +329,12 @@ def distill(
     teacher_unit = normalize(data.teacher) if cfg.sim_weight > 0 else None
 
     model = _build_student(student, cfg.dim, cfg.max_seq_length, cfg.student_layers)
-    dense = model[2]
     val_sents = [sents[i] for i in val_pos]
     val_tgt = targets[val_pos]
     if cfg.init_dense:
         t0 = time.perf_counter()
         init_rows = train_pos[: cfg.init_size]
-        feats = _pooled_features(model, [sents[i] for i in init_rows], 128, cfg.progress)
-        if cfg.init_method == "procrustes":
-            w, b = init_dense_procrustes(feats, targets[init_rows])
-        elif cfg.init_method == "lstsq":
-            w, b = init_dense_least_squares(feats, targets[init_rows])
-        else:
-            raise ValueError(f"init_method must be 'lstsq' or 'procrustes', got {cfg.init_method!r}")
-        with torch.no_grad():
-            dense.linear.weight.copy_(torch.from_numpy(w))
-            dense.linear.bias.copy_(torch.from_numpy(b))
+        init_student_dense(model, [sents[i] for i in init_rows], targets[init_rows], cfg.init_method, cfg.progress)
         times["init_dense"] = time.perf_counter() - t0
     val_unit = teacher_unit[val_pos] if teacher_unit is not None else None
     initial = _val_mse(model, val_sents, val_tgt, 128, val_unit, cfg.sim_weight)
