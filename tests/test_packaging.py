@@ -93,3 +93,15 @@ def test_the_wheel_has_no_second_copy_in_the_repository():
 def test_wheel_records_its_files(wheel_site):
     record = next(wheel_site.glob("tinyhpd-*.dist-info")) / "RECORD"
     assert f"tinyhpd/_bundled/{BUNDLED}/model.safetensors" in record.read_text()
+
+
+def test_wheel_version_is_the_package_version(wheel_site):
+    # setup.cfg reads the version from tinyhpd.__version__: the wheel's metadata and the import agree
+    import tinyhpd
+
+    assert next(wheel_site.glob("tinyhpd-*.dist-info")).name == f"tinyhpd-{tinyhpd.__version__}.dist-info"
+
+
+def test_the_wheel_ships_only_the_default_model(wheel_site):
+    # other folders of weights/ (earlier defaults, kept for their vectors) stay in the repository
+    assert sorted(p.name for p in (wheel_site / "tinyhpd" / "_bundled").iterdir()) == [BUNDLED]
