@@ -103,5 +103,5 @@ def test_wheel_version_is_the_package_version(wheel_site):
 
 
 def test_the_wheel_ships_only_the_default_model(wheel_site):
-    # other folders of weights/ (earlier defaults, kept for their vectors) stay in the repository
+    # setup.py copies only the default (BUNDLED there) into the wheel, whatever else weights/ may hold
     assert sorted(p.name for p in (wheel_site / "tinyhpd" / "_bundled").iterdir()) == [BUNDLED]
