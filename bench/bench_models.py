@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import tinyhpd  # noqa: E402
+from tinyhpd._io import write_text_atomic  # noqa: E402
 from tinyhpd.eval import speed  # noqa: E402
 
 
@@ -102,15 +104,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             speed._log(f"round {r + 1}/{args.rounds} {names[i]}: " + json.dumps(
                 {k: round(v, 2) for k, v in per_round[i][-1].items()}))
     medians = [{k: float(np.median([rr[k] for rr in rounds])) for k in rounds[0]} for rounds in per_round]
-    machine["loadavg_end"] = speed.machine_info()["loadavg"]
+    machine["loadavg_end"] = list(os.getloadavg())
 
-    blas = "; ".join(f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')} threads={b.get('num_threads')}"
-                     for b in machine.get("blas_threadpoolctl") or []) or "threadpoolctl not installed"
     env = machine["env"]
     print(f"tinyhpd models side by side - {machine['time_utc']} UTC")
     print(f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, Python {machine['python']}, NumPy {machine['numpy']}")
     print(f"load average at start {machine['loadavg']}, at end {machine['loadavg_end']}")
-    print(f"BLAS: {blas}; OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE') or 'unset'} "
+    print(f"BLAS: {speed._blas_line(machine)}")
+    print(f"env: OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE') or 'unset'} "
           f"OPENBLAS_L2_SIZE={env.get('OPENBLAS_L2_SIZE') or 'unset'}; {args.threads} threads ({blas_control})")
     print("command: " + shlex.join(["python"] + sys.argv))
     print(f"data: {len(sentences)} sentences from {source}; median of {args.rounds} alternating rounds, each the "
@@ -121,8 +122,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(table(names, facts, medians))
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps({"machine": machine, "command": sys.argv, "names": names, "facts": facts,
-                                             "rounds": per_round, "medians": medians}, indent=2) + "\n")
+        result = {"machine": machine, "command": sys.argv, "names": names, "facts": facts, "rounds": per_round,
+                  "medians": medians}
+        write_text_atomic(args.json_out, json.dumps(result, indent=2) + "\n")
     return 0
 
 
