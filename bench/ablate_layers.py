@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         cut = copy.deepcopy(full)
         keep_layers(cut[0], layers)
         as_is = score_task(st_encode(cut), task)
-        student = _build_student(args.student, cfg.dim, cfg.max_seq_length, layers)
+        student, _ = _build_student(args.student, cfg.dim, cfg.max_seq_length, layers)
         init_student_dense(student, init_sents, data.targets[rows_init], "lstsq")
         refit = score_task(st_encode(student), task)
         results.append({"layers": list(layers), "as_is": as_is, "refit": refit})

@@ -208,6 +208,31 @@ def test_tiny_distillation_writes_safetensors_folder(tiny_run):
     assert (out / "model.safetensors").is_file() and list(out.glob("2_Dense/*.safetensors"))
 
 
+def test_tiny_distillation_records_a_random_dense_start_for_a_headless_student(tiny_run):
+    result, _ = tiny_run
+    assert json.loads((result.out_dir / "distill_run.json").read_text())["dense_start"] == "random"
+
+
+def test_student_with_a_fitting_dense_head_keeps_it(tiny_run):
+    """Training a distilled model further (``init_dense=False``) starts from its own Dense head, not a random one."""
+    from tinyhpd.distill.train import _build_student
+
+    result, sents = tiny_run
+    student, origin = _build_student(str(result.out_dir), 16, 32)
+    assert origin == "student"
+    ours = student.encode(sents[:20], convert_to_numpy=True)
+    saved = _need("sentence_transformers").SentenceTransformer(str(result.out_dir), device="cpu")
+    np.testing.assert_allclose(ours, saved.encode(sents[:20], convert_to_numpy=True), atol=1e-6)
+
+
+def test_student_head_of_another_size_is_replaced(tiny_run):
+    from tinyhpd.distill.train import _build_student
+
+    result, _ = tiny_run
+    _, origin = _build_student(str(result.out_dir), 8, 32)
+    assert origin == "random"
+
+
 def test_tiny_distilled_model_loads_in_tinyhpd_like_sentence_transformers(tiny_run, st_reference):
     import tinyhpd
 
@@ -413,7 +438,7 @@ def test_init_student_dense_sets_the_dense_that_fits_the_targets(method, tmp_pat
     _need("torch")
     from tinyhpd.distill.train import _build_student, _pooled_features
 
-    student = _build_student(str(_tiny_st(tmp_path / "s", minilm_path, seed=1, hidden=32, layers=1)), 8, 32)
+    student, _ = _build_student(str(_tiny_st(tmp_path / "s", minilm_path, seed=1, hidden=32, layers=1)), 8, 32)
     sents = D.read_sentences(shared_dir / "data" / "distill" / "sentences.txt")[:200]
     feats = _pooled_features(student, sents, 64, False)
     targets = np.tanh(feats @ np.random.default_rng(0).normal(size=(32, 8)).astype(np.float32) * 0.1)

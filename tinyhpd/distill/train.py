@@ -126,9 +126,26 @@ def keep_layers(transformer, layers: Sequence[int], student: str = "student") ->
     model.config.num_hidden_layers = len(picked)
 
 
+def _student_head(base, hidden: int, dim: int):
+    """The student's own Dense(hidden -> dim, Tanh) head when it already is Transformer + mean Pooling + that Dense
+    (a tinyhpd/HPD model being trained further), else None."""
+    import torch
+
+    modules = list(base)
+    if len(modules) != 3 or [type(m).__name__ for m in modules] != ["Transformer", "Pooling", "Dense"]:
+        return None
+    pool_cfg, dense = modules[1].get_config_dict(), modules[2]
+    mean = pool_cfg.get("pooling_mode") == "mean" or pool_cfg.get("pooling_mode_mean_tokens") is True
+    fits = (getattr(dense, "in_features", None), getattr(dense, "out_features", None)) == (hidden, dim)
+    if not (mean and fits and isinstance(getattr(dense, "activation_function", None), torch.nn.Tanh)):
+        return None
+    return dense.float()
+
+
 def _build_student(student: str, dim: int, max_seq_length: int, layers: Optional[Sequence[int]] = None):
     """Student = the student's Transformer (optionally only some of its layers) + mean pooling + Dense(hidden -> dim,
-    Tanh) as a SentenceTransformer."""
+    Tanh) as a SentenceTransformer, and where that Dense comes from: ``"student"`` when the student already ends in
+    such a head (kept, so ``init_dense=False`` continues its training), else ``"random"``."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
@@ -144,8 +161,11 @@ def _build_student(student: str, dim: int, max_seq_length: int, layers: Optional
     dim_fn = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
     hidden = dim_fn()
     pooling = Pooling(hidden, pooling_mode="mean")
-    dense = Dense(hidden, dim, activation_function=torch.nn.Tanh())
-    return SentenceTransformer(modules=[transformer, pooling, dense], device="cpu")
+    dense = _student_head(base, hidden, dim)
+    origin = "student" if dense is not None else "random"
+    if dense is None:
+        dense = Dense(hidden, dim, activation_function=torch.nn.Tanh())
+    return SentenceTransformer(modules=[transformer, pooling, dense], device="cpu"), origin
 
 
 def _embedding_dim(module) -> int:
@@ -328,7 +348,7 @@ def distill(
     times["teacher"] = data.teacher_seconds
     teacher_unit = normalize(data.teacher) if cfg.sim_weight > 0 else None
 
-    model = _build_student(student, cfg.dim, cfg.max_seq_length, cfg.student_layers)
+    model, dense_start = _build_student(student, cfg.dim, cfg.max_seq_length, cfg.student_layers)
     val_sents = [sents[i] for i in val_pos]
     val_tgt = targets[val_pos]
     if cfg.init_dense:
@@ -336,6 +356,8 @@ def distill(
         init_rows = train_pos[: cfg.init_size]
         init_student_dense(model, [sents[i] for i in init_rows], targets[init_rows], cfg.init_method, cfg.progress)
         times["init_dense"] = time.perf_counter() - t0
+        dense_start = cfg.init_method
+    _log(f"Dense head starts from: {dense_start}", cfg.progress)
     val_unit = teacher_unit[val_pos] if teacher_unit is not None else None
     initial = _val_mse(model, val_sents, val_tgt, 128, val_unit, cfg.sim_weight)
     _log(f"validation MSE before training: {initial:.6g}", cfg.progress)
@@ -390,7 +412,7 @@ def distill(
     model.save(str(out), safe_serialization=True)
     result = DistillResult(out, best, initial, history, stats, times)
     meta = {"teacher": teacher, "student": student, "n_sentences": len(sents), "n_train": int(len(train_pos)),
-            "n_val": int(len(val_pos)), "config": asdict(cfg), "initial_val_mse": initial, "best_val_mse": best,
+            "n_val": int(len(val_pos)), "config": asdict(cfg), "dense_start": dense_start, "initial_val_mse": initial, "best_val_mse": best,
             "history": history, "target_stats": stats, "seconds": times}
     text = json.dumps(meta, indent=2)
     (out / "distill_run.json").write_text(text)  # the recipe travels with the model
