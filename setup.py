@@ -8,7 +8,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
-BUNDLED = ("tinyhpd-minilm-l6-h128",)  # folders of weights/ that ship in the wheel
+BUNDLED = ("tinyhpd-minilm-l4-h128",)  # folders of weights/ that ship in the wheel
 
 
 class build_py_with_weights(build_py):
@@ -16,14 +16,14 @@ class build_py_with_weights(build_py):
         super().run()
         if getattr(self, "editable_mode", False):
             return  # editable: tinyhpd/hub.py reads the checkout's weights/
+        root = Path(self.build_lib) / "tinyhpd" / "_bundled"
+        if root.exists():  # a reused build/ may hold an earlier default: the wheel ships exactly BUNDLED
+            shutil.rmtree(root)
         for name in BUNDLED:
             src = HERE / "weights" / name
             if not (src / "modules.json").is_file():
                 raise SystemExit(f"weights/{name} is missing: the wheel would ship without its default model")
-            dst = Path(self.build_lib) / "tinyhpd" / "_bundled" / name
-            if dst.exists():
-                shutil.rmtree(dst)
-            shutil.copytree(src, dst)
+            shutil.copytree(src, root / name)
 
 
 setup(cmdclass={"build_py": build_py_with_weights})

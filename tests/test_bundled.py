@@ -26,12 +26,22 @@ def test_bundled_model_checksums_match(bundled_dir):
         assert actual == digest, name
 
 
-def test_bundled_model_is_128d_hpd_shape(bundled_dir):
+def test_bundled_model_is_the_4_layer_128d_hpd_student(bundled_dir):
     import tinyhpd
 
     model = tinyhpd.load(bundled_dir)
+    text = repr(model).replace("Tanh", "tanh")
     assert model.embedding_dim == 128
-    assert "Dense(384->128 tanh)" in repr(model).replace("Tanh", "tanh")
+    assert "BERT(L4 H384" in text and "Dense(384->128 tanh)" in text, text
+
+
+def test_bundled_model_card_and_run_records_ship_with_it(bundled_dir):
+    """The model card, the recipe of both training stages and the STS row travel with the weights."""
+    import json
+
+    for name in ("README.md", "distill_run.json", "distill_run_stage1.json", "eval_sts.json"):
+        assert (bundled_dir / name).is_file(), name
+    assert json.loads((bundled_dir / "distill_run.json").read_text())["dense_start"] == "student"
 
 
 def test_default_model_is_the_bundled_one(bundled_dir, monkeypatch):

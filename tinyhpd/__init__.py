@@ -8,7 +8,7 @@ from tinyhpd.index import Hits, Index
 from tinyhpd.model import Model, load
 
 __all__ = ["Model", "load", "encode", "serve", "Index", "Hits", "__version__"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _CACHE: Dict[Tuple[Optional[str], Optional[str]], Model] = {}
 _CACHE_LOCK = threading.Lock()

@@ -24,7 +24,7 @@ PINNED_REVISIONS = {HPD_HUB_MODEL: HPD_HUB_REVISION}
 
 # The bundled default model (a sentence-transformers folder). Its one committed copy is the repository's top-level
 # weights/; setup.py copies it into the package (tinyhpd/_bundled/) when a wheel or a non-editable install is built.
-BUNDLED_NAME = "tinyhpd-minilm-l6-h128"
+BUNDLED_NAME = "tinyhpd-minilm-l4-h128"
 
 
 def _find_bundled() -> Path:
