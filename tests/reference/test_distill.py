@@ -142,6 +142,36 @@ def test_teacher_cache_key_depends_on_the_teacher(tmp_path):
     assert len(calls) == 2
 
 
+def _text_encoder(dim: int = 4):
+    """A fake teacher whose vector is a function of the sentence's text (so rows can be checked against sentences)."""
+    calls: list[int] = []
+
+    def enc(batch):
+        calls.append(len(batch))
+        return np.array([[1.0 + (sum(map(ord, s)) * (j + 1)) % 97 for j in range(dim)] for s in batch], dtype=np.float32)
+
+    return enc, calls
+
+
+def test_prepare_targets_with_another_seed_reuses_the_teacher_cache(tmp_path):
+    sents = [f"sentence number {i}" + "!" * (i % 7) for i in range(60)]
+    enc, calls = _text_encoder()
+    cfg = dict(dim=2, val_size=10, chunk_size=16, projection_fit_size=0, progress=False)
+    D.prepare_targets("fake-teacher", sents, tmp_path, D.DistillConfig(seed=0, **cfg), teacher_encoder=enc)
+    calls.clear()
+    D.prepare_targets("fake-teacher", sents, tmp_path, D.DistillConfig(seed=1, **cfg), teacher_encoder=enc)
+    assert calls == []
+
+
+def test_prepare_targets_rows_follow_the_seeded_sentence_order(tmp_path):
+    sents = [f"sentence number {i}" + "!" * (i % 7) for i in range(60)]
+    enc, _ = _text_encoder()
+    cfg = D.DistillConfig(dim=2, val_size=10, chunk_size=16, projection_fit_size=0, progress=False, seed=3)
+    data = D.prepare_targets("fake-teacher", sents, tmp_path, cfg, teacher_encoder=enc)
+    assert data.sentences != sents  # shuffled
+    np.testing.assert_array_equal(data.teacher, enc(data.sentences))
+
+
 def test_teacher_record_lists_every_teacher_sharing_the_cache(tmp_path):
     sents = [f"sentence {i}" for i in range(5)]
     enc, _ = _counting_encoder()

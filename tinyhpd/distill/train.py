@@ -296,10 +296,15 @@ def prepare_targets(
                 else [teacher_encoder] * len(teachers))
     if len(encoders) != len(teachers):
         raise ValueError(f"{len(encoders)} teacher encoders for {len(teachers)} teachers")
+    # The teachers see the sample in file order, so the cache chunks do not depend on the seed: another --seed (a new
+    # split and batch order) reuses every chunk; only another sample (--max-sentences) or file computes new ones.
+    by_file = np.argsort(idx, kind="stable")  # sample positions in file order
+    file_sents = [sents[i] for i in by_file]
     emb = teacher_ensemble([
-        teacher_embeddings(str(t), sents, cache_dir, batch_size=cfg.teacher_batch_size, chunk_size=cfg.chunk_size,
+        teacher_embeddings(str(t), file_sents, cache_dir, batch_size=cfg.teacher_batch_size, chunk_size=cfg.chunk_size,
                            progress=cfg.progress, encoder=enc, engine=cfg.teacher_engine, threads=cfg.num_threads)
         for t, enc in zip(teachers, encoders)])
+    emb[by_file] = emb.copy()  # back to sample order: row k is sents[k]
     seconds = time.perf_counter() - t0
     fit_rows = train_pos[: cfg.projection_fit_size] if cfg.projection_fit_size else train_pos
     components = fit_projection(emb[fit_rows], cfg.dim)
