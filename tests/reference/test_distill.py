@@ -148,7 +148,8 @@ def _text_encoder(dim: int = 4):
 
     def enc(batch):
         calls.append(len(batch))
-        return np.array([[1.0 + (sum(map(ord, s)) * (j + 1)) % 97 for j in range(dim)] for s in batch], dtype=np.float32)
+        rows = [[1.0 + (sum(map(ord, s)) * (j + 1)) % 97 for j in range(dim)] for s in batch]
+        return np.array(rows, dtype=np.float32)
 
     return enc, calls
 

@@ -63,8 +63,9 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--eval-every", type=int, default=None, help="validate every N steps")
     p.add_argument("--target-scale", type=float, default=None,
                    help="multiply the projected targets (default: 1, or shrink to max |t| = 0.9 if they exceed it)")
-    p.add_argument("--no-init-dense", action="store_true", help="skip the Dense initialisation: a student that already ends in a Dense(hidden -> --dim, "
-                   "Tanh) head (a tinyhpd model) keeps it and trains on; any other student starts from a random one")
+    p.add_argument("--no-init-dense", action="store_true",
+                   help="skip the Dense initialisation: a student that already ends in a Dense(hidden -> --dim, Tanh) "
+                        "head (a tinyhpd model) keeps it and trains on; any other student starts from a random one")
     p.add_argument("--init-method", choices=["lstsq", "procrustes"], default=None,
                    help="Dense initialisation: least squares to atanh(targets), or a rotation of the student's own "
                         "PCA projection (keeps its geometry)")

@@ -13,6 +13,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from tinyhpd._io import write_text_atomic
 from tinyhpd.distill.data import read_sentences, sample_indices, split_train_val
 from tinyhpd.distill.projection import auto_target_scale, fit_projection, init_dense_least_squares, project
 from tinyhpd.distill.teacher import TEACHER_ENGINES, _progress, teacher_embeddings
@@ -417,9 +418,10 @@ def distill(
     model.save(str(out), safe_serialization=True)
     result = DistillResult(out, best, initial, history, stats, times)
     meta = {"teacher": teacher, "student": student, "n_sentences": len(sents), "n_train": int(len(train_pos)),
-            "n_val": int(len(val_pos)), "config": asdict(cfg), "dense_start": dense_start, "initial_val_mse": initial, "best_val_mse": best,
-            "history": history, "target_stats": stats, "seconds": times}
+            "n_val": int(len(val_pos)), "config": asdict(cfg), "dense_start": dense_start,
+            "initial_val_mse": initial, "best_val_mse": best, "history": history, "target_stats": stats,
+            "seconds": times}
     text = json.dumps(meta, indent=2)
-    (out / "distill_run.json").write_text(text)  # the recipe travels with the model
-    (Path(cache_dir) / "last_run.json").write_text(text)
+    write_text_atomic(out / "distill_run.json", text)  # the recipe travels with the model
+    write_text_atomic(Path(cache_dir) / "last_run.json", text)
     return result
