@@ -17,6 +17,16 @@ HPD_ARCH = tiny_models.HPD_ARCH
 
 
 
+def load_bench(name: str):
+    """A script of bench/ (not a package) imported as a module, for testing its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def need(module: str):
     """Import a reference module or fail the test (never skip) with a message saying how to install it."""
     import importlib

@@ -1,21 +1,17 @@
 """bench/bench_models.py: several tinyhpd models side by side (structure and counted quantities, never timings)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
 import tiny_models
-from helpers import HPD_ARCH, REPO
+from helpers import HPD_ARCH, load_bench
 
 
 @pytest.fixture(scope="module")
 def bench_models():
-    spec = importlib.util.spec_from_file_location("bench_models", REPO / "bench" / "bench_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_models")
 
 
 def test_round_order_alternates(bench_models):
