@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
@@ -81,8 +82,7 @@ def main(argv=None) -> int:
     task = load_task(DEV_TASK, SHARED / "data/senteval")
     cfg = DistillConfig(dim=args.dim, projection_fit_size=args.projection_fit_size, val_size=args.val_size,
                         seed=args.seed, num_threads=args.threads, progress=False)
-    prepare_targets(args.teacher, args.sentences, args.cache_dir, cfg)  # from the cache; writes projection_<dim>.npy
-    components = np.load(Path(args.cache_dir) / f"projection_{args.dim}.npy")
+    components = prepare_targets(args.teacher, args.sentences, args.cache_dir, cfg).components  # teachers from the cache
 
     def st_encoder(path: str) -> Encoder:
         model = SentenceTransformer(path, device="cpu")
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         model = tinyhpd.load(path, num_threads=args.threads)
         rows[f"student {Path(path).name}"] = score_task(lambda s: model.encode(s, batch_size=64), task)
 
-    print(f"STS-B dev (Spearman x100); command: python {' '.join(sys.argv)}")
+    print(f"STS-B dev (Spearman x100); command: {shlex.join(['python'] + sys.argv)}")
     print("| encoder | STS-B dev |\n|---|---|")
     for name, value in rows.items():
         print(f"| {name} | {value:.2f} |")

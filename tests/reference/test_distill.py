@@ -173,6 +173,15 @@ def test_prepare_targets_rows_follow_the_seeded_sentence_order(tmp_path):
     np.testing.assert_array_equal(data.teacher, enc(data.sentences))
 
 
+def test_prepare_targets_returns_the_projection_it_applied(tmp_path):
+    sents = [f"sentence number {i}" + "!" * (i % 7) for i in range(60)]
+    enc, _ = _text_encoder()
+    cfg = D.DistillConfig(dim=2, val_size=10, chunk_size=16, projection_fit_size=0, progress=False, target_scale=1e-3)
+    data = D.prepare_targets("fake-teacher", sents, tmp_path, cfg, teacher_encoder=enc)
+    np.testing.assert_allclose(data.targets, 1e-3 * D.project(data.teacher, data.components), rtol=1e-6)
+    np.testing.assert_array_equal(np.load(tmp_path / "projection_2.npy"), data.components)
+
+
 def test_teacher_record_lists_every_teacher_sharing_the_cache(tmp_path):
     sents = [f"sentence {i}" for i in range(5)]
     enc, _ = _counting_encoder()

@@ -109,18 +109,14 @@ def spark():
     need("pyspark")
     from pyspark.sql import SparkSession
 
-    saved = os.environ.get("PYSPARK_PYTHON")
-    os.environ["PYSPARK_PYTHON"] = sys.executable  # Python workers run this interpreter, not PATH's python3
-    session = (SparkSession.builder.master("local[2]").appName("tinyhpd-test")
-               .config("spark.ui.enabled", "false").config("spark.sql.execution.arrow.pyspark.enabled", "true")
-               .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-               .getOrCreate())
-    yield session
-    session.stop()
-    if saved is None:
-        os.environ.pop("PYSPARK_PYTHON", None)
-    else:
-        os.environ["PYSPARK_PYTHON"] = saved
+    with pytest.MonkeyPatch.context() as mp:  # restored however the fixture ends
+        mp.setenv("PYSPARK_PYTHON", sys.executable)  # Python workers run this interpreter, not PATH's python3
+        session = (SparkSession.builder.master("local[2]").appName("tinyhpd-test")
+                   .config("spark.ui.enabled", "false").config("spark.sql.execution.arrow.pyspark.enabled", "true")
+                   .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+                   .getOrCreate())
+        yield session
+        session.stop()
 
 
 def test_spark_pandas_udf_equals_encode(spark, model_path, sentences, reference):

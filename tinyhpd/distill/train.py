@@ -131,9 +131,10 @@ def _student_head(base, hidden: int, dim: int):
     """The student's own Dense(hidden -> dim, Tanh) head when it already is Transformer + mean Pooling + that Dense
     (a tinyhpd/HPD model being trained further), else None."""
     import torch
+    from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
 
     modules = list(base)
-    if len(modules) != 3 or [type(m).__name__ for m in modules] != ["Transformer", "Pooling", "Dense"]:
+    if len(modules) != 3 or not all(isinstance(m, c) for m, c in zip(modules, (Transformer, Pooling, Dense))):
         return None
     pool_cfg, dense = modules[1].get_config_dict(), modules[2]
     mean = pool_cfg.get("pooling_mode") == "mean" or pool_cfg.get("pooling_mode_mean_tokens") is True
@@ -271,6 +272,7 @@ class Targets:
     val_pos: np.ndarray
     teacher: np.ndarray  # [n, d_teacher]
     targets: np.ndarray  # [n, dim]: top-dim PCA projection of the teacher, scaled into Tanh's range
+    components: np.ndarray  # [dim, d_teacher]: that projection (also saved as projection_<dim>.npy in the cache)
     stats: dict
     teacher_seconds: float
 
@@ -318,7 +320,7 @@ def prepare_targets(
         raise ValueError(f"projected targets reach {stats['abs_max']:.3f}, outside Tanh's range; lower target_scale")
     _log(f"targets: {json.dumps({k: round(v, 4) for k, v in stats.items()})}", cfg.progress)
     np.save(Path(cache_dir) / f"projection_{cfg.dim}.npy", components)
-    return Targets(sents, train_pos, val_pos, emb, targets, stats, seconds)
+    return Targets(sents, train_pos, val_pos, emb, targets, components, stats, seconds)
 
 
 def distill(
