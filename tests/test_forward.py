@@ -8,7 +8,7 @@ import pytest
 import tiny_models
 import tinyhpd
 from tinyhpd import attention, reference
-from tinyhpd.weights import read_safetensors
+from tinyhpd.checkpoints import read_safetensors
 
 SENTS = ["A man is playing a guitar.", "two dogs run in the park", "", "a", "the cat sat on the mat " * 30,
          "Crème brûlée 🍕 日本語", "[CLS] literal [SEP] markers", "word " * 600]

@@ -19,7 +19,7 @@ import tiny_models
 import tinyhpd
 from tinyhpd._io import read_lines, safetensors_header
 from tinyhpd.config import BertConfig
-from tinyhpd.weights import read_torch_zip
+from tinyhpd.checkpoints import read_torch_zip
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -105,7 +105,7 @@ def test_safetensors_header_on_generated_headers(tmp_path_factory, entries, data
     try:
         _, header, start = safetensors_header(path)
         assert start == 8 + len(h) and set(header) == set(entries)
-        from tinyhpd.weights import read_safetensors
+        from tinyhpd.checkpoints import read_safetensors
 
         read_safetensors(path)
     except CLEAR:

@@ -13,7 +13,7 @@ import pytest
 import tiny_models
 import tinyhpd
 from tinyhpd._io import read_lines, safetensors_header
-from tinyhpd.weights import read_torch_zip
+from tinyhpd.checkpoints import read_torch_zip
 
 
 def _zip(path: Path, pkl: bytes, storages: dict, compress=zipfile.ZIP_STORED) -> Path:
@@ -49,7 +49,7 @@ def test_a_storage_that_is_a_rebuilt_tensor_is_refused(tmp_path):
     inner = _rebuild(_pid("0", 16), 0, (4, 4), (4, 1))
     outer = _rebuild(inner, 3, (8,), (1,))
     path = _zip(tmp_path / "w.bin", _state([("x", outer)]), {"0": np.zeros(16, np.float32).tobytes()})
-    with pytest.raises(ValueError, match="not a storage of the archive"):
+    with pytest.raises(ValueError, match="not a storage of the checkpoint"):
         read_torch_zip(path)
 
 
@@ -96,11 +96,65 @@ def test_deep_nesting_is_a_clear_error_not_a_crash(tmp_path):
         read_torch_zip(path)
 
 
-def test_build_is_refused(tmp_path):
-    pkl = b"\x80\x02ccollections\nOrderedDict\n)R}b."  # BUILD ('b') on an allowed global's instance
-    path = _zip(tmp_path / "w.bin", pkl, {})
-    with pytest.raises(ValueError, match="opcode BUILD"):
+_OD = b"ccollections\nOrderedDict\n)R"
+
+
+def _metadata(extra: bytes = b"") -> bytes:
+    """The state `Module.state_dict()` gives its OrderedDict: {'_metadata': OrderedDict({'': {'version': 1}})}."""
+    T = tiny_models
+    return (b"}" + T._unicode("_metadata") + _OD + b"(" + T._unicode("") + b"}" + T._unicode("version") + b"K\x01s"
+            + b"us" + extra)
+
+
+def _state_with_build(entries, state: bytes) -> bytes:
+    return _state(entries)[:-1] + state + b"b."
+
+
+def test_a_state_dicts_metadata_is_admitted_and_dropped(tmp_path):
+    x = np.arange(6, dtype=np.float32)
+    path = _zip(tmp_path / "w.bin", _state_with_build([("x", _rebuild(_pid("0", 6), 0, (2, 3), (3, 1)))], _metadata()),
+                {"0": x.tobytes()})
+    out = read_torch_zip(path)
+    assert type(out) is dict and list(out) == ["x"] and not hasattr(out, "_metadata")
+    np.testing.assert_array_equal(out["x"], x.reshape(2, 3))
+
+
+@pytest.mark.parametrize("state, error", [
+    (b"}", r"BUILD with state \[\]: only a state dict's '_metadata'"),  # an empty state
+    (_metadata(tiny_models._unicode("update") + b"K\x01s"), r"BUILD with state \['_metadata', 'update'\]"),
+    (b"}" + tiny_models._unicode("_metadata") + b"}" + tiny_models._unicode("")
+     + _rebuild(_pid("0", 6), 0, (6,), (1,)) + b"ss", r"'_metadata' entry '' is not a small dict"),  # a tensor in it
+    (b"}" + tiny_models._unicode("_metadata") + b"}" + tiny_models._unicode("") + b"}" + tiny_models._unicode("v")
+     + _OD + b"sss", r"'_metadata' entry '': 'v' is not a plain value"),
+    (b"}}\x86", "opcode BUILD"),  # a (dict, slot state) pair would set attributes through setattr
+    (b"N", "opcode BUILD"),
+])
+def test_build_with_any_other_state_is_refused(tmp_path, state, error):
+    path = _zip(tmp_path / "w.bin", _state_with_build([("x", _rebuild(_pid("0", 6), 0, (6,), (1,)))], state),
+                {"0": bytes(24)})
+    with pytest.raises(ValueError, match=error):
         read_torch_zip(path)
+
+
+@pytest.mark.parametrize("pkl", [
+    b"\x80\x02ctorch\nFloatStorage\n" + _metadata() + b"b.",  # on a storage class
+    b"\x80\x02ccollections\nOrderedDict\n" + _metadata() + b"b.",  # on the class itself
+    b"\x80\x02ccollections\nOrderedDict\n(" + tiny_models._unicode("x") + b"tR" + _metadata() + b"b.",  # made with args
+    b"\x80\x02" + _OD + b"(" + tiny_models._unicode("x") + _rebuild(_pid("0", 6), 0, (6,), (1,)) + _metadata()
+    + b"bu.",  # on a tensor
+    b"\x80\x02" + _pid("0", 6)[:-1] + b"Q" + _metadata() + b"b.",  # on a storage
+])
+def test_build_on_anything_but_an_ordered_dict_is_refused_before_unpickling(tmp_path, pkl):
+    path = _zip(tmp_path / "w.bin", pkl, {"0": bytes(24)})
+    with pytest.raises(ValueError, match="opcode BUILD at byte"):
+        read_torch_zip(path)
+
+
+@pytest.mark.parametrize("pkl", [b"\x80\x02(cbuiltins\nobject\no.", b"\x80\x02cbuiltins\nobject\n)\x81.",
+                                 b"\x80\x02(ibuiltins\nobject\n.", b"\x80\x02\x82\x01."])
+def test_obj_inst_newobj_and_ext_stay_refused(tmp_path, pkl):
+    with pytest.raises(ValueError, match=r"opcode (OBJ|NEWOBJ|INST|EXT1) at byte"):
+        read_torch_zip(_zip(tmp_path / "w.bin", pkl, {}))
 
 
 def test_a_crc_error_names_the_file(tmp_path):
@@ -249,6 +303,14 @@ def test_a_lone_carriage_return_does_not_split_a_line(tmp_path):
     path = tmp_path / "in.txt"
     path.write_bytes(b"one\rstill one\x0bstill\xe2\x80\xa8one\ntwo\r\n\xef\xbb\xbfthree")
     assert read_lines(path) == ["one\rstill one\x0bstill\u2028one", "two", "\ufeffthree"]
+
+
+def test_a_file_holding_only_a_bom_has_no_lines(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"\xef\xbb\xbf")  # found by the line-reading fuzz test: it gave one empty line
+    assert read_lines(path) == []
+    path.write_bytes(b"\xef\xbb\xbf\n")
+    assert read_lines(path) == [""]
 
 
 def test_encode_input_with_a_lone_cr_gives_one_row_per_line(folder, tmp_path, capsys):

@@ -15,7 +15,7 @@ import tinyhpd
 from tinyhpd import bert
 import tiny_models
 from tinyhpd.config import PoolingConfig
-from tinyhpd.weights import read_safetensors, read_torch_zip
+from tinyhpd.checkpoints import read_safetensors, read_torch, read_torch_zip
 
 SENTS = ["A man is playing a guitar.", "", "Crème brûlée 🍕", "A woman slices an onion on the cutting board."]
 
@@ -73,11 +73,15 @@ def test_pickle_naming_builtins_eval_is_refused(tmp_path):
         read_torch_zip(ckpt)
 
 
-def test_legacy_non_zip_checkpoint_gets_a_clear_error(tmp_path):
+def test_a_pickle_that_is_not_a_torch_checkpoint_gets_a_clear_error(tmp_path):
     ckpt = tmp_path / "pytorch_model.bin"
     ckpt.write_bytes(pickle.dumps({"a": 1}))
-    with pytest.raises(ValueError, match="not a zip-format torch checkpoint"):
-        read_torch_zip(ckpt)
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin: not a torch checkpoint \(a pickle, but without torch's "
+                                         "magic number"):
+        read_torch(ckpt)
+    ckpt.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin: not a torch checkpoint \(neither"):
+        read_torch(ckpt)
 
 
 

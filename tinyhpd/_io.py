@@ -18,8 +18,11 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple, Union
 
 import numpy as np
 
+from tinyhpd.dtypes import ITEMSIZE
+
 __all__ = ["atomic_write", "write_bytes_atomic", "write_text_atomic", "save_npy_atomic", "fsync_dir", "read_lines",
-           "iter_lines", "safetensors_header", "exchange_paths", "remove_stale_siblings", "SAFETENSORS_ITEMSIZE", "MAX_HEADER_BYTES"]
+           "iter_lines", "safetensors_header", "exchange_paths", "remove_stale_siblings",
+           "MAX_HEADER_BYTES"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -143,6 +146,8 @@ def iter_lines(path: PathLike) -> Iterator[str]:
         for number, raw in enumerate(stream, start=1):  # binary-mode iteration splits on b"\n" only
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
+                if not raw:  # a file holding only a BOM is an empty file, not one empty line
+                    return
             yield _split_line(raw, number, where)
     finally:
         if close:
@@ -153,8 +158,6 @@ def read_lines(path: PathLike) -> List[str]:
     return list(iter_lines(path))
 
 
-SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                        "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 MAX_HEADER_BYTES = 100 << 20  # the safetensors reference implementation's own limit
 MAX_DIMS = 8
 
@@ -188,7 +191,7 @@ def safetensors_header(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, dict],
         if not isinstance(info, dict):
             raise ValueError(f"{path}: tensor {name!r}: entry is not an object")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in SAFETENSORS_ITEMSIZE:
+        if dtype not in ITEMSIZE:
             raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {dtype!r}")
         if (not isinstance(shape, list) or len(shape) > MAX_DIMS
                 or not all(type(d) is int and 0 <= d < 1 << 40 for d in shape)):
@@ -199,9 +202,9 @@ def safetensors_header(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, dict],
         count = 1
         for d in shape:
             count *= d
-        if offsets[1] - offsets[0] != count * SAFETENSORS_ITEMSIZE[dtype]:
+        if offsets[1] - offsets[0] != count * ITEMSIZE[dtype]:
             raise ValueError(f"{path}: tensor {name!r}: data_offsets {offsets} hold {offsets[1] - offsets[0]} bytes, "
-                             f"its shape {shape} and dtype {dtype} need {count * SAFETENSORS_ITEMSIZE[dtype]}")
+                             f"its shape {shape} and dtype {dtype} need {count * ITEMSIZE[dtype]}")
         if offsets[1] > data_size:
             raise ValueError(f"{path}: tensor {name!r} lies outside the file (data section {data_size} bytes; "
                              "truncated download?)")

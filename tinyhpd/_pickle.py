@@ -13,7 +13,7 @@ from typing import Any, Dict
 import numpy as np
 
 from tinyhpd.config import BertConfig, DenseConfig, PoolingConfig
-from tinyhpd.weights import BertParams, DenseParams, LayerParams
+from tinyhpd.params import BertParams, DenseParams, LayerParams
 
 __all__ = ["model_state", "rebuild_model"]
 

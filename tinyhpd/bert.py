@@ -11,7 +11,7 @@ import numpy as np
 from tinyhpd.attention import Packed, attention
 from tinyhpd.config import BertConfig
 from tinyhpd.kernels import ACTIVATIONS, CHUNK, Workspace, layer_norm_
-from tinyhpd.weights import BertParams, LayerParams
+from tinyhpd.params import BertParams, LayerParams
 
 __all__ = ["embed", "encoder_layer", "bert_forward"]
 

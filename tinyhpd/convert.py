@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 
 from tinyhpd.hub import resolve
-from tinyhpd.weights import read_checkpoint
+from tinyhpd.checkpoints import read_checkpoint
 
 __all__ = ["convert"]
 

@@ -13,7 +13,8 @@ from typing import Dict, Iterator, List, Optional, Tuple, Type
 import numpy as np
 
 from tinyhpd.config import DenseConfig, ModuleSpec, PoolingConfig
-from tinyhpd.weights import DenseParams, dense_params, find_checkpoint, read_checkpoint
+from tinyhpd.checkpoints import find_checkpoint, read_checkpoint
+from tinyhpd.params import DenseParams, dense_params
 
 __all__ = ["Head", "Pooling", "Dense", "Normalize", "HEADS", "DENSE_ACTIVATIONS", "load_heads", "normalize"]
 

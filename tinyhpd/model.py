@@ -22,7 +22,8 @@ from tinyhpd.hub import resolve
 from tinyhpd.kernels import Workspace
 from tinyhpd.runner import Runner
 from tinyhpd.tokenizer import load_tokenizer, tokenize, tokenize_info
-from tinyhpd.weights import BertParams, bert_params, find_checkpoint, read_checkpoint
+from tinyhpd.checkpoints import find_checkpoint, read_checkpoint
+from tinyhpd.params import BertParams, bert_params
 
 __all__ = ["Model", "load"]
 

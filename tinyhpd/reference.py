@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from tinyhpd.config import BertConfig
-from tinyhpd.weights import BertParams, LayerParams
+from tinyhpd.params import BertParams, LayerParams
 
 __all__ = ["gelu", "layer_norm", "bert_forward", "mean_pool"]
 

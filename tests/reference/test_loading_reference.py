@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tinyhpd
 from helpers import HPD_ARCH, need as _need
-from tinyhpd.weights import read_torch_zip
+from tinyhpd.checkpoints import read_torch_zip
 
 SENTS = ["A man is playing a guitar.", "", "Crème brûlée 🍕", "A woman slices an onion on the cutting board."]
 

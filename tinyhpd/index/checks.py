@@ -14,7 +14,6 @@ VECTORS = "vectors.safetensors"
 IDS = "ids.json"
 
 _STORAGE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int8": np.dtype("i1"), "binary": np.dtype("u1")}
-_SAFETENSORS_DTYPE = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I8": np.dtype("i1"), "U8": np.dtype("u1")}
 _U32 = 2.0 ** -24  # unit roundoff of float32
 _DEFAULT_CHUNK_BYTES = 16 << 20  # score-matrix chunks stay cache-friendly (measured: 16 MB beat 1, 4 and 64 MB)
 _MAX_QUERY_GROUP = 256

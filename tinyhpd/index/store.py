@@ -9,7 +9,8 @@ import numpy as np
 
 from tinyhpd._io import safetensors_header
 
-from tinyhpd.index.checks import _check_dim, _check_dtype, _SAFETENSORS_DTYPE, FORMAT_NAME, FORMAT_VERSION, IDS, VECTORS
+from tinyhpd import dtypes
+from tinyhpd.index.checks import _check_dim, _check_dtype, _STORAGE, FORMAT_NAME, FORMAT_VERSION, IDS, VECTORS
 
 
 def _model_identity(model: Any) -> dict:
@@ -48,7 +49,8 @@ def _open_tensor(path: Path, header: dict, start: int, name: str, mmap: bool) ->
     entry = header.get(name)
     if not isinstance(entry, dict):
         raise ValueError(f"{path}: tensor {name!r} is missing")
-    dtype = _SAFETENSORS_DTYPE.get(entry.get("dtype"))
+    known = dtypes.by_safetensors(entry.get("dtype"))
+    dtype = known.numpy if known is not None and known.numpy in _STORAGE.values() else None
     if dtype is None:
         raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {entry.get('dtype')!r}")
     shape = tuple(int(s) for s in entry["shape"])
