@@ -167,6 +167,17 @@ def test_a_crc_error_names_the_file(tmp_path):
         read_torch_zip(path)
 
 
+def test_a_zip_version_field_past_what_zipfile_reads_names_the_file(tmp_path):
+    # found by the mutation fuzz test: zipfile raises NotImplementedError("zip file version 6.4")
+    path = tiny_models.write_torch_zip(tmp_path / "w.bin", {"x": np.arange(4, dtype=np.float32)})
+    raw = bytearray(path.read_bytes())
+    central = raw.find(b"PK\x01\x02")
+    raw[central + 6:central + 8] = struct.pack("<H", 64)  # "version needed to extract" of the first entry
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"w\.bin: corrupt zip archive \(zip file version 6\.4\)"):
+        read_torch_zip(path)
+
+
 def test_a_truncated_zip_is_not_called_legacy(tmp_path):
     path = tiny_models.write_torch_zip(tmp_path / "w.bin", {"x": np.arange(64, dtype=np.float32)})
     path.write_bytes(path.read_bytes()[:100])

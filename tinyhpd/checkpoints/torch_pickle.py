@@ -400,7 +400,7 @@ def read_torch_zip(path: Path) -> Tensors:
                 return dtypes.from_bytes(raw, storage.dtype, f"{path}: storage {member!r}")
 
             return _materialise(refs, read)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, NotImplementedError) as exc:  # NotImplementedError: a zip version or method field
         raise ValueError(f"{path}: corrupt zip archive ({exc})") from None
     except (OSError, EOFError) as exc:  # zlib errors, short reads inside the archive
         raise ValueError(f"{path}: unreadable zip archive ({type(exc).__name__}: {exc})") from None
