@@ -162,8 +162,10 @@ def _tuple(items) -> bytes:
 
 
 def state_dict_pickle(tensors: Dict[str, np.ndarray]) -> bytes:
-    """The data.pkl torch.save writes for a plain state dict: an OrderedDict of `_rebuild_tensor_v2(storage, offset,
-    size, stride, requires_grad, hooks)`, each storage a persistent id `('storage', torch.XStorage, key, 'cpu', n)`."""
+    """The data.pkl torch.save writes for `module.state_dict()`: an OrderedDict of `_rebuild_tensor_v2(storage,
+    offset, size, stride, requires_grad, hooks)`, each storage a persistent id `('storage', torch.XStorage, key,
+    'cpu', n)`, then the `_metadata` attribute set by BUILD. Hostile tests mutate it; the torch-free tests of real
+    bytes read tests/data/torch_written (written by torch itself)."""
     out = [b"\x80\x02", b"ccollections\nOrderedDict\n", b")R", b"("]
     for key, (name, arr) in enumerate(tensors.items()):
         strides = []
@@ -176,7 +178,11 @@ def state_dict_pickle(tensors: Dict[str, np.ndarray]) -> bytes:
                 _unicode("cpu"), _int(arr.size), b"tQ",
                 _int(0), _tuple(arr.shape), _tuple(reversed(strides)), b"\x89",
                 b"ccollections\nOrderedDict\n", b")R", b"tR"]
-    out += [b"u", b"."]
+    # Module.state_dict() returns an OrderedDict with a `_metadata` attribute, which pickle restores with BUILD:
+    # {'_metadata': OrderedDict({'': {'version': 1}, ...})} (tests/data/torch_written holds files torch itself wrote).
+    modules = sorted({name.rsplit(".", 1)[0] if "." in name else "" for name in tensors} | {""})
+    meta = b"".join(_unicode(m) + b"}" + _unicode("version") + _int(1) + b"s" for m in modules)
+    out += [b"u", b"}", _unicode("_metadata"), b"ccollections\nOrderedDict\n)R(", meta, b"us", b"b", b"."]
     return b"".join(out)
 
 

@@ -89,7 +89,7 @@ class _TensorRef:
         item = storage.itemsize
         view = np.lib.stride_tricks.as_strided(storage[self.storage.offset + self.offset:], shape=self.size,
                                                strides=tuple(st * item for st in self.stride), writeable=False)
-        return np.ascontiguousarray(view)
+        return np.ascontiguousarray(view).reshape(self.size)  # (ascontiguousarray makes a scalar 1-D)
 
 
 class _StateDict(collections.OrderedDict):
