@@ -91,14 +91,16 @@ def build_hpd_new(dest: Path, minilm: Path, seed: int = 0, arch: dict = HPD_ARCH
 def build_hpd_old(dest: Path, new: Path) -> Path:
     """The same weights laid out exactly like the published 2022 repo (Xuandong/HPD-TinyBERT-F128)."""
     torch = _need("torch")
-    from safetensors.torch import load_file
+    transformers = _need("transformers")
+    from sentence_transformers.sentence_transformer.modules import Dense
 
     dest.mkdir(parents=True)
-    state = load_file(str(new / "model.safetensors"))
-    n_pos = json.loads((new / "config.json").read_text())["max_position_embeddings"]
+    # torch.save(model.state_dict()), as transformers 4.11 wrote it: an OrderedDict with _metadata (set by BUILD);
     # 2022 checkpoints carry the position_ids buffer (int64) and the pooler.
+    state = transformers.BertModel.from_pretrained(str(new)).state_dict()
+    n_pos = json.loads((new / "config.json").read_text())["max_position_embeddings"]
     state["embeddings.position_ids"] = torch.arange(n_pos, dtype=torch.int64).unsqueeze(0)
-    torch.save(dict(state), dest / "pytorch_model.bin")
+    torch.save(state, dest / "pytorch_model.bin")
     cfg = json.loads((new / "config.json").read_text())
     cfg["transformers_version"] = "4.11.3"
     (dest / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -124,12 +126,12 @@ def build_hpd_old(dest: Path, new: Path) -> Path:
         "word_embedding_dimension": hidden, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
         "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
     (dest / "2_Dense").mkdir()
-    dense = load_file(str(new / "2_Dense" / "model.safetensors"))
-    out_features = dense["linear.weight"].shape[0]
+    dense = Dense.load(str(new / "2_Dense"))
+    out_features = dense.linear.weight.shape[0]
     (dest / "2_Dense" / "config.json").write_text(json.dumps({
         "in_features": hidden, "out_features": out_features, "bias": True,
         "activation_function": "torch.nn.modules.activation.Tanh"}))
-    torch.save(dict(dense), dest / "2_Dense" / "pytorch_model.bin")
+    torch.save(dense.state_dict(), dest / "2_Dense" / "pytorch_model.bin")
     return dest
 
 
