@@ -19,7 +19,7 @@ import tiny_models
 import tinyhpd
 from tinyhpd._io import read_lines, safetensors_header
 from tinyhpd.config import BertConfig
-from tinyhpd.checkpoints import read_torch_zip
+from tinyhpd.checkpoints import read_torch, read_torch_zip
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -65,6 +65,28 @@ def test_torch_zip_reader_on_mutated_checkpoints(tmp_path_factory, edits, cut):
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     assert peak < 4 * len(VALID_ZIP) + (1 << 20)  # bounded by the file's own sizes
+
+
+LEGACY = (tiny_models.REPO_TESTS / "data" / "torch_written" / "shared_legacy.bin").read_bytes()  # written by torch
+
+
+@FUZZ
+@given(edits=st.lists(st.tuples(st.integers(0, len(LEGACY) - 1), st.integers(0, 255)), min_size=1, max_size=6),
+       cut=st.one_of(st.none(), st.integers(1, len(LEGACY))))
+def test_legacy_reader_on_mutated_checkpoints(tmp_path_factory, edits, cut):
+    data = _mutate(LEGACY, edits)[:cut]
+    path = tmp_path_factory.mktemp("l") / "w.bin"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        out = read_torch(path)
+        assert all(isinstance(v, np.ndarray) for v in out.values())
+    except CLEAR:
+        pass
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 4 * len(LEGACY) + (1 << 20)  # bounded by the file's own sizes
 
 
 PICKLE_PIECES = [b"\x80\x02", b"ccollections\nOrderedDict\n", b")", b"R", b"(", b"t", b"u", b"s", b"}", b"]", b"a",

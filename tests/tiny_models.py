@@ -20,6 +20,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
+REPO_TESTS = Path(__file__).resolve().parent
 HPD_ARCH = dict(hidden_size=312, num_hidden_layers=4, num_attention_heads=12, intermediate_size=1200)
 SMALL_ARCH = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
 

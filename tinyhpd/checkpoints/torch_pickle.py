@@ -436,7 +436,7 @@ def read_torch_legacy(path: Path) -> Tensors:
     source = str(path)
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = io.BytesIO(f.read(MAX_PICKLE_BYTES))
+        head = io.BytesIO(f.read(min(size, MAX_PICKLE_BYTES)))  # read(n) would allocate n bytes up front
         if _plain(_next_pickle(head, source, "magic number"), source, "magic number") != LEGACY_MAGIC:
             raise ValueError(f"{path}: not a torch checkpoint (a pickle, but without torch's magic number)")
         protocol = _plain(_next_pickle(head, source, "protocol version"), source, "protocol version")
