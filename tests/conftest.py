@@ -101,8 +101,11 @@ def build_hpd_old(dest: Path, new: Path) -> Path:
     n_pos = json.loads((new / "config.json").read_text())["max_position_embeddings"]
     state["embeddings.position_ids"] = torch.arange(n_pos, dtype=torch.int64).unsqueeze(0)
     torch.save(state, dest / "pytorch_model.bin")
-    cfg = json.loads((new / "config.json").read_text())
-    cfg["transformers_version"] = "4.11.3"
+    cfg = json.loads((new / "config.json").read_text())  # in transformers 4.11's words
+    cfg = {k: v for k, v in cfg.items() if k not in ("dtype", "torch_dtype", "transformers_version")}
+    cfg.update({"_name_or_path": "huawei-noah/TinyBERT_General_4L_312D", "architectures": ["BertModel"],
+                "gradient_checkpointing": False, "torch_dtype": "float32", "transformers_version": "4.11.3",
+                "use_cache": True})
     (dest / "config.json").write_text(json.dumps(cfg, indent=2))
     for name in ("tokenizer.json", "vocab.txt"):
         shutil.copy(new / name, dest / name) if (new / name).exists() else None

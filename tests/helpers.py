@@ -17,6 +17,16 @@ HPD_ARCH = tiny_models.HPD_ARCH
 
 
 
+# A prelude for `python -c` children: any `import torch` (or transformers, sentence-transformers) in them fails, so what
+# they run is shown not to need it.
+NO_TORCH = ("import sys\n"
+            "class _Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'transformers', 'sentence_transformers'):\n"
+            "            raise ImportError('blocked: ' + name)\n"
+            "sys.meta_path.insert(0, _Block())\n")
+
+
 def load_bench(name: str):
     """A script of bench/ (not a package) imported as a module, for testing its functions."""
     import importlib.util

@@ -48,45 +48,37 @@ def _mutate(data: bytes, edits) -> bytes:
     return bytes(raw)
 
 
-@FUZZ
-@given(edits=st.lists(st.tuples(st.integers(0, len(VALID_ZIP) - 1), st.integers(0, 255)), min_size=1, max_size=6),
-       cut=st.one_of(st.none(), st.integers(1, len(VALID_ZIP))))
-def test_torch_zip_reader_on_mutated_checkpoints(tmp_path_factory, edits, cut):
-    data = _mutate(VALID_ZIP, edits)[:cut]
+LEGACY = (tiny_models.REPO_TESTS / "data" / "torch_written" / "shared_legacy.bin").read_bytes()  # written by torch
+
+
+def _mutated_torch_file(tmp_path_factory, base: bytes, edits, cut, read) -> None:
+    data = _mutate(base, edits)[:cut]
     path = tmp_path_factory.mktemp("z") / "w.bin"
     path.write_bytes(data)
     tracemalloc.start()
     try:
-        out = read_torch_zip(path)
+        out = read(path)
         assert all(isinstance(v, np.ndarray) for v in out.values())
     except CLEAR:
         pass
     finally:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-    assert peak < 4 * len(VALID_ZIP) + (1 << 20)  # bounded by the file's own sizes
+    assert peak < 4 * len(base) + (1 << 20)  # bounded by the file's own sizes
 
 
-LEGACY = (tiny_models.REPO_TESTS / "data" / "torch_written" / "shared_legacy.bin").read_bytes()  # written by torch
+@FUZZ
+@given(edits=st.lists(st.tuples(st.integers(0, len(VALID_ZIP) - 1), st.integers(0, 255)), min_size=1, max_size=6),
+       cut=st.one_of(st.none(), st.integers(1, len(VALID_ZIP))))
+def test_torch_zip_reader_on_mutated_checkpoints(tmp_path_factory, edits, cut):
+    _mutated_torch_file(tmp_path_factory, VALID_ZIP, edits, cut, read_torch_zip)
 
 
 @FUZZ
 @given(edits=st.lists(st.tuples(st.integers(0, len(LEGACY) - 1), st.integers(0, 255)), min_size=1, max_size=6),
        cut=st.one_of(st.none(), st.integers(1, len(LEGACY))))
 def test_legacy_reader_on_mutated_checkpoints(tmp_path_factory, edits, cut):
-    data = _mutate(LEGACY, edits)[:cut]
-    path = tmp_path_factory.mktemp("l") / "w.bin"
-    path.write_bytes(data)
-    tracemalloc.start()
-    try:
-        out = read_torch(path)
-        assert all(isinstance(v, np.ndarray) for v in out.values())
-    except CLEAR:
-        pass
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    assert peak < 4 * len(LEGACY) + (1 << 20)  # bounded by the file's own sizes
+    _mutated_torch_file(tmp_path_factory, LEGACY, edits, cut, read_torch)
 
 
 PICKLE_PIECES = [b"\x80\x02", b"ccollections\nOrderedDict\n", b")", b"R", b"(", b"t", b"u", b"s", b"}", b"]", b"a",

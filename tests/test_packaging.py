@@ -11,19 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import NO_TORCH
+
 from tinyhpd.hub import BUNDLED_NAME as BUNDLED  # the folder of weights/ that setup.py puts in the wheel
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = ["He plays guitar.", "A street vendor is outside.", ""]
-
-# Any `import torch` in the child fails: what the wheel does must not need it.
-_NO_TORCH = ("import sys\n"
-             "class _Block:\n"
-             "    def find_spec(self, name, path=None, target=None):\n"
-             "        if name.split('.')[0] in ('torch', 'transformers', 'sentence_transformers'):\n"
-             "            raise ImportError('blocked: ' + name)\n"
-             "sys.meta_path.insert(0, _Block())\n")
-
 
 @pytest.fixture(scope="module")
 def wheel_site(tmp_path_factory) -> Path:
@@ -42,7 +35,7 @@ def wheel_site(tmp_path_factory) -> Path:
 def _run(site: Path, code: str, cwd: Path, **env_extra) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(site), HF_HUB_OFFLINE="1", **env_extra)
     env.pop("TINYHPD_MODEL", None)
-    return subprocess.run([sys.executable, "-c", _NO_TORCH + code], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-c", NO_TORCH + code], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=300)
 
 

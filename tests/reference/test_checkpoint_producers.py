@@ -20,8 +20,8 @@ import pytest
 
 import tinyhpd
 from tinyhpd.convert import convert
-from conftest import build_hpd_new
-from helpers import REPO, need
+from conftest import build_hpd_new, build_hpd_old
+from helpers import NO_TORCH, REPO, need
 from tiny_models import SMALL_ARCH
 
 SENTS = ["A man is playing a guitar.", "", "Crème brûlée 🍕", "A woman slices an onion on the cutting board.",
@@ -164,44 +164,8 @@ def shared_storages_legacy(base, dest):
 
 
 def hpd_2022_layout(base: Path, dest: Path) -> Path:
-    """Laid out exactly like the published Xuandong/HPD-TinyBERT-F128 repository (2022): a transformers-4.11-style
-    config.json, sentence-transformers 2.0 modules.json and boolean pooling keys, `pytorch_model.bin` from
-    `torch.save(model.state_dict())` with the int64 `position_ids` buffer, `2_Dense/pytorch_model.bin` the same way."""
-    torch = need("torch")
-    dest.mkdir()
-    bert = _bert(base)
-    state = bert.state_dict()
-    state["embeddings.position_ids"] = torch.arange(bert.config.max_position_embeddings).unsqueeze(0)
-    _torch_save(state, dest / "pytorch_model.bin")
-    cfg = json.loads((base / "config.json").read_text())
-    cfg = {k: v for k, v in cfg.items() if k not in ("dtype", "torch_dtype", "transformers_version")}
-    cfg.update({"_name_or_path": "huawei-noah/TinyBERT_General_4L_312D", "architectures": ["BertModel"],
-                "gradient_checkpointing": False, "torch_dtype": "float32", "transformers_version": "4.11.3",
-                "use_cache": True})
-    (dest / "config.json").write_text(json.dumps(cfg, indent=2))
-    for name in ("tokenizer.json", "vocab.txt", "special_tokens_map.json"):
-        if (base / name).exists():
-            shutil.copy(base / name, dest / name)
-    (dest / "tokenizer_config.json").write_text(json.dumps({
-        "do_lower_case": True, "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-        "mask_token": "[MASK]", "tokenize_chinese_chars": True, "strip_accents": None, "model_max_length": 512,
-        "special_tokens_map_file": None, "tokenizer_class": "BertTokenizer"}))
-    (dest / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256, "do_lower_case": False}))
-    (dest / "config_sentence_transformers.json").write_text(json.dumps(
-        {"__version__": {"sentence_transformers": "2.0.0", "transformers": "4.11.3", "pytorch": "1.9.0+cu102"}}))
-    (dest / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}], indent=2))
-    (dest / "1_Pooling").mkdir()
-    (dest / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": cfg["hidden_size"], "pooling_mode_cls_token": False,
-        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
-    (dest / "2_Dense").mkdir()
-    shutil.copy(base / "2_Dense" / "config.json", dest / "2_Dense" / "config.json")
-    _torch_save(_dense(base).state_dict(), dest / "2_Dense" / "pytorch_model.bin")
-    return dest
+    """Laid out exactly like the published Xuandong/HPD-TinyBERT-F128 repository (2022): conftest.build_hpd_old."""
+    return build_hpd_old(dest, base)
 
 
 PRODUCERS = [st_save_safetensors, st_save_bin, sharded_bin, sharded_safetensors, torch_save_zip, torch_save_legacy,
@@ -224,19 +188,10 @@ def test_every_producer_loads_and_matches_sentence_transformers(producer, base, 
     assert np.abs(again - ref).max() <= 1e-5
 
 
-# Any `import torch` in the child fails: the loader must not need it.
-_NO_TORCH = ("import sys\n"
-             "class _Block:\n"
-             "    def find_spec(self, name, path=None, target=None):\n"
-             "        if name.split('.')[0] in ('torch', 'transformers', 'sentence_transformers'):\n"
-             "            raise ImportError('blocked: ' + name)\n"
-             "sys.meta_path.insert(0, _Block())\n")
-
-
 def test_a_process_without_torch_loads_torch_save_and_legacy_checkpoints(base, tmp_path):
     folders = [torch_save_zip(base, tmp_path / "zip"), torch_save_legacy(base, tmp_path / "legacy"),
                hpd_2022_layout(base, tmp_path / "hpd")]
-    code = _NO_TORCH + ("import json, sys, tinyhpd\n"
+    code = NO_TORCH + ("import json, sys, tinyhpd\n"
                         "print(json.dumps([tinyhpd.load(f).encode(json.loads(sys.argv[1])).tolist() "
                         "for f in sys.argv[2:]]))\n")
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
