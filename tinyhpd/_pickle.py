@@ -17,7 +17,7 @@ from tinyhpd.params import BertParams, DenseParams, LayerParams
 
 __all__ = ["model_state", "rebuild_model"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def _head_state(head) -> Dict[str, Any]:
@@ -45,6 +45,15 @@ def _head_from_state(state: Dict[str, Any]):
     raise ValueError(f"pickled tinyhpd model: unknown head kind {kind!r}")
 
 
+def _unique(layers) -> list:
+    """Each layer object once, in first-use order."""
+    out: list = []
+    for lp in layers:
+        if not any(lp is seen for seen in out):
+            out.append(lp)
+    return out
+
+
 def model_state(model) -> Dict[str, Any]:
     b = model._bert
     return {
@@ -52,7 +61,9 @@ def model_state(model) -> Dict[str, Any]:
         "config": dataclasses.asdict(model.config),
         "embeddings": {k: np.asarray(getattr(b, k)) for k in ("word_emb", "pos_emb", "type_emb", "emb_ln_g",
                                                               "emb_ln_b")},
-        "layers": [{k: np.asarray(v) for k, v in vars(lp).items()} for lp in b.layers],
+        "extras": {k: np.asarray(v) for k, v in b.extras().items()},
+        "layers": [{k: np.asarray(v) for k, v in vars(lp).items()} for lp in _unique(b.layers)],
+        "layer_order": [next(i for i, u in enumerate(_unique(b.layers)) if u is lp) for lp in b.layers],  # ALBERT repeats shared layers
         "tokenizer": model._tokenizer.to_str(),
         "heads": [_head_state(h) for h in model._heads],
         "max_seq_length": model.max_seq_length,
@@ -74,7 +85,9 @@ def rebuild_model(state: Dict[str, Any]):
         raise ValueError(f"pickled tinyhpd model: state version {state.get('version') if isinstance(state, dict) else '?'}"
                          f" is not {STATE_VERSION} (pickled by another tinyhpd version?)")
     config = BertConfig(**state["config"])
-    params = BertParams(layers=tuple(LayerParams(**lp) for lp in state["layers"]), **state["embeddings"])
+    unique = [LayerParams(**lp) for lp in state["layers"]]
+    params = BertParams(layers=tuple(unique[i] for i in state["layer_order"]), **state["embeddings"],
+                        **state["extras"])
     tokenizer = Tokenizer.from_str(state["tokenizer"])
     folder = state["folder"]
     model = Model(config, params, tokenizer, [_head_from_state(h) for h in state["heads"]],

@@ -82,11 +82,14 @@ _SCORE_BLOCK = 1 << 18
 
 
 def _softmax_ctx(q: np.ndarray, kt: np.ndarray, v: np.ndarray, keep: np.ndarray, key_mask, out: np.ndarray,
-                 ws: "Workspace") -> None:
-    """softmax(q k^T) v for `q, v [b, h, L, d]` and `kt [b, h, d, L]` (K already transposed: NumPy's stacked matmul
-    with a transposed view is ~4x slower), padded keys with zero K/V, `keep [b, L, 1]` -> `out [b, h, L, d]`."""
+                 ws: "Workspace", bias=None) -> None:
+    """softmax(q k^T + bias) v for `q, v [b, h, L, d]` and `kt [b, h, d, L]` (K already transposed: NumPy's stacked
+    matmul with a transposed view is ~4x slower), padded keys with zero K/V, `keep [b, L, 1]`, an optional additive
+    `bias [h, L, L]` shared by the b sequences -> `out [b, h, L, d]`."""
     b, h, L, _ = q.shape
     s = np.matmul(q, kt, out=ws.get("att_s", (b, h, L, L)))  # [b, h, L, d] @ [b, h, d, L] -> [b, h, L, L]
+    if bias is not None:
+        s += bias  # [b, h, L, L] + [h, L, L]
     hi = s.max()
     if hi - s.min() < _SHARED_SHIFT_SPAN:
         s -= hi
@@ -103,13 +106,14 @@ def _softmax_ctx(q: np.ndarray, kt: np.ndarray, v: np.ndarray, keep: np.ndarray,
     out /= denom.reshape(b, h, L, 1)  # softmax normalisation
 
 
-def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray, ws: "Workspace") -> None:
+def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray, ws: "Workspace", bias=None) -> None:
     """Attention of one group: `qkv [n_tok + 1, 3H]` (last row zero) -> `out [n_tok, H]` rows of the group.
 
     Softmax: the scores are shifted by one constant per group (their maximum) when they span less than 80, which is
     exact softmax (any per-row constant cancels) and keeps every exp(.) normal; padded keys have zero K and V rows,
     and the `keep` product leaves them out of the denominators. Otherwise: the per-row maximum with an additive mask.
     Every intermediate lives in `ws` (fresh multi-MB arrays per call cost more in page faults than the arithmetic).
+    `bias [h, L', L']` (L' >= the group's L): an additive score bias by query and key position (MPNet).
     """
     H = out.shape[1]
     d = H // n_heads
@@ -137,18 +141,19 @@ def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray, 
         mask = None if g.key_mask is None else g.key_mask[i:j]
         for h0 in range(0, n_heads, hb):
             h1 = min(n_heads, h0 + hb)
-            _softmax_ctx(q[i:j, h0:h1], kt[i:j, h0:h1], v[i:j, h0:h1], g.keep[i:j], mask, ctx[i:j, h0:h1], ws)
+            blk = None if bias is None else bias[h0:h1, :L, :L]  # [hb, L, L]
+            _softmax_ctx(q[i:j, h0:h1], kt[i:j, h0:h1], v[i:j, h0:h1], g.keep[i:j], mask, ctx[i:j, h0:h1], ws, blk)
     if g.valid is not None:
         np.take(ctx_grid.reshape(b * L, H), g.valid, axis=0, out=out[g.dest], mode="clip")  # real tokens -> [n_g, H]
 
 
-def attention(qkv: np.ndarray, packed: Packed, n_heads: int, out: np.ndarray, ws: "Workspace | None" = None
-              ) -> np.ndarray:
+def attention(qkv: np.ndarray, packed: Packed, n_heads: int, out: np.ndarray, ws: "Workspace | None" = None,
+              bias: "np.ndarray | None" = None) -> np.ndarray:
     """Multi-head self-attention of packed tokens, `qkv [n_tok + 1, 3H]` (Q pre-scaled, last row all zero)
-    -> `out [n_tok, H]`."""
+    -> `out [n_tok, H]`; `bias [h, L, L]` (L: the longest sequence) is added to every sequence's scores."""
     ws = Workspace() if ws is None else ws
     for g in packed.groups:
-        _attend_group(qkv, g, n_heads, out, ws)
+        _attend_group(qkv, g, n_heads, out, ws, bias)
     return out
 
 

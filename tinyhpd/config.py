@@ -5,6 +5,7 @@ Both generations are read: sentence-transformers 2.x (2021-2022, the published H
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -13,6 +14,10 @@ from typing import Any, Dict, List, Tuple
 
 __all__ = [
     "BertConfig",
+    "BERT_FIELDS",
+    "check_sizes",
+    "check_eps",
+    "require",
     "PoolingConfig",
     "DenseConfig",
     "ModuleSpec",
@@ -27,7 +32,9 @@ ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 # Upper bounds of config.json's sizes (far above any BERT published; a config above them is refused before any
 # allocation): the largest tables they allow are still bounded by the checkpoint, whose shapes must match.
 SIZE_LIMITS = {"vocab_size": 4_000_000, "hidden_size": 16_384, "num_hidden_layers": 256, "num_attention_heads": 1_024,
-               "intermediate_size": 65_536, "max_position_embeddings": 1_048_576, "type_vocab_size": 1_024}
+               "intermediate_size": 65_536, "max_position_embeddings": 1_048_576, "type_vocab_size": 1_024,
+               "embedding_size": 16_384, "relative_attention_num_buckets": 4_096, "num_hidden_groups": 256,
+               "inner_group_num": 256, "padding_idx": 4_000_000}
 
 
 def read_json(path: Path, kind: type = dict) -> Any:
@@ -60,7 +67,7 @@ def read_json(path: Path, kind: type = dict) -> Any:
     return data
 
 
-def _require(cfg: Dict[str, Any], key: str, kind: type, path: Path) -> Any:
+def require(cfg: Dict[str, Any], key: str, kind: type, path: Path) -> Any:
     if key not in cfg:
         raise ValueError(f"{path}: missing key {key!r}")
     value = cfg[key]
@@ -71,7 +78,9 @@ def _require(cfg: Dict[str, Any], key: str, kind: type, path: Path) -> Any:
 
 @dataclass(frozen=True)
 class BertConfig:
-    """The encoder's `config.json` (Hugging Face BertConfig): every size of the forward pass comes from here."""
+    """The encoder's `config.json`, in BERT's words whatever the family (`families.py` reads each family's keys):
+    every size of the forward pass comes from here. The fields after `layer_norm_eps` describe what a family does
+    differently from BERT; at their defaults the encoder is BERT (and they stay out of the fingerprint)."""
 
     vocab_size: int
     hidden_size: int
@@ -79,40 +88,60 @@ class BertConfig:
     num_attention_heads: int
     intermediate_size: int
     max_position_embeddings: int
-    type_vocab_size: int
+    type_vocab_size: int  # 0: the family has no token types (DistilBERT, MPNet)
     hidden_act: str
     layer_norm_eps: float
+    model_type: str = "bert"
+    padding_idx: int = -1  # >= 0: positions count from padding_idx + 1, skipping pad tokens (RoBERTa, XLM-R, MPNet)
+    embedding_size: int = 0  # > 0: embeddings at this width, then a projection to hidden_size (ELECTRA, ALBERT)
+    relative_attention_num_buckets: int = 0  # > 0: MPNet's relative position bias, shared by all layers
+    num_hidden_groups: int = 1  # ALBERT: layer i uses the weights of group i * groups // layers ...
+    inner_group_num: int = 1  # ... and each group holds this many layers
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    @property
+    def max_positions(self) -> int:
+        """Tokens a sequence may have: RoBERTa-style positions start at padding_idx + 1."""
+        return self.max_position_embeddings - (self.padding_idx + 1 if self.padding_idx >= 0 else 0)
+
+    def identity(self) -> Dict[str, Any]:
+        """The fields that describe this encoder: BERT's, plus each family field that differs from BERT (so a BERT
+        model's fingerprint is what tinyhpd 0.2 computed)."""
+        out = dataclasses.asdict(self)
+        for f in dataclasses.fields(self)[len(BERT_FIELDS):]:
+            if out[f.name] == f.default:
+                del out[f.name]
+        return out
+
     @classmethod
     def from_file(cls, path: Path) -> "BertConfig":
-        cfg = read_json(path)
-        model_type = cfg.get("model_type", "bert")
-        if model_type != "bert":
-            raise ValueError(f"{path}: model_type {model_type!r} is not supported (tinyhpd runs BERT encoders)")
-        if cfg.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"{path}: position_embedding_type {cfg['position_embedding_type']!r} is not supported")
-        ints = {k: _require(cfg, k, int, path) for k in (
-            "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")}
-        for key, default in (("max_position_embeddings", 512), ("type_vocab_size", 2)):
-            ints[key] = cfg.get(key, default)
-        for key, value in ints.items():  # checked before anything is allocated from them
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= SIZE_LIMITS[key]:
-                raise ValueError(f"{path}: key {key!r} must be an integer from 1 to {SIZE_LIMITS[key]:,}, "
-                                 f"got {value!r}")
-        act = cfg.get("hidden_act", "gelu")
-        if act not in ACTIVATIONS:
-            raise ValueError(f"{path}: hidden_act {act!r} is not supported (supported: {', '.join(ACTIVATIONS)})")
-        if ints["hidden_size"] % ints["num_attention_heads"]:
-            raise ValueError(f"{path}: hidden_size {ints['hidden_size']} is not a multiple of "
-                             f"num_attention_heads {ints['num_attention_heads']}")
-        eps = cfg.get("layer_norm_eps", 1e-12)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps < 1):
-            raise ValueError(f"{path}: key 'layer_norm_eps' must be a finite number in (0, 1), got {eps!r}")
-        return cls(hidden_act=act, layer_norm_eps=float(eps), **ints)
+        from tinyhpd.families import read_encoder_config
+
+        return read_encoder_config(path)
+
+
+BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+               "max_position_embeddings", "type_vocab_size", "hidden_act", "layer_norm_eps")
+
+
+def check_sizes(sizes: Dict[str, Any], path: Path, minimum: Dict[str, int] = None) -> None:
+    """Every size a positive integer under SIZE_LIMITS (a few may be 0 where `minimum` says), checked before anything
+    is allocated from them."""
+    for key, value in sizes.items():
+        low = (minimum or {}).get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= SIZE_LIMITS[key]:
+            raise ValueError(f"{path}: key {key!r} must be an integer from {low} to {SIZE_LIMITS[key]:,}, "
+                             f"got {value!r}")
+
+
+def check_eps(cfg: Dict[str, Any], key: str, default: float, path: Path) -> float:
+    eps = cfg.get(key, default)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps < 1):
+        raise ValueError(f"{path}: key {key!r} must be a finite number in (0, 1), got {eps!r}")
+    return float(eps)
 
 
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -183,8 +212,8 @@ class DenseConfig:
         if not (fn.startswith("torch.nn.") or "." not in fn) or name not in DENSE_ACTIVATIONS:
             raise ValueError(f"{path}: activation_function {fn!r} is not supported "
                              f"(supported: torch.nn.{', torch.nn.'.join(DENSE_ACTIVATIONS)})")
-        return cls(in_features=_require(cfg, "in_features", int, path),
-                   out_features=_require(cfg, "out_features", int, path),
+        return cls(in_features=require(cfg, "in_features", int, path),
+                   out_features=require(cfg, "out_features", int, path),
                    bias=bool(cfg.get("bias", True)), activation=name)
 
 

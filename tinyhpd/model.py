@@ -5,7 +5,6 @@ sentence-transformers folder. Batching and threads live in runner.py, the forwar
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import threading
@@ -23,6 +22,7 @@ from tinyhpd.kernels import Workspace
 from tinyhpd.runner import Runner
 from tinyhpd.tokenizer import load_tokenizer, tokenize, tokenize_info
 from tinyhpd.checkpoints import find_checkpoint, read_checkpoint
+from tinyhpd.families import FAMILY_NAMES, WORDPIECE_FAMILIES
 from tinyhpd.params import BertParams, bert_params
 
 __all__ = ["Model", "load"]
@@ -87,8 +87,9 @@ class Model:
         config = BertConfig.from_file(config_path)
         ckpt = find_checkpoint(tdir)
         params = bert_params(read_checkpoint(ckpt), config, str(ckpt))
-        max_len = read_max_seq_length(tdir, config.max_position_embeddings)
-        return cls(config, params, load_tokenizer(tdir, max_len), load_heads(folder, specs, config.hidden_size),
+        max_len = read_max_seq_length(tdir, config.max_positions)
+        tokenizer = load_tokenizer(tdir, max_len, wordpiece=config.model_type in WORDPIECE_FAMILIES)
+        return cls(config, params, tokenizer, load_heads(folder, specs, config.hidden_size),
                    max_seq_length=max_len, lowercase=read_do_lower_case(tdir),
                    name_or_path=name_or_path or str(folder), revision=revision, num_threads=num_threads,
                    folder=folder, config_path=config_path)
@@ -102,7 +103,8 @@ class Model:
     def __repr__(self) -> str:
         c = self.config
         pipeline = " -> ".join(
-            [f"BERT(L{c.num_hidden_layers} H{c.hidden_size} A{c.num_attention_heads} I{c.intermediate_size})"]
+            [f"{FAMILY_NAMES[c.model_type]}(L{c.num_hidden_layers} H{c.hidden_size} A{c.num_attention_heads} "
+             f"I{c.intermediate_size})"]
             + [repr(h) for h in self._heads])
         rev = f"@{self.revision[:12]}" if self.revision else ""
         return (f"Model({self.name_or_path!r}{rev}, {pipeline}, embedding_dim={self.embedding_dim}, "
@@ -112,7 +114,7 @@ class Model:
     def pipeline(self) -> dict:
         """Everything besides the weights that changes the vectors: encoder config, max_seq_length, lowercasing,
         each head's settings, and a digest of the tokenizer."""
-        return {"bert": dataclasses.asdict(self.config), "max_seq_length": self.max_seq_length,
+        return {"bert": self.config.identity(), "max_seq_length": self.max_seq_length,
                 "lowercase": self._lowercase, "heads": [h.identity() for h in self._heads],
                 "tokenizer": hashlib.sha256(self._tokenizer.to_str().encode("utf-8")).hexdigest()}
 
@@ -134,6 +136,7 @@ class Model:
         b = self._bert
         for name in ("word_emb", "pos_emb", "type_emb", "emb_ln_g", "emb_ln_b"):
             yield name, getattr(b, name)
+        yield from b.extras().items()  # none for BERT: its fingerprint is 0.2's
         for i, lp in enumerate(b.layers):
             for name, arr in vars(lp).items():
                 yield f"layer{i}.{name}", arr

@@ -6,13 +6,15 @@ once, at load. Reading the files is `tinyhpd.checkpoints`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
 from tinyhpd.config import BertConfig, DenseConfig
+from tinyhpd.families import KNOWN_EXTRAS, canonical_name
 
-__all__ = ["bert_params", "dense_params", "BertParams", "LayerParams", "DenseParams", "bert_expected_shapes"]
+__all__ = ["bert_params", "dense_params", "BertParams", "LayerParams", "DenseParams", "bert_expected_shapes",
+           "layer_prefixes"]
 
 Tensors = Dict[str, np.ndarray]
 
@@ -36,12 +38,19 @@ class LayerParams:
 
 @dataclass(frozen=True)
 class BertParams:
-    word_emb: np.ndarray  # [V, H]
-    pos_emb: np.ndarray  # [P, H]
-    type_emb: np.ndarray  # [T, H]
-    emb_ln_g: np.ndarray  # [H]
-    emb_ln_b: np.ndarray  # [H]
-    layers: Tuple[LayerParams, ...]
+    word_emb: np.ndarray  # [V, E]  (E = H but for ELECTRA / ALBERT)
+    pos_emb: np.ndarray  # [P, E]
+    type_emb: np.ndarray  # [T, E]  (one zero row for families without token types)
+    emb_ln_g: np.ndarray  # [E]
+    emb_ln_b: np.ndarray  # [E]
+    layers: Tuple[LayerParams, ...]  # one per applied layer (ALBERT: the same objects repeated)
+    emb_proj_w: Optional[np.ndarray] = None  # [E, H]  ELECTRA's embeddings_project, ALBERT's mapping
+    emb_proj_b: Optional[np.ndarray] = None  # [H]
+    rel_bias: Optional[np.ndarray] = None  # [buckets, heads]  MPNet's relative position bias
+
+    def extras(self) -> Dict[str, np.ndarray]:
+        """The family-specific arrays that are present (what BERT lacks)."""
+        return {k: getattr(self, k) for k in ("emb_proj_w", "emb_proj_b", "rel_bias") if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -50,43 +59,49 @@ class DenseParams:
     b: np.ndarray  # [out] (zeros when the layer has no bias)
 
 
+_LAYER_SHAPES = (  # suffix -> shape in (H, I) terms, torch's [out, in] Linear layout
+    ("attention.self.query.weight", "HH"), ("attention.self.query.bias", "H"),
+    ("attention.self.key.weight", "HH"), ("attention.self.key.bias", "H"),
+    ("attention.self.value.weight", "HH"), ("attention.self.value.bias", "H"),
+    ("attention.output.dense.weight", "HH"), ("attention.output.dense.bias", "H"),
+    ("attention.output.LayerNorm.weight", "H"), ("attention.output.LayerNorm.bias", "H"),
+    ("intermediate.dense.weight", "IH"), ("intermediate.dense.bias", "I"),
+    ("output.dense.weight", "HI"), ("output.dense.bias", "H"),
+    ("output.LayerNorm.weight", "H"), ("output.LayerNorm.bias", "H"),
+)
+
+
+def layer_prefixes(cfg: BertConfig) -> Tuple[str, ...]:
+    """The checkpoint prefix of the weights each applied layer uses (ALBERT: its group's layers, in order)."""
+    if cfg.model_type != "albert":
+        return tuple(f"encoder.layer.{i}." for i in range(cfg.num_hidden_layers))
+    per_group = cfg.num_hidden_layers // cfg.num_hidden_groups
+    return tuple(f"encoder.group.{i // per_group}.{k}." for i in range(cfg.num_hidden_layers)
+                 for k in range(cfg.inner_group_num))
+
+
 def bert_expected_shapes(cfg: BertConfig) -> Dict[str, Tuple[int, ...]]:
-    """Every tensor a Hugging Face BertModel checkpoint must hold, with the shape `config.json` implies."""
+    """Every tensor the encoder's checkpoint must hold (in BERT's names), with the shape `config.json` implies."""
     H, I = cfg.hidden_size, cfg.intermediate_size
+    E = cfg.embedding_size or H
     shapes = {
-        "embeddings.word_embeddings.weight": (cfg.vocab_size, H),
-        "embeddings.position_embeddings.weight": (cfg.max_position_embeddings, H),
-        "embeddings.token_type_embeddings.weight": (cfg.type_vocab_size, H),
-        "embeddings.LayerNorm.weight": (H,),
-        "embeddings.LayerNorm.bias": (H,),
+        "embeddings.word_embeddings.weight": (cfg.vocab_size, E),
+        "embeddings.position_embeddings.weight": (cfg.max_position_embeddings, E),
+        "embeddings.LayerNorm.weight": (E,),
+        "embeddings.LayerNorm.bias": (E,),
     }
-    for i in range(cfg.num_hidden_layers):
-        p = f"encoder.layer.{i}."
-        for proj in ("query", "key", "value"):
-            shapes[p + f"attention.self.{proj}.weight"] = (H, H)
-            shapes[p + f"attention.self.{proj}.bias"] = (H,)
-        shapes.update({
-            p + "attention.output.dense.weight": (H, H), p + "attention.output.dense.bias": (H,),
-            p + "attention.output.LayerNorm.weight": (H,), p + "attention.output.LayerNorm.bias": (H,),
-            p + "intermediate.dense.weight": (I, H), p + "intermediate.dense.bias": (I,),
-            p + "output.dense.weight": (H, I), p + "output.dense.bias": (H,),
-            p + "output.LayerNorm.weight": (H,), p + "output.LayerNorm.bias": (H,),
-        })
+    if cfg.type_vocab_size:
+        shapes["embeddings.token_type_embeddings.weight"] = (cfg.type_vocab_size, E)
+    if E != H or cfg.model_type == "albert":
+        shapes["embeddings.projection.weight"] = (H, E)
+        shapes["embeddings.projection.bias"] = (H,)
+    if cfg.relative_attention_num_buckets:
+        shapes["encoder.relative_attention_bias.weight"] = (cfg.relative_attention_num_buckets, cfg.num_attention_heads)
+    size = {"H": H, "I": I}
+    for p in dict.fromkeys(layer_prefixes(cfg)):
+        for suffix, dims in _LAYER_SHAPES:
+            shapes[p + suffix] = tuple(size[d] for d in dims)
     return shapes
-
-
-# Dropped by name: buffers and heads a BertModel checkpoint may carry that the encoder does not use.
-_KNOWN_EXTRAS = ("embeddings.position_ids", "pooler.", "cls.")
-
-
-def _canonical_name(key: str) -> str:
-    for prefix in ("bert.", "model."):
-        if key.startswith(prefix):
-            key = key[len(prefix):]
-            break
-    if ".LayerNorm." in key or key.endswith(("LayerNorm.gamma", "LayerNorm.beta")):
-        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-    return key
 
 
 def _as_float32(name: str, arr: np.ndarray, source: str) -> np.ndarray:
@@ -97,11 +112,12 @@ def _as_float32(name: str, arr: np.ndarray, source: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _check_table(tensors: Tensors, expected: Dict[str, Tuple[int, ...]], extras: Iterable[str], source: str) -> Tensors:
+def _check_table(tensors: Tensors, expected: Dict[str, Tuple[int, ...]], extras: Iterable[str], source: str,
+                 rename: Callable[[str], str] = lambda key: key) -> Tensors:
     """Rename, drop known extras, then demand exactly the expected keys with exactly the expected shapes."""
     renamed: Tensors = {}
     for key, arr in tensors.items():
-        name = _canonical_name(key)
+        name = rename(key)
         if name in expected:
             if name in renamed:
                 raise ValueError(f"{source}: tensor {name!r} appears twice (as {key!r} and another name)")
@@ -134,34 +150,51 @@ def _t(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.T)
 
 
-def bert_params(tensors: Tensors, cfg: BertConfig, source: str) -> BertParams:
-    """Map a BertModel state dict onto BertParams: strict keys and shapes, transposes and fused Q|K|V done here."""
-    t = _check_table(tensors, bert_expected_shapes(cfg), _KNOWN_EXTRAS, source)
+def _layer(t: Tensors, p: str, cfg: BertConfig) -> LayerParams:
+    a = p + "attention.self."
+    qkv_w = np.concatenate([t[a + f"{n}.weight"] for n in ("query", "key", "value")], axis=0)  # [3H, H]
+    qkv_b = np.concatenate([t[a + f"{n}.bias"] for n in ("query", "key", "value")])  # [3H]
+    # Fold attention's 1/sqrt(head_dim) into the query projection, once.
+    scale = np.float32(1.0 / np.sqrt(cfg.head_dim))
+    qkv_w[: cfg.hidden_size] *= scale
+    qkv_b[: cfg.hidden_size] *= scale
+    return LayerParams(
+        qkv_w=_t(qkv_w), qkv_b=qkv_b,
+        out_w=_t(t[p + "attention.output.dense.weight"]), out_b=np.array(t[p + "attention.output.dense.bias"]),
+        ln1_g=np.array(t[p + "attention.output.LayerNorm.weight"]),
+        ln1_b=np.array(t[p + "attention.output.LayerNorm.bias"]),
+        ffn_in_w=_t(t[p + "intermediate.dense.weight"]), ffn_in_b=np.array(t[p + "intermediate.dense.bias"]),
+        ffn_out_w=_t(t[p + "output.dense.weight"]), ffn_out_b=np.array(t[p + "output.dense.bias"]),
+        ln2_g=np.array(t[p + "output.LayerNorm.weight"]), ln2_b=np.array(t[p + "output.LayerNorm.bias"]),
+    )
+
+
+def bert_params(tensors: Tensors, cfg: BertConfig, source: str, consumed: Iterable[str] = ()) -> BertParams:
+    """Map an encoder's state dict (any family of `families.py`) onto BertParams: strict keys and shapes, transposes
+    and fused Q|K|V done here. `consumed`: names (or prefixes ending in '.') another part of the model reads from the
+    same file (a cross-encoder's classifier), left alone here."""
+    family = cfg.model_type
+    t = _check_table(tensors, bert_expected_shapes(cfg), (*KNOWN_EXTRAS, *consumed), source,
+                     rename=lambda key: canonical_name(key, family))
+    built: Dict[str, LayerParams] = {}
     layers = []
-    for i in range(cfg.num_hidden_layers):
-        p = f"encoder.layer.{i}."
-        a = p + "attention.self."
-        qkv_w = np.concatenate([t[a + f"{n}.weight"] for n in ("query", "key", "value")], axis=0)  # [3H, H]
-        qkv_b = np.concatenate([t[a + f"{n}.bias"] for n in ("query", "key", "value")])  # [3H]
-        # Fold attention's 1/sqrt(head_dim) into the query projection, once.
-        scale = np.float32(1.0 / np.sqrt(cfg.head_dim))
-        qkv_w[: cfg.hidden_size] *= scale
-        qkv_b[: cfg.hidden_size] *= scale
-        layers.append(LayerParams(
-            qkv_w=_t(qkv_w), qkv_b=qkv_b,
-            out_w=_t(t[p + "attention.output.dense.weight"]), out_b=np.array(t[p + "attention.output.dense.bias"]),
-            ln1_g=np.array(t[p + "attention.output.LayerNorm.weight"]),
-            ln1_b=np.array(t[p + "attention.output.LayerNorm.bias"]),
-            ffn_in_w=_t(t[p + "intermediate.dense.weight"]), ffn_in_b=np.array(t[p + "intermediate.dense.bias"]),
-            ffn_out_w=_t(t[p + "output.dense.weight"]), ffn_out_b=np.array(t[p + "output.dense.bias"]),
-            ln2_g=np.array(t[p + "output.LayerNorm.weight"]), ln2_b=np.array(t[p + "output.LayerNorm.bias"]),
-        ))
+    for p in layer_prefixes(cfg):
+        if p not in built:  # ALBERT's shared layers are built once and repeated
+            built[p] = _layer(t, p, cfg)
+        layers.append(built[p])
+    E = cfg.embedding_size or cfg.hidden_size
+    has_proj = "embeddings.projection.weight" in t
     return BertParams(
         word_emb=t["embeddings.word_embeddings.weight"],  # stays memory-mapped when stored as float32
         pos_emb=np.array(t["embeddings.position_embeddings.weight"]),
-        type_emb=np.array(t["embeddings.token_type_embeddings.weight"]),
+        type_emb=(np.array(t["embeddings.token_type_embeddings.weight"]) if cfg.type_vocab_size
+                  else np.zeros((1, E), np.float32)),
         emb_ln_g=np.array(t["embeddings.LayerNorm.weight"]), emb_ln_b=np.array(t["embeddings.LayerNorm.bias"]),
         layers=tuple(layers),
+        emb_proj_w=_t(t["embeddings.projection.weight"]) if has_proj else None,
+        emb_proj_b=np.array(t["embeddings.projection.bias"]) if has_proj else None,
+        rel_bias=(np.array(t["encoder.relative_attention_bias.weight"]) if cfg.relative_attention_num_buckets
+                  else None),
     )
 
 

@@ -37,8 +37,10 @@ def _wordpiece_from_vocab(folder: Path):
     return tok
 
 
-def load_tokenizer(folder: Path, max_seq_length: int):
-    """A `tokenizers.Tokenizer` with no padding and truncation at `max_seq_length` (special tokens included)."""
+def load_tokenizer(folder: Path, max_seq_length: int, wordpiece: bool = True):
+    """A `tokenizers.Tokenizer` with no padding and truncation at `max_seq_length` (special tokens included).
+    Without tokenizer.json, BERT's WordPiece is rebuilt from vocab.txt only where `wordpiece` allows it (the family
+    tokenises that way): any other family needs its tokenizer.json."""
     from tokenizers import Tokenizer
 
     path = folder / "tokenizer.json"
@@ -47,8 +49,11 @@ def load_tokenizer(folder: Path, max_seq_length: int):
             tok = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises its own Exception type
             raise ValueError(f"{path}: cannot be read by the tokenizers library ({exc})") from None
-    else:
+    elif wordpiece:
         tok = _wordpiece_from_vocab(folder)
+    else:
+        raise FileNotFoundError(f"{folder}: no tokenizer.json (this model family's tokenizer cannot be rebuilt from "
+                                "vocab.txt; save the tokenizer with a current transformers)")
     tok.no_padding()
     tok.enable_truncation(max_length=max_seq_length)
     return tok
