@@ -4,10 +4,11 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, Optional, Tuple
 
+from tinyhpd.cross_encoder import CrossEncoder
 from tinyhpd.index import Hits, Index
 from tinyhpd.model import Model, load
 
-__all__ = ["Model", "load", "encode", "serve", "Index", "Hits", "__version__"]
+__all__ = ["Model", "load", "encode", "serve", "CrossEncoder", "Index", "Hits", "__version__"]
 __version__ = "0.2.0"
 
 _CACHE: Dict[Tuple[Optional[str], Optional[str]], Model] = {}

@@ -73,6 +73,8 @@ def model_state(model) -> Dict[str, Any]:
         "num_threads": model.num_threads,
         "folder": None if model.folder is None else str(model.folder),
         "fingerprint": model.fingerprint,
+        "prompts": dict(model.prompts),
+        "default_prompt_name": model.default_prompt_name,
     }
 
 
@@ -94,7 +96,8 @@ def rebuild_model(state: Dict[str, Any]):
                   max_seq_length=state["max_seq_length"], lowercase=state["lowercase"],
                   name_or_path=state["name_or_path"], revision=state["revision"],
                   num_threads=_worker_threads(state["num_threads"]),
-                  folder=None if folder is None else Path(folder))
+                  folder=None if folder is None else Path(folder), prompts=state["prompts"],
+                  default_prompt_name=state["default_prompt_name"])
     if model.fingerprint != state["fingerprint"]:
         raise ValueError("pickled tinyhpd model: the rebuilt model's fingerprint differs from the one pickled with it "
                          "(corrupted in transit, or another tinyhpd/tokenizers version on this worker)")

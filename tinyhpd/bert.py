@@ -35,10 +35,10 @@ def positions(ids: np.ndarray, packed: Packed, cfg: BertConfig) -> np.ndarray:
     return (count - before) * real + cfg.padding_idx  # [n_tok]
 
 
-def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float, ws: "Workspace | None" = None
-          ) -> np.ndarray:
-    """Word + position + token-type (type 0: single sentences) embeddings, then LayerNorm: `[n_tok]` -> `[n_tok, E]`
-    (in the workspace's "x" buffer when given: the layers then update it in place)."""
+def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float, ws: "Workspace | None" = None,
+          types: "np.ndarray | None" = None) -> np.ndarray:
+    """Word + position + token-type embeddings (type 0 for single sentences, `types [n_tok]` for pairs), then
+    LayerNorm: `[n_tok]` -> `[n_tok, E]` (in the workspace's "x" buffer when given: the layers update it in place)."""
     ws = Workspace() if ws is None else ws
     n, E = len(ids), p.word_emb.shape[1]
     _check_rows("token id", ids, "embedding matrix", p.word_emb.shape[0],
@@ -49,7 +49,11 @@ def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float, ws:
     # ~3x longer
     x = np.take(p.word_emb, ids, axis=0, out=ws.get("x", (n, E)), mode="clip")  # [vocab, E] -> [n_tok, E]
     pos = np.take(p.pos_emb, positions, axis=0, out=ws.get("pos", (n, E)), mode="clip")  # [n_tok, E]
-    return layer_norm_(x, p.emb_ln_g, p.emb_ln_b, 0.0 + eps, ws.get("stat", (n,)), pos, p.type_emb[0])  # LN(x+pos+type)
+    if types is None or p.type_emb.shape[0] == 1:  # one token type: a bias
+        return layer_norm_(x, p.emb_ln_g, p.emb_ln_b, 0.0 + eps, ws.get("stat", (n,)), pos, p.type_emb[0])
+    _check_rows("token type", types, "token type embeddings", p.type_emb.shape[0], "a pair needs type_vocab_size 2")
+    typ = np.take(p.type_emb, types, axis=0, out=ws.get("typ", (n, E)), mode="clip")  # [n_tok, E]
+    return layer_norm_(x, p.emb_ln_g, p.emb_ln_b, 0.0 + eps, ws.get("stat", (n,)), pos, typ)  # LN(x+pos+type)
 
 
 def relative_position_bucket(rel: np.ndarray, num_buckets: int, max_distance: int = 128) -> np.ndarray:
@@ -92,9 +96,10 @@ def encoder_layer(x: np.ndarray, lp: LayerParams, packed: Packed, cfg: BertConfi
     return layer_norm_(x, lp.ln2_g, lp.ln2_b, eps, stat, lp.ffn_out_b, a)  # x <- LN(x + bias + a): residual
 
 
-def bert_forward(p: BertParams, cfg: BertConfig, ids: np.ndarray, packed: Packed, ws: Workspace) -> np.ndarray:
-    """Token embeddings of the last layer for packed token ids: `[n_tok]` -> `[n_tok, H]`."""
-    x = embed(p, ids, positions(ids, packed, cfg), cfg.layer_norm_eps, ws)  # [n_tok] -> [n_tok, E]
+def bert_forward(p: BertParams, cfg: BertConfig, ids: np.ndarray, packed: Packed, ws: Workspace,
+                 types: "np.ndarray | None" = None) -> np.ndarray:
+    """Token embeddings of the last layer for packed token ids (and token types of pairs): `[n_tok]` -> `[n_tok, H]`."""
+    x = embed(p, ids, positions(ids, packed, cfg), cfg.layer_norm_eps, ws, types)  # [n_tok] -> [n_tok, E]
     if p.emb_proj_w is not None:  # ELECTRA / ALBERT: embeddings at E, layers at H
         x = np.matmul(x, p.emb_proj_w, out=ws.get("x_h", (len(ids), cfg.hidden_size)))  # [n_tok, E] -> [n_tok, H]
         x += p.emb_proj_b

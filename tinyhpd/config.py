@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = [
     "BertConfig",
@@ -25,6 +25,7 @@ __all__ = [
     "read_modules",
     "read_max_seq_length",
     "read_do_lower_case",
+    "read_prompts",
 ]
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -186,7 +187,7 @@ class PoolingConfig:
         if not modes:
             raise ValueError(f"{path}: no pooling mode is enabled")
         if cfg.get("include_prompt", True) is False:
-            raise ValueError(f"{path}: include_prompt=false is not supported (tinyhpd does not use prompts)")
+            raise ValueError(f"{path}: include_prompt=false (prompt tokens left out of the pooling) is not supported")
         return cls(dimension=dim, modes=tuple(modes))
 
 
@@ -268,6 +269,23 @@ def read_max_seq_length(folder: Path, max_position_embeddings: int) -> int:
     if not isinstance(length, int) or length < 2:
         raise ValueError(f"{folder}: max_seq_length {length!r} must be an integer >= 2")
     return min(length, max_position_embeddings)
+
+
+def read_prompts(folder: Path) -> Tuple[Dict[str, str], Optional[str]]:
+    """(prompts, default_prompt_name) of `config_sentence_transformers.json`, as sentence-transformers reads them
+    (e5's {"query": "query: ", "passage": "passage: "}, bge's instruction)."""
+    path = folder / "config_sentence_transformers.json"
+    if not path.is_file():
+        return {}, None
+    cfg = read_json(path)
+    prompts = cfg.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+        raise ValueError(f"{path}: 'prompts' must map prompt names to strings")
+    default = cfg.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise ValueError(f"{path}: default_prompt_name {default!r} is not one of the prompts "
+                         f"({', '.join(map(repr, prompts)) or 'none'})")
+    return dict(prompts), default
 
 
 def read_do_lower_case(folder: Path) -> bool:

@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from tinyhpd.config import ACTIVATIONS, BertConfig, check_eps, check_sizes, read_json, require
 
-__all__ = ["FAMILIES", "FAMILY_NAMES", "WORDPIECE_FAMILIES", "read_encoder_config", "detect_family", "canonical_name", "CHECKPOINT_PREFIXES",
+__all__ = ["FAMILIES", "FAMILY_NAMES", "WORDPIECE_FAMILIES", "CLASSIFIERS", "read_encoder_config", "detect_family", "canonical_name", "CHECKPOINT_PREFIXES",
            "KNOWN_EXTRAS"]
 
 # model_type -> family; `architectures` names (e.g. "RobertaModel") are told apart by these prefixes.
@@ -85,6 +85,18 @@ _COMPILED = {family: tuple((re.compile(a), b) for a, b in rules) for family, rul
 KNOWN_EXTRAS = ("embeddings.position_ids", "embeddings.token_type_ids", "pooler.", "cls.", "lm_head.", "predictions.",
                 "sop_classifier.", "generator_predictions.", "generator_lm_head.", "discriminator_predictions.",
                 "vocab_transform.", "vocab_layer_norm.", "vocab_projector.")
+
+
+# Each family's sequence-classification head (a cross-encoder's score), on the first token: first linear (in BERT's
+# names, after canonical_name), its activation, output linear. BERT / ALBERT go through their pooler.
+CLASSIFIERS = {
+    "bert": ("pooler.dense", "tanh", "classifier"),
+    "albert": ("pooler", "tanh", "classifier"),
+    "roberta": ("classifier.dense", "tanh", "classifier.out_proj"),
+    "mpnet": ("classifier.dense", "tanh", "classifier.out_proj"),
+    "electra": ("classifier.dense", "gelu", "classifier.out_proj"),
+    "distilbert": ("pre_classifier", "relu", "classifier"),
+}
 
 
 def canonical_name(key: str, family: str) -> str:

@@ -14,9 +14,10 @@ import numpy as np
 
 from tinyhpd.config import DenseConfig, ModuleSpec, PoolingConfig
 from tinyhpd.checkpoints import find_checkpoint, read_checkpoint
-from tinyhpd.params import DenseParams, dense_params
+from tinyhpd.families import CLASSIFIERS, canonical_name
+from tinyhpd.params import DenseParams, check_table, dense_params, transposed
 
-__all__ = ["Head", "Pooling", "Dense", "Normalize", "HEADS", "DENSE_ACTIVATIONS", "load_heads", "normalize"]
+__all__ = ["Head", "Pooling", "Dense", "Normalize", "Classifier", "HEADS", "DENSE_ACTIVATIONS", "load_heads", "normalize"]
 
 
 class Head:
@@ -168,6 +169,56 @@ class Normalize(Head):
 
     def __repr__(self) -> str:
         return "Normalize"
+
+
+_CLASSIFIER_ACTIVATIONS = {"tanh": np.tanh, "gelu": _gelu, "relu": lambda x: np.maximum(x, 0)}
+
+
+class Classifier(Head):
+    """A sequence-classification head on each sequence's first token (a cross-encoder's scores): the family's first
+    linear + activation (BERT's pooler, RoBERTa's classifier.dense, ...), then the output linear: token rows
+    `[n_tok, H]` -> logits `[B, labels]`. Its weights sit in the encoder's checkpoint (`families.CLASSIFIERS` names
+    them)."""
+
+    kind = "Classifier"
+
+    def __init__(self, w1: np.ndarray, b1: np.ndarray, activation: str, w2: np.ndarray, b2: np.ndarray) -> None:
+        self.w1, self.b1, self.activation, self.w2, self.b2 = w1, b1, activation, w2, b2  # w: [in, out]
+
+    @staticmethod
+    def names(family: str) -> Tuple[str, str]:
+        """The checkpoint prefixes (in BERT's names) of the family's two linears."""
+        first, _, out = CLASSIFIERS[family]
+        return first + ".", out + "."
+
+    @classmethod
+    def from_tensors(cls, tensors: Dict[str, np.ndarray], family: str, hidden: int, labels: int,
+                     source: str) -> "Classifier":
+        first, act, out = CLASSIFIERS[family]
+        expected = {f"{first}.weight": (hidden, hidden), f"{first}.bias": (hidden,),
+                    f"{out}.weight": (labels, hidden), f"{out}.bias": (labels,)}
+        mine = {k: v for k, v in tensors.items() if canonical_name(k, family) in expected}
+        t = check_table(mine, expected, (), source, rename=lambda key: canonical_name(key, family))
+        return cls(transposed(t[f"{first}.weight"]), np.array(t[f"{first}.bias"]), act,
+                   transposed(t[f"{out}.weight"]), np.array(t[f"{out}.bias"]))
+
+    @property
+    def out_dim(self) -> int:
+        return self.w2.shape[1]
+
+    def named_arrays(self) -> Iterator[Tuple[str, np.ndarray]]:
+        yield from (("w1", self.w1), ("b1", self.b1), ("w2", self.w2), ("b2", self.b2))
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "activation": self.activation}
+
+    def __call__(self, tokens: np.ndarray, packed) -> np.ndarray:
+        first = tokens[packed.offsets]  # [B, H]: each sequence's first token ([CLS] / <s>)
+        h = _CLASSIFIER_ACTIVATIONS[self.activation](first @ self.w1 + self.b1)  # [B, H]
+        return (h @ self.w2 + self.b2).astype(np.float32, copy=False)  # [B, labels]
+
+    def __repr__(self) -> str:
+        return f"Classifier({self.w1.shape[0]}->{self.out_dim} {self.activation})"
 
 
 HEADS: Dict[str, Type[Head]] = {cls.kind: cls for cls in (Pooling, Dense, Normalize)}

@@ -9,21 +9,21 @@ import hashlib
 import json
 import threading
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from tinyhpd import attention, bert, heads as heads_mod
 from tinyhpd._threads import default_num_threads
-from tinyhpd.config import BertConfig, read_do_lower_case, read_max_seq_length, read_modules
+from tinyhpd.config import BertConfig, read_modules, read_prompts
+from tinyhpd.encoder import load_encoder
 from tinyhpd.heads import Head, load_heads
 from tinyhpd.hub import resolve
 from tinyhpd.kernels import Workspace
 from tinyhpd.runner import Runner
-from tinyhpd.tokenizer import load_tokenizer, tokenize, tokenize_info
-from tinyhpd.checkpoints import find_checkpoint, read_checkpoint
-from tinyhpd.families import FAMILY_NAMES, WORDPIECE_FAMILIES
-from tinyhpd.params import BertParams, bert_params
+from tinyhpd.tokenizer import tokenize, tokenize_info
+from tinyhpd.families import FAMILY_NAMES
+from tinyhpd.params import BertParams
 
 __all__ = ["Model", "load"]
 
@@ -51,7 +51,8 @@ class Model:
     def __init__(self, config: BertConfig, params: BertParams, tokenizer, heads: Sequence[Head], *,
                  max_seq_length: int, lowercase: bool = False, name_or_path: str = "(in memory)",
                  revision: Optional[str] = None, num_threads: Optional[int] = None,
-                 folder: Optional[Path] = None, config_path: Optional[Path] = None) -> None:
+                 folder: Optional[Path] = None, config_path: Optional[Path] = None,
+                 prompts: Optional[Dict[str, str]] = None, default_prompt_name: Optional[str] = None) -> None:
         if num_threads is None:
             num_threads = default_num_threads()
         if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
@@ -63,6 +64,10 @@ class Model:
         self._lowercase = bool(lowercase)
         self._tokenizer = tokenizer
         self._heads: Tuple[Head, ...] = tuple(heads)
+        self.prompts: Dict[str, str] = dict(prompts or {})
+        if default_prompt_name is not None and default_prompt_name not in self.prompts:
+            raise ValueError(f"default_prompt_name {default_prompt_name!r} is not one of the prompts")
+        self.default_prompt_name: Optional[str] = default_prompt_name
         self.embedding_dim: int = self._heads[-1].out_dim if self._heads else config.hidden_size
         self.folder = folder
         self._config_path = config_path or "config.json"
@@ -82,23 +87,20 @@ class Model:
         its tokenizer, then every head."""
         folder = Path(folder)
         specs = read_modules(folder)
-        tdir = folder / specs[0].path
-        config_path = tdir / "config.json"
-        config = BertConfig.from_file(config_path)
-        ckpt = find_checkpoint(tdir)
-        params = bert_params(read_checkpoint(ckpt), config, str(ckpt))
-        max_len = read_max_seq_length(tdir, config.max_positions)
-        tokenizer = load_tokenizer(tdir, max_len, wordpiece=config.model_type in WORDPIECE_FAMILIES)
-        return cls(config, params, tokenizer, load_heads(folder, specs, config.hidden_size),
-                   max_seq_length=max_len, lowercase=read_do_lower_case(tdir),
+        enc, _, _ = load_encoder(folder / specs[0].path)
+        prompts, default_prompt_name = read_prompts(folder)
+        return cls(enc.config, enc.params, enc.tokenizer, load_heads(folder, specs, enc.config.hidden_size),
+                   max_seq_length=enc.max_seq_length, lowercase=enc.lowercase,
                    name_or_path=name_or_path or str(folder), revision=revision, num_threads=num_threads,
-                   folder=folder, config_path=config_path)
+                   folder=folder, config_path=enc.config_path, prompts=prompts,
+                   default_prompt_name=default_prompt_name)
 
     def with_num_threads(self, num_threads: int) -> "Model":
         """The same model (weights shared, not copied) running `num_threads` threads: for a worker given fewer CPUs."""
         return Model(self.config, self._bert, self._tokenizer, self._heads, max_seq_length=self.max_seq_length,
                      lowercase=self._lowercase, name_or_path=self.name_or_path, revision=self.revision,
-                     num_threads=num_threads, folder=self.folder, config_path=self._config_path)
+                     num_threads=num_threads, folder=self.folder, config_path=self._config_path,
+                     prompts=self.prompts, default_prompt_name=self.default_prompt_name)
 
     def __repr__(self) -> str:
         c = self.config
@@ -114,9 +116,12 @@ class Model:
     def pipeline(self) -> dict:
         """Everything besides the weights that changes the vectors: encoder config, max_seq_length, lowercasing,
         each head's settings, and a digest of the tokenizer."""
-        return {"bert": self.config.identity(), "max_seq_length": self.max_seq_length,
-                "lowercase": self._lowercase, "heads": [h.identity() for h in self._heads],
-                "tokenizer": hashlib.sha256(self._tokenizer.to_str().encode("utf-8")).hexdigest()}
+        out = {"bert": self.config.identity(), "max_seq_length": self.max_seq_length,
+               "lowercase": self._lowercase, "heads": [h.identity() for h in self._heads],
+               "tokenizer": hashlib.sha256(self._tokenizer.to_str().encode("utf-8")).hexdigest()}
+        if self.default_prompt_name is not None:  # what encode(text) puts before every text
+            out["default_prompt"] = self.prompts[self.default_prompt_name]
+        return out
 
     @property
     def fingerprint(self) -> str:
@@ -215,18 +220,38 @@ class Model:
         self._validate_ids(arrays)
         return self._embed(arrays, batch_size, normalize_embeddings, show_progress_bar)
 
-    def encode(self, sentences: Union[str, Iterable[str]], *, batch_size: int = 32,
+    def _prompt(self, prompt_name: Optional[str], prompt: Optional[str]) -> str:
+        """The text put before every sentence: `prompt`, else the named (or default) prompt of the folder's
+        config_sentence_transformers.json, as sentence-transformers chooses it."""
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+            return prompt
+        name = self.default_prompt_name if prompt_name is None else prompt_name
+        if name is None:
+            return ""
+        if name not in self.prompts:
+            raise ValueError(f"prompt_name {name!r} is not one of this model's prompts "
+                             f"({', '.join(map(repr, self.prompts)) or 'none'})")
+        return self.prompts[name]
+
+    def encode(self, sentences: Union[str, Iterable[str]], *, prompt_name: Optional[str] = None,
+               prompt: Optional[str] = None, batch_size: int = 32,
                normalize_embeddings: bool = False, show_progress_bar: Optional[bool] = None,
                convert_to_numpy: bool = True, convert_to_tensor: bool = False):
         """Embed one sentence (-> `(d,)`) or many (-> `(n, d)` float32), sentence-transformers style.
 
         Sentences are sorted by token count, run in batches of `batch_size`, and returned in input order; results do not
-        depend on `batch_size` or order. `convert_to_numpy=False` returns a list of 1-D arrays; `convert_to_tensor=True`
-        a torch tensor (needs torch).
+        depend on `batch_size` or order. `prompt` (or `prompt_name`, one of `self.prompts`) goes before every
+        sentence; by default the folder's `default_prompt_name`, if any. `convert_to_numpy=False` returns a list of 1-D
+        arrays; `convert_to_tensor=True` a torch tensor (needs torch).
         """
         batch_size = _check_batch_size(batch_size)
         single = isinstance(sentences, str)
         texts = [sentences] if single else _as_texts(sentences)
+        before = self._prompt(prompt_name, prompt)
+        if before:
+            texts = [before + t for t in texts]
         ids = tokenize(self._tokenizer, texts, self._lowercase) if texts else []
         if self._check_ids:
             self._validate_ids(ids)

@@ -13,8 +13,8 @@ import numpy as np
 from tinyhpd.config import BertConfig, DenseConfig
 from tinyhpd.families import KNOWN_EXTRAS, canonical_name
 
-__all__ = ["bert_params", "dense_params", "BertParams", "LayerParams", "DenseParams", "bert_expected_shapes",
-           "layer_prefixes"]
+__all__ = ["bert_params", "dense_params", "check_table", "transposed", "BertParams", "LayerParams", "DenseParams",
+           "bert_expected_shapes", "layer_prefixes"]
 
 Tensors = Dict[str, np.ndarray]
 
@@ -112,7 +112,7 @@ def _as_float32(name: str, arr: np.ndarray, source: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _check_table(tensors: Tensors, expected: Dict[str, Tuple[int, ...]], extras: Iterable[str], source: str,
+def check_table(tensors: Tensors, expected: Dict[str, Tuple[int, ...]], extras: Iterable[str], source: str,
                  rename: Callable[[str], str] = lambda key: key) -> Tensors:
     """Rename, drop known extras, then demand exactly the expected keys with exactly the expected shapes."""
     renamed: Tensors = {}
@@ -145,7 +145,7 @@ def _all_finite(arr: np.ndarray, rows: int = 1 << 16) -> bool:
     return all(bool(np.isfinite(flat[i:i + step]).all()) for i in range(0, flat.size, step))
 
 
-def _t(w: np.ndarray) -> np.ndarray:
+def transposed(w: np.ndarray) -> np.ndarray:
     """torch Linear weight [out, in] -> contiguous [in, out] for x @ W."""
     return np.ascontiguousarray(w.T)
 
@@ -159,12 +159,13 @@ def _layer(t: Tensors, p: str, cfg: BertConfig) -> LayerParams:
     qkv_w[: cfg.hidden_size] *= scale
     qkv_b[: cfg.hidden_size] *= scale
     return LayerParams(
-        qkv_w=_t(qkv_w), qkv_b=qkv_b,
-        out_w=_t(t[p + "attention.output.dense.weight"]), out_b=np.array(t[p + "attention.output.dense.bias"]),
+        qkv_w=transposed(qkv_w), qkv_b=qkv_b,
+        out_w=transposed(t[p + "attention.output.dense.weight"]),
+        out_b=np.array(t[p + "attention.output.dense.bias"]),
         ln1_g=np.array(t[p + "attention.output.LayerNorm.weight"]),
         ln1_b=np.array(t[p + "attention.output.LayerNorm.bias"]),
-        ffn_in_w=_t(t[p + "intermediate.dense.weight"]), ffn_in_b=np.array(t[p + "intermediate.dense.bias"]),
-        ffn_out_w=_t(t[p + "output.dense.weight"]), ffn_out_b=np.array(t[p + "output.dense.bias"]),
+        ffn_in_w=transposed(t[p + "intermediate.dense.weight"]), ffn_in_b=np.array(t[p + "intermediate.dense.bias"]),
+        ffn_out_w=transposed(t[p + "output.dense.weight"]), ffn_out_b=np.array(t[p + "output.dense.bias"]),
         ln2_g=np.array(t[p + "output.LayerNorm.weight"]), ln2_b=np.array(t[p + "output.LayerNorm.bias"]),
     )
 
@@ -174,7 +175,7 @@ def bert_params(tensors: Tensors, cfg: BertConfig, source: str, consumed: Iterab
     and fused Q|K|V done here. `consumed`: names (or prefixes ending in '.') another part of the model reads from the
     same file (a cross-encoder's classifier), left alone here."""
     family = cfg.model_type
-    t = _check_table(tensors, bert_expected_shapes(cfg), (*KNOWN_EXTRAS, *consumed), source,
+    t = check_table(tensors, bert_expected_shapes(cfg), (*KNOWN_EXTRAS, *consumed), source,
                      rename=lambda key: canonical_name(key, family))
     built: Dict[str, LayerParams] = {}
     layers = []
@@ -191,7 +192,7 @@ def bert_params(tensors: Tensors, cfg: BertConfig, source: str, consumed: Iterab
                   else np.zeros((1, E), np.float32)),
         emb_ln_g=np.array(t["embeddings.LayerNorm.weight"]), emb_ln_b=np.array(t["embeddings.LayerNorm.bias"]),
         layers=tuple(layers),
-        emb_proj_w=_t(t["embeddings.projection.weight"]) if has_proj else None,
+        emb_proj_w=transposed(t["embeddings.projection.weight"]) if has_proj else None,
         emb_proj_b=np.array(t["embeddings.projection.bias"]) if has_proj else None,
         rel_bias=(np.array(t["encoder.relative_attention_bias.weight"]) if cfg.relative_attention_num_buckets
                   else None),
@@ -203,6 +204,6 @@ def dense_params(tensors: Tensors, cfg: DenseConfig, source: str) -> DenseParams
     expected = {"linear.weight": (cfg.out_features, cfg.in_features)}
     if cfg.bias:
         expected["linear.bias"] = (cfg.out_features,)
-    t = _check_table(tensors, expected, (), source)
+    t = check_table(tensors, expected, (), source)
     b = np.array(t["linear.bias"]) if cfg.bias else np.zeros(cfg.out_features, np.float32)
-    return DenseParams(w=_t(t["linear.weight"]), b=b)
+    return DenseParams(w=transposed(t["linear.weight"]), b=b)

@@ -8,7 +8,7 @@ import numpy as np
 
 from tinyhpd.config import read_json
 
-__all__ = ["load_tokenizer", "tokenize"]
+__all__ = ["load_tokenizer", "tokenize", "tokenize_info", "tokenize_pairs"]
 
 _SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -78,3 +78,25 @@ def tokenize_info(tok, texts: Sequence[str], lowercase: bool) -> Tuple[List[np.n
                                  f"{bad.start})") from None
         raise ValueError(f"the tokenizer refused the input: {exc}") from None
     return [np.asarray(e.ids, dtype=np.int64) for e in encs], [bool(e.overflowing) for e in encs]
+
+
+def tokenize_pairs(tok, pairs: Sequence[Tuple[str, str]], lowercase: bool) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """(token ids, token types) of each (a, b) pair, `[CLS] a [SEP] b [SEP]` (or the family's own template) with
+    type 1 on the second segment, truncated `longest_first` to max_seq_length, as sentence-transformers' CrossEncoder
+    tokenises them."""
+    def prep(t: str) -> str:
+        return t.strip().lower() if lowercase else t.strip()
+
+    prepared = [(prep(a), prep(b)) for a, b in pairs]
+    try:
+        encs = tok.encode_batch(prepared, add_special_tokens=True)
+    except Exception as exc:  # tokenizers' own error names no item: find the one it refused
+        for i, pair in enumerate(prepared):
+            for side, text in zip("ab", pair):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as bad:
+                    raise ValueError(f"pairs[{i}] ({side}) is not valid Unicode text (a lone surrogate at character "
+                                     f"{bad.start})") from None
+        raise ValueError(f"the tokenizer refused the input: {exc}") from None
+    return ([np.asarray(e.ids, dtype=np.int64) for e in encs], [np.asarray(e.type_ids, dtype=np.int64) for e in encs])

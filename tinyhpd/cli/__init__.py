@@ -17,6 +17,7 @@ __all__ = ["main", "build_parser"]
 
 _COMMAND_MODULES = (
     "tinyhpd.cli.encode",  # encode
+    "tinyhpd.cli.rerank",  # rerank
     "tinyhpd.cli.embed",  # embed (corpus job)
     "tinyhpd.cli.convert",  # convert
     "tinyhpd.cli.index",  # index build, search
