@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,46 +19,7 @@ import tiny_models
 import tinyhpd
 from helpers import REPO
 
-KEY = "test-key-123"
-NAME = "hpd-tiny"
-
-
-def _free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-class _Server:
-    """uvicorn in a thread of this process, on a socket bound to 127.0.0.1, stopped at the end of the module."""
-
-    def __init__(self, model, **cfg) -> None:
-        import uvicorn
-
-        from tinyhpd.server import ServeConfig, create_app
-
-        self.sock = _free_socket()
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        cfg.setdefault("engine", "thread")  # the model in this process: tests can replace its encode_ids
-        app = create_app(model, ServeConfig(served_model_name=NAME, **cfg))
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server did not become healthy")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.sock.close()
+from serving import KEY, NAME, Server, free_socket, post
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +30,7 @@ def model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model):
-    s = _Server(model, api_key=KEY, max_client_batch_size=16, max_batch_tokens=4096, max_payload_bytes=64 << 10)
+    s = Server(model, api_key=KEY, max_client_batch_size=16, max_batch_tokens=4096, max_payload_bytes=64 << 10)
     yield s
     s.stop()
 
@@ -80,11 +40,6 @@ def client(server):
     from openai import OpenAI
 
     return OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=30)
-
-
-def _post(server, path, body, key=KEY, **kw):
-    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-    return httpx.post(server.url + path, json=body, headers=headers, timeout=30, **kw)
 
 
 SENTS = ["A man is playing a guitar.", "two dogs run in the park", "the cat sat on the mat"]
@@ -105,7 +60,7 @@ def test_openai_client_single_string(client, model):
 
 
 def test_openai_client_base64_is_little_endian_float32(server, model):
-    r = _post(server, "/v1/embeddings", {"model": NAME, "input": SENTS, "encoding_format": "base64"})
+    r = post(server, "/v1/embeddings", {"model": NAME, "input": SENTS, "encoding_format": "base64"})
     assert r.status_code == 200
     got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in r.json()["data"]])
     assert np.abs(got - model.encode(SENTS, normalize_embeddings=True)).max() <= 1e-6
@@ -119,13 +74,13 @@ def test_usage_counts_real_tokens(client, model):
 
 def test_token_id_inputs_equal_the_text(server, model):
     ids = [x[1:-1].tolist() for x in model.tokenize(SENTS)]  # without [CLS]/[SEP], as OpenAI token arrays are
-    r = _post(server, "/v1/embeddings", {"model": NAME, "input": ids})
+    r = post(server, "/v1/embeddings", {"model": NAME, "input": ids})
     got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
     assert np.abs(got - model.encode(SENTS, normalize_embeddings=True)).max() <= 1e-6
 
 
 def test_dimensions_equal_to_the_models_and_user_are_accepted(server, model):
-    r = _post(server, "/v1/embeddings", {"model": NAME, "input": "a", "dimensions": model.embedding_dim, "user": "u"})
+    r = post(server, "/v1/embeddings", {"model": NAME, "input": "a", "dimensions": model.embedding_dim, "user": "u"})
     assert r.status_code == 200
 
 
@@ -135,14 +90,14 @@ def test_models_lists_the_served_name(client):
 
 # ------------------------------------------------------------------------------------------------ TEI /embed
 def test_tei_embed_normalize_false_gives_raw_vectors(server, model):
-    r = _post(server, "/embed", {"inputs": SENTS, "normalize": False})
+    r = post(server, "/embed", {"inputs": SENTS, "normalize": False})
     assert np.abs(np.array(r.json(), dtype=np.float32) - model.encode(SENTS)).max() <= 1e-6
 
 
 def test_tei_embed_truncate_false_refuses_long_input(server):
-    r = _post(server, "/embed", {"inputs": ["word " * 200], "truncate": False})
+    r = post(server, "/embed", {"inputs": ["word " * 200], "truncate": False})
     assert r.status_code == 413 and r.json()["error"]["code"] == "input_too_long"
-    assert _post(server, "/embed", {"inputs": ["word " * 200]}).status_code == 200  # truncated by default
+    assert post(server, "/embed", {"inputs": ["word " * 200]}).status_code == 200  # truncated by default
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -159,14 +114,14 @@ def test_tei_embed_truncate_false_refuses_long_input(server):
     ({"model": NAME, "input": ["a"] * 17}, 413, "input"),
 ])
 def test_bad_requests_get_openai_error_objects(server, body, status, param):
-    r = _post(server, "/v1/embeddings", body)
+    r = post(server, "/v1/embeddings", body)
     assert r.status_code == status
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"} and err["param"] == param and err["message"]
 
 
 def test_model_not_found_code(server):
-    assert _post(server, "/v1/embeddings", {"model": "x", "input": "a"}).json()["error"]["code"] == "model_not_found"
+    assert post(server, "/v1/embeddings", {"model": "x", "input": "a"}).json()["error"]["code"] == "model_not_found"
 
 
 def test_invalid_json_is_400(server):
@@ -177,17 +132,17 @@ def test_invalid_json_is_400(server):
 
 @pytest.mark.parametrize("key", [None, "wrong", KEY + "x"])
 def test_wrong_or_missing_key_is_401(server, key):
-    r = _post(server, "/v1/embeddings", {"model": NAME, "input": "a"}, key=key)
+    r = post(server, "/v1/embeddings", {"model": NAME, "input": "a"}, key=key)
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
 
 
 def test_payload_over_the_cap_is_413(server):
-    r = _post(server, "/v1/embeddings", {"model": NAME, "input": ["x" * 70000]})
+    r = post(server, "/v1/embeddings", {"model": NAME, "input": ["x" * 70000]})
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
 
 def test_full_queue_is_429_with_retry_after(model):
-    s = _Server(model, max_concurrent_requests=1)
+    s = Server(model, max_concurrent_requests=1)
     gate = threading.Event()
     real = model.encode_ids
 
@@ -198,7 +153,7 @@ def test_full_queue_is_429_with_retry_after(model):
     try:
         model.encode_ids = slow  # instance attribute: the engine now waits for the gate
         with ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(_post, s, "/v1/embeddings", {"model": NAME, "input": f"s{i}"}, None)
+            futures = [pool.submit(post, s, "/v1/embeddings", {"model": NAME, "input": f"s{i}"}, None)
                        for i in range(4)]
             time.sleep(1.0)
             gate.set()
@@ -209,6 +164,12 @@ def test_full_queue_is_429_with_retry_after(model):
     finally:
         del model.encode_ids
         s.stop()
+
+
+def test_an_embedding_server_refuses_rerank(server):
+    r = post(server, "/rerank", {"query": "q", "texts": ["d"]})
+    assert r.status_code == 400 and "/v1/embeddings" in r.json()["error"]["message"]
+    assert r.json()["error"]["code"] == "wrong_model_kind"
 
 
 def test_a_failing_request_fails_alone(server, model):
@@ -222,8 +183,8 @@ def test_a_failing_request_fails_alone(server, model):
     model.encode_ids = picky
     try:
         with ThreadPoolExecutor(8) as pool:
-            bad = pool.submit(_post, server, "/v1/embeddings", {"model": NAME, "input": [[300, 5, 6, 7, 8]]})
-            good = [pool.submit(_post, server, "/v1/embeddings", {"model": NAME, "input": SENTS[i % 3]})
+            bad = pool.submit(post, server, "/v1/embeddings", {"model": NAME, "input": [[300, 5, 6, 7, 8]]})
+            good = [pool.submit(post, server, "/v1/embeddings", {"model": NAME, "input": SENTS[i % 3]})
                     for i in range(12)]
             assert bad.result().status_code == 500
             assert all(g.result().status_code == 200 for g in good)
@@ -237,7 +198,7 @@ def test_32_concurrent_clients_get_their_own_rows(server, model, stsb_test_sente
     ref = model.encode(texts, normalize_embeddings=True)
 
     def one(i):
-        r = _post(server, "/v1/embeddings", {"model": NAME, "input": texts[i]})
+        r = post(server, "/v1/embeddings", {"model": NAME, "input": texts[i]})
         return i, np.array(r.json()["data"][0]["embedding"], dtype=np.float32)
 
     with ThreadPoolExecutor(32) as pool:
@@ -249,7 +210,7 @@ def test_32_concurrent_clients_get_their_own_rows(server, model, stsb_test_sente
 def test_concurrent_requests_are_coalesced_into_batches(server):
     before = _metric(server, "tinyhpd_batches_total")
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda i: _post(server, "/v1/embeddings", {"model": NAME, "input": SENTS}), range(64)))
+        list(pool.map(lambda i: post(server, "/v1/embeddings", {"model": NAME, "input": SENTS}), range(64)))
     assert _metric(server, "tinyhpd_batches_total") - before < 64  # fewer engine calls than requests
 
 
@@ -280,7 +241,7 @@ def test_health_is_ok_once_warm(server):
 # ------------------------------------------------------------------------------------------------ signals
 def test_cli_server_engine_process_matches_and_sigterm_drains(tmp_path):
     folder = tiny_models.build_new(tmp_path / "m", arch=tiny_models.SMALL_ARCH, dense_out=32)
-    sock = _free_socket()
+    sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
     env = dict(os.environ, PYTHONPATH=str(REPO))

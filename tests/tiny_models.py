@@ -231,3 +231,27 @@ def build_old(dest: Path, new: Path) -> Path:
         "activation_function": "torch.nn.modules.activation.Tanh"})
     write_torch_zip(dest / "2_Dense" / "pytorch_model.bin", dense)
     return dest
+
+
+def build_cross_encoder(dest: Path, *, seed: int = 0, arch: Optional[dict] = None, labels: int = 1,
+                        max_seq_length: int = 128) -> Path:
+    """A BertForSequenceClassification reranker in a plain Hugging Face folder (no modules.json), built with NumPy:
+    `bert.*` encoder weights, the pooler, `classifier` [labels, H]."""
+    from safetensors.numpy import save_file
+
+    arch = dict(SMALL_ARCH if arch is None else arch)
+    dest = Path(dest)
+    dest.mkdir(parents=True)
+    toks = vocab()
+    (dest / "vocab.txt").write_text("\n".join(toks) + "\n", encoding="utf-8")
+    state = {f"bert.{k}": v for k, v in bert_state(arch, len(toks), 512, seed).items()}
+    rng = np.random.default_rng(seed + 7)
+    state["classifier.weight"] = rng.normal(0.0, 0.3, size=(labels, arch["hidden_size"])).astype(np.float32)
+    state["classifier.bias"] = rng.normal(0.0, 0.1, size=labels).astype(np.float32)
+    save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    cfg = {**_bert_config(arch, len(toks), 512), "architectures": ["BertForSequenceClassification"],
+           "id2label": {str(i): f"LABEL_{i}" for i in range(labels)}}
+    _write_json(dest / "config.json", cfg)
+    _write_json(dest / "tokenizer_config.json", {**_TOKENIZER_CONFIG, "model_max_length": max_seq_length})
+    _write_json(dest / "special_tokens_map.json", _SPECIAL_MAP)
+    return dest

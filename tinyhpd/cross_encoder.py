@@ -25,7 +25,7 @@ from tinyhpd.kernels import Workspace
 from tinyhpd.runner import Runner
 from tinyhpd.tokenizer import tokenize_pairs
 
-__all__ = ["CrossEncoder"]
+__all__ = ["CrossEncoder", "is_cross_encoder"]
 
 _TYPE_SHIFT = 40  # a pair's token types ride in the high bits of its ids: the runner sees one array per input
 
@@ -73,6 +73,18 @@ def _pairs(pairs: Any) -> List[Tuple[str, str]]:
                 raise TypeError(f"pairs[{i}] ({side}) is {type(text).__name__}, expected str")
         out.append((str(pair[0]), str(pair[1])))
     return out
+
+
+def is_cross_encoder(folder: Path) -> bool:
+    """Whether a model folder holds a cross-encoder (its Transformer's config names a *ForSequenceClassification)."""
+    specs = read_modules(folder) if (folder / "modules.json").is_file() else None
+    if specs is not None and len(specs) != 1:
+        return False
+    path = folder / (specs[0].path if specs else "") / "config.json"
+    if not path.is_file():
+        return False
+    archs = read_json(path).get("architectures") or []
+    return isinstance(archs, list) and bool(archs) and str(archs[0]).endswith("ForSequenceClassification")
 
 
 class CrossEncoder:
@@ -128,6 +140,33 @@ class CrossEncoder:
         """(token ids, token types) of each pair, as the model sees them."""
         return tokenize_pairs(self._encoder.tokenizer, _pairs(pairs), self._encoder.lowercase)
 
+    def tokenize_joined(self, pairs: Sequence[Tuple[str, str]]) -> List[np.ndarray]:
+        """Each pair as one int64 array: token ids with the token types in the high bits (what `encode_ids`
+        takes; the length is the pair's token count)."""
+        ids, types = self.tokenize(pairs)
+        vocab = self.config.vocab_size
+        for i, x in enumerate(ids):
+            if len(x) and int(x.max()) >= vocab:
+                raise ValueError(f"pairs[{i}]: token id {int(x.max())} is outside the model's vocabulary "
+                                 f"(vocab_size {vocab})")
+        return [x | (t << _TYPE_SHIFT) for x, t in zip(ids, types)]
+
+    def encode_ids(self, joined: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Logits `[n, labels]` of pairs tokenised by `tokenize_joined` (the engine call of the server's batcher)."""
+        logits = np.empty((len(joined), self.num_labels), np.float32)
+        if len(joined):
+            order = np.argsort([-len(x) for x in joined], kind="stable")
+            self._runner.run(self._forward, list(joined), order, int(batch_size), logits, None)
+        return logits
+
+    def activate(self, logits: np.ndarray,
+                 activation_fn: Optional[Union[str, Callable[[np.ndarray], np.ndarray]]] = None) -> np.ndarray:
+        """Scores from logits: the saved activation, or `activation_fn` (a name such as "Identity", or a callable)."""
+        if callable(activation_fn):
+            return np.asarray(activation_fn(logits), dtype=np.float32)
+        name = self.activation_fn if activation_fn is None else _activation_name(activation_fn, "activation_fn")
+        return np.asarray(DENSE_ACTIVATIONS[name](logits), dtype=np.float32)
+
     def predict(self, sentences: Sequence[Tuple[str, str]], *, batch_size: int = 32,
                 activation_fn: Optional[Union[str, Callable[[np.ndarray], np.ndarray]]] = None,
                 apply_softmax: bool = False, convert_to_numpy: bool = True,
@@ -139,22 +178,7 @@ class CrossEncoder:
         pairs = [sentences] if single else sentences
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        ids, types = self.tokenize(pairs)
-        vocab = self.config.vocab_size
-        for i, x in enumerate(ids):
-            if len(x) and int(x.max()) >= vocab:
-                raise ValueError(f"pairs[{i}]: token id {int(x.max())} is outside the model's vocabulary "
-                                 f"(vocab_size {vocab})")
-        joined = [x | (t << _TYPE_SHIFT) for x, t in zip(ids, types)]
-        logits = np.empty((len(joined), self.num_labels), np.float32)
-        if joined:
-            order = np.argsort([-len(x) for x in joined], kind="stable")
-            self._runner.run(self._forward, joined, order, int(batch_size), logits, None)
-        if callable(activation_fn):
-            scores = np.asarray(activation_fn(logits), dtype=np.float32)
-        else:
-            name = self.activation_fn if activation_fn is None else _activation_name(activation_fn, "activation_fn")
-            scores = np.asarray(DENSE_ACTIVATIONS[name](logits), dtype=np.float32)
+        scores = self.activate(self.encode_ids(self.tokenize_joined(pairs), int(batch_size)), activation_fn)
         if apply_softmax and scores.ndim == 2 and scores.shape[1] > 1:
             e = np.exp(scores - scores.max(axis=1, keepdims=True))
             scores = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 from tinyhpd.config import ACTIVATIONS, BertConfig, check_eps, check_sizes, read_json, require
 

@@ -1,4 +1,5 @@
-"""`python -m tinyhpd serve` / `tinyhpd.serve(...)`: an OpenAI-compatible embeddings server with dynamic batching.
+"""`python -m tinyhpd serve` / `tinyhpd.serve(...)`: an OpenAI-compatible embeddings server with dynamic batching (or,
+for a cross-encoder folder, a TEI / Cohere-compatible rerank server).
 
 Needs the `serve` extra (`pip install 'tinyhpd[serve]'`: starlette for the ASGI app, uvicorn to run it); this package
 checks for both on import. Modules: app.py (routes, errors, limits, metrics), batcher.py (dynamic batching).
@@ -17,7 +18,20 @@ if _missing:
 
 from tinyhpd.server.app import ServeConfig, create_app  # noqa: E402
 
-__all__ = ["serve", "create_app", "ServeConfig"]
+__all__ = ["serve", "create_app", "ServeConfig", "load_for_serving"]
+
+
+def load_for_serving(name: Any, *, revision: Optional[str] = None, threads: Optional[int] = None) -> Any:
+    """A `Model`, or a `CrossEncoder` where the folder holds one (then the rerank routes are served)."""
+    import tinyhpd
+    from tinyhpd.cross_encoder import is_cross_encoder
+    from tinyhpd.hub import resolve
+
+    if name is not None:
+        folder, _, _ = resolve(str(name), revision)
+        if is_cross_encoder(folder):
+            return tinyhpd.CrossEncoder(str(name), revision=revision, num_threads=threads)
+    return tinyhpd.load(name, revision=revision, num_threads=threads)
 
 
 def _positive(name: str, value: int) -> int:
@@ -40,8 +54,8 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
     for name, value in (("max_batch_tokens", max_batch_tokens), ("max_client_batch_size", max_client_batch_size),
                         ("max_concurrent_requests", max_concurrent_requests), ("max_payload_bytes", max_payload_bytes)):
         _positive(name, value)
-    if not isinstance(model, tinyhpd.Model):
-        model = tinyhpd.load(model, revision=revision, num_threads=threads)
+    if not isinstance(model, (tinyhpd.Model, tinyhpd.CrossEncoder)):
+        model = load_for_serving(model, revision=revision, threads=threads)
     key = api_key if api_key is not None else (os.environ.get("TINYHPD_API_KEY") or None)
     name = served_model_name or Path(str(model.name_or_path)).name
     cfg = ServeConfig(served_model_name=name, api_key=key, max_batch_tokens=max_batch_tokens,

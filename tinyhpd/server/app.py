@@ -1,4 +1,5 @@
-"""The HTTP API: OpenAI's `POST /v1/embeddings`, TEI's `POST /embed`, `GET /v1/models`, `/health`, `/metrics`.
+"""The HTTP API: OpenAI's `POST /v1/embeddings`, TEI's `POST /embed`, `GET /v1/models`, `/health`, `/metrics`; for a
+cross-encoder, TEI's `POST /rerank` and the Cohere / Jina `POST /v1/rerank` instead of the embedding routes.
 
 Errors are OpenAI-style objects `{"error": {"message", "type", "param", "code"}}` with the status that names the cause:
 400 bad JSON, types or values (the field is named in `param`), 401 a wrong or missing API key, 404 another model name,
@@ -84,7 +85,7 @@ class Metrics:
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
-        if path in ("/v1/embeddings", "/embed"):
+        if path in ("/v1/embeddings", "/embeddings", "/embed", "/rerank", "/v1/rerank"):
             self.latency.observe(seconds)
 
     def observe_batch(self, n_inputs: int, n_tokens: int) -> None:
@@ -145,6 +146,30 @@ def _inputs(value: Any, field: str, cfg: ServeConfig) -> Tuple[List[Any], bool]:
     return items, True
 
 
+def _texts(value: Any, field: str, cfg: ServeConfig) -> List[str]:
+    """A non-empty list of documents: strings, or (Cohere / Jina) objects with a string "text"."""
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, f"'{field}' must be a non-empty list of strings", param=field)
+    if len(value) > cfg.max_client_batch_size:
+        raise ApiError(413, f"'{field}' holds {len(value)} items, more than the limit of {cfg.max_client_batch_size}",
+                       param=field, code="too_many_inputs")
+    out = []
+    for i, x in enumerate(value):
+        if isinstance(x, dict) and isinstance(x.get("text"), str):
+            x = x["text"]
+        if not isinstance(x, str):
+            raise ApiError(400, f"'{field}[{i}]' is {type(x).__name__}: every item must be a string", param=f"{field}[{i}]")
+        out.append(x)
+    return out
+
+
+def _query(data: Dict[str, Any]) -> str:
+    query = data.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise ApiError(400, "'query' must be a non-empty string", param="query")
+    return query
+
+
 class _Service:
     def __init__(self, model: Any, cfg: ServeConfig) -> None:
         self.model, self.cfg = model, cfg
@@ -153,7 +178,8 @@ class _Service:
                                metrics=self.metrics, batch_size=cfg.engine_batch_size, engine=cfg.engine)
         self.metrics.queue_depth = lambda: self.batcher.depth
         self.ready = False
-        self.cls_id, self.sep_id = model.special_ids()
+        self.reranker = hasattr(model, "rank")  # a CrossEncoder: pairs in, scores out
+        self.cls_id, self.sep_id = (None, None) if self.reranker else model.special_ids()
         self.vocab = model.config.vocab_size
         self.created = int(time.time())
 
@@ -179,7 +205,33 @@ class _Service:
             out.append(np.concatenate([[self.cls_id], a, [self.sep_id]]).astype(np.int64))
         return out
 
+    def require(self, reranker: bool, route: str) -> None:
+        if self.reranker != reranker:
+            what = "a cross-encoder (reranker): use POST /rerank or /v1/rerank" if self.reranker else \
+                "an embedding model: use POST /v1/embeddings or /embed"
+            raise ApiError(400, f"{route} is not served here: this server serves {what}", code="wrong_model_kind")
+
+    async def scores(self, query: str, texts: List[str], raw: bool) -> Tuple[np.ndarray, int]:
+        """(one score per text against the query, tokens used), batched with the other requests."""
+        if self.model.num_labels != 1:
+            raise ApiError(400, f"this cross-encoder has {self.model.num_labels} labels; rerank needs one",
+                           code="not_a_reranker")
+        try:
+            joined = self.model.tokenize_joined([(query, t) for t in texts])
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        logits = await self.run(joined)
+        return self.model.activate(logits, "Identity" if raw else None)[:, 0], int(sum(len(x) for x in joined))
+
     async def embed(self, ids: List[np.ndarray], normalize: bool) -> np.ndarray:
+        vecs = await self.run(ids)
+        if normalize:
+            norm = np.sqrt(np.einsum("ij,ij->i", vecs, vecs, dtype=np.float64))[:, None]
+            vecs = (vecs / np.maximum(norm, 1e-12)).astype(np.float32)
+        return vecs
+
+    async def run(self, ids: List[np.ndarray]) -> np.ndarray:
+        """The engine's rows for these inputs, within the token budget, through the batcher."""
         n_tokens = sum(len(x) for x in ids)
         if n_tokens > self.cfg.max_batch_tokens:
             raise ApiError(413, f"the request holds {n_tokens} tokens, more than max_batch_tokens "
@@ -190,10 +242,7 @@ class _Service:
             raise ApiError(429, f"server busy: {exc}; retry later", type_="rate_limit_error",
                            code="queue_full", headers={"Retry-After": "1"}) from None
         except Exception as exc:
-            raise ApiError(500, f"embedding failed: {type(exc).__name__}: {exc}", type_="server_error") from None
-        if normalize:
-            norm = np.sqrt(np.einsum("ij,ij->i", vecs, vecs, dtype=np.float64))[:, None]
-            vecs = (vecs / np.maximum(norm, 1e-12)).astype(np.float32)
+            raise ApiError(500, f"the engine failed: {type(exc).__name__}: {exc}", type_="server_error") from None
         return vecs
 
 
@@ -270,6 +319,7 @@ def create_app(model: Any, cfg: ServeConfig):
 
     @handler
     async def openai_embeddings(request: Request):
+        svc.require(False, request.url.path)
         data = await body(request)
         name = data.get("model", cfg.served_model_name)
         if not isinstance(name, str):
@@ -303,6 +353,7 @@ def create_app(model: Any, cfg: ServeConfig):
 
     @handler
     async def tei_embed(request: Request):
+        svc.require(False, request.url.path)
         data = await body(request)
         if "inputs" not in data:
             raise ApiError(400, "'inputs' is required", param="inputs")
@@ -312,10 +363,44 @@ def create_app(model: Any, cfg: ServeConfig):
         return JSONResponse([_float_list(v) for v in vecs])
 
     @handler
+    async def tei_rerank(request: Request):
+        """TEI: {"query", "texts", "raw_scores", "return_text"} -> [{"index", "score"(, "text")}], best first."""
+        svc.require(True, request.url.path)
+        data = await body(request)
+        query, texts = _query(data), _texts(data.get("texts"), "texts", cfg)
+        scores, _ = await svc.scores(query, texts, flag(data, "raw_scores", False))
+        with_text = flag(data, "return_text", False)
+        order = sorted(range(len(texts)), key=lambda i: -float(scores[i]))
+        return JSONResponse([{"index": i, "score": float(scores[i]), **({"text": texts[i]} if with_text else {})}
+                             for i in order])
+
+    @handler
+    async def v1_rerank(request: Request):
+        """Cohere / Jina: {"model", "query", "documents", "top_n", "return_documents"} -> {"results": [{"index",
+        "relevance_score"(, "document")}], "usage"}, best first."""
+        svc.require(True, request.url.path)
+        data = await body(request)
+        name = data.get("model", cfg.served_model_name)
+        if name is not None and name != cfg.served_model_name:
+            raise ApiError(404, f"model {name!r} is not served here (this server serves {cfg.served_model_name!r})",
+                           param="model", code="model_not_found")
+        query, docs = _query(data), _texts(data.get("documents"), "documents", cfg)
+        top_n = data.get("top_n")
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+            raise ApiError(400, f"'top_n' must be a positive integer, got {json.dumps(top_n)[:40]}", param="top_n")
+        with_docs = flag(data, "return_documents", False)
+        scores, n_tokens = await svc.scores(query, docs, False)
+        order = sorted(range(len(docs)), key=lambda i: -float(scores[i]))[:top_n]
+        return JSONResponse({"model": cfg.served_model_name, "object": "list", "results": [
+            {"index": i, "relevance_score": float(scores[i]), **({"document": {"text": docs[i]}} if with_docs else {})}
+            for i in order], "usage": {"total_tokens": n_tokens}})
+
+    @handler
     async def models(request: Request):
+        info = ({"kind": "reranker", "max_length": model.max_length} if svc.reranker else
+                {"embedding_dim": model.embedding_dim, "max_seq_length": model.max_seq_length})
         return JSONResponse({"object": "list", "data": [
-            {"id": cfg.served_model_name, "object": "model", "created": svc.created, "owned_by": "tinyhpd",
-             "embedding_dim": model.embedding_dim, "max_seq_length": model.max_seq_length}]})
+            {"id": cfg.served_model_name, "object": "model", "created": svc.created, "owned_by": "tinyhpd", **info}]})
 
     async def health(request: Request):
         if not svc.ready:
@@ -328,7 +413,8 @@ def create_app(model: Any, cfg: ServeConfig):
     @contextlib.asynccontextmanager
     async def lifespan(app):
         svc.batcher.start()
-        await svc.embed(svc.model.tokenize(["warm-up"]), False)  # one real encode before /health says ok
+        warm = svc.model.tokenize_joined([("warm", "up")]) if svc.reranker else svc.model.tokenize(["warm-up"])
+        await svc.run(warm)  # one real forward before /health says ok
         svc.ready = True
         yield
         svc.ready = False
@@ -338,6 +424,8 @@ def create_app(model: Any, cfg: ServeConfig):
         Route("/v1/embeddings", openai_embeddings, methods=["POST"]),
         Route("/embeddings", openai_embeddings, methods=["POST"]),
         Route("/embed", tei_embed, methods=["POST"]),
+        Route("/rerank", tei_rerank, methods=["POST"]),
+        Route("/v1/rerank", v1_rerank, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
