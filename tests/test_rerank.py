@@ -82,6 +82,24 @@ def test_v1_rerank_cohere_shape_with_top_n(rerank_server, reranker):
     assert body["usage"]["total_tokens"] == sum(len(x) for x in reranker.tokenize_joined([(QUERY, d) for d in DOCS[:3]]))
 
 
+def test_the_cohere_clients_rerank(rerank_server, reranker):
+    """The real `cohere` client (v1 posts to /v1/rerank, v2 to /v2/rerank) pointed at tinyhpd."""
+    import cohere
+
+    scores = reranker.predict([(QUERY, d) for d in DOCS])
+    best = list(np.argsort(-scores)[:2])
+    v1 = cohere.Client(base_url=rerank_server.url, api_key=KEY, timeout=30).rerank(
+        model=NAME, query=QUERY, documents=DOCS, top_n=2, return_documents=True)
+    assert [r.index for r in v1.results] == best and v1.results[0].document.text == DOCS[best[0]]
+    np.testing.assert_allclose([r.relevance_score for r in v1.results], scores[best], atol=1e-6)
+    v2 = cohere.ClientV2(base_url=rerank_server.url, api_key=KEY, timeout=30).rerank(
+        model=NAME, query=QUERY, documents=DOCS, top_n=2)
+    assert [r.index for r in v2.results] == best
+    with pytest.raises(cohere.core.api_error.ApiError) as err:
+        cohere.Client(base_url=rerank_server.url, api_key="wrong", timeout=30).rerank(query=QUERY, documents=DOCS)
+    assert err.value.status_code == 401
+
+
 @pytest.mark.parametrize("path, body, status, param", [
     ("/rerank", {"texts": DOCS}, 400, "query"),
     ("/rerank", {"query": "  ", "texts": DOCS}, 400, "query"),

@@ -1,5 +1,6 @@
 """The HTTP API: OpenAI's `POST /v1/embeddings`, TEI's `POST /embed`, `GET /v1/models`, `/health`, `/metrics`; for a
-cross-encoder, TEI's `POST /rerank` and the Cohere / Jina `POST /v1/rerank` instead of the embedding routes.
+cross-encoder, TEI's `POST /rerank` and the Cohere / Jina `POST /v1/rerank` (and `/v2/rerank`, where Cohere's v2
+client posts) instead of the embedding routes.
 
 Errors are OpenAI-style objects `{"error": {"message", "type", "param", "code"}}` with the status that names the cause:
 400 bad JSON, types or values (the field is named in `param`), 401 a wrong or missing API key, 404 another model name,
@@ -85,7 +86,7 @@ class Metrics:
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
-        if path in ("/v1/embeddings", "/embeddings", "/embed", "/rerank", "/v1/rerank"):
+        if path in ("/v1/embeddings", "/embeddings", "/embed", "/rerank", "/v1/rerank", "/v2/rerank"):
             self.latency.observe(seconds)
 
     def observe_batch(self, n_inputs: int, n_tokens: int) -> None:
@@ -426,6 +427,7 @@ def create_app(model: Any, cfg: ServeConfig):
         Route("/embed", tei_embed, methods=["POST"]),
         Route("/rerank", tei_rerank, methods=["POST"]),
         Route("/v1/rerank", v1_rerank, methods=["POST"]),
+        Route("/v2/rerank", v1_rerank, methods=["POST"]),  # Cohere's ClientV2 posts here; the same shape
         Route("/v1/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
