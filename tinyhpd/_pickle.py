@@ -12,8 +12,8 @@ from typing import Any, Dict
 
 import numpy as np
 
-from tinyhpd.config import BertConfig, DenseConfig, PoolingConfig
-from tinyhpd.params import BertParams, DenseParams, LayerParams
+from tinyhpd.config import BertConfig
+from tinyhpd.params import BertParams, LayerParams
 
 __all__ = ["model_state", "rebuild_model"]
 
@@ -21,28 +21,15 @@ STATE_VERSION = 2
 
 
 def _head_state(head) -> Dict[str, Any]:
-    state: Dict[str, Any] = {"kind": head.kind}
-    if head.kind == "Pooling":
-        state["config"] = {"dimension": head.config.dimension, "modes": list(head.config.modes)}
-    elif head.kind == "Dense":
-        state["config"] = dataclasses.asdict(head.config)
-        state["w"], state["b"] = np.asarray(head.params.w), np.asarray(head.params.b)
-    else:
-        state["dim"] = head.out_dim
-    return state
+    return {"kind": head.kind, **head.state()}
 
 
 def _head_from_state(state: Dict[str, Any]):
-    from tinyhpd.heads import Dense, Normalize, Pooling
+    from tinyhpd.heads import HEADS
 
-    kind = state["kind"]
-    if kind == "Pooling":
-        return Pooling(PoolingConfig(int(state["config"]["dimension"]), tuple(state["config"]["modes"])))
-    if kind == "Dense":
-        return Dense(DenseConfig(**state["config"]), DenseParams(w=state["w"], b=state["b"]))
-    if kind == "Normalize":
-        return Normalize(int(state["dim"]))
-    raise ValueError(f"pickled tinyhpd model: unknown head kind {kind!r}")
+    if state.get("kind") not in HEADS:
+        raise ValueError(f"pickled tinyhpd model: unknown head kind {state.get('kind')!r}")
+    return HEADS[state["kind"]].from_state(state)
 
 
 def _unique(layers) -> list:

@@ -7,8 +7,9 @@ A head is called on the packed token rows of a batch (`Pooling`) or on sentence 
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Type
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
 
 import numpy as np
 
@@ -38,6 +39,14 @@ class Head:
         """Everything besides the weights that changes the vectors (for the model's fingerprint)."""
         return {"kind": self.kind}
 
+    def state(self) -> Dict[str, Any]:
+        """The head as plain data (dicts, lists, numbers, arrays): what travels when a model is pickled."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, state: Dict[str, Any]) -> "Head":
+        raise NotImplementedError
+
 
 class Pooling(Head):
     """Token rows `[n_tok, H]` -> one vector per sequence `[B, H * n_modes]`, modes in sentence-transformers' order."""
@@ -62,6 +71,13 @@ class Pooling(Head):
 
     def identity(self) -> dict:
         return {"kind": self.kind, "modes": list(self.config.modes)}
+
+    def state(self) -> Dict[str, Any]:
+        return {"dimension": self.config.dimension, "modes": list(self.config.modes)}
+
+    @classmethod
+    def from_state(cls, state: Dict[str, Any]) -> "Pooling":
+        return cls(PoolingConfig(int(state["dimension"]), tuple(state["modes"])))
 
     def __call__(self, tokens: np.ndarray, packed) -> np.ndarray:
         offsets, lengths = packed.offsets, packed.lengths
@@ -136,6 +152,14 @@ class Dense(Head):
     def identity(self) -> dict:
         return {"kind": self.kind, "activation": self.config.activation, "bias": self.config.bias}
 
+    def state(self) -> Dict[str, Any]:
+        return {"config": dataclasses.asdict(self.config), "w": np.asarray(self.params.w),
+                "b": np.asarray(self.params.b)}
+
+    @classmethod
+    def from_state(cls, state: Dict[str, Any]) -> "Dense":
+        return cls(DenseConfig(**state["config"]), DenseParams(w=state["w"], b=state["b"]))
+
     def __call__(self, x: np.ndarray, packed=None) -> np.ndarray:
         return DENSE_ACTIVATIONS[self.config.activation](x @ self.params.w + self.params.b).astype(np.float32,
                                                                                                    copy=False)
@@ -166,6 +190,13 @@ class Normalize(Head):
 
     def __call__(self, x: np.ndarray, packed=None) -> np.ndarray:
         return normalize(x)
+
+    def state(self) -> Dict[str, Any]:
+        return {"dim": self._dim}
+
+    @classmethod
+    def from_state(cls, state: Dict[str, Any]) -> "Normalize":
+        return cls(int(state["dim"]))
 
     def __repr__(self) -> str:
         return "Normalize"
@@ -211,6 +242,13 @@ class Classifier(Head):
 
     def identity(self) -> dict:
         return {"kind": self.kind, "activation": self.activation}
+
+    def state(self) -> Dict[str, Any]:
+        return {"activation": self.activation, **{k: np.asarray(v) for k, v in self.named_arrays()}}
+
+    @classmethod
+    def from_state(cls, state: Dict[str, Any]) -> "Classifier":
+        return cls(state["w1"], state["b1"], state["activation"], state["w2"], state["b2"])
 
     def __call__(self, tokens: np.ndarray, packed) -> np.ndarray:
         first = tokens[packed.offsets]  # [B, H]: each sequence's first token ([CLS] / <s>)

@@ -165,9 +165,16 @@ class Model:
         return tokenize_info(self._tokenizer, _as_texts(sentences), self._lowercase)
 
     def special_ids(self) -> Tuple[int, int]:
-        """The ids of [CLS] and [SEP] (what `tokenize` puts around every sentence)."""
+        """The ids of [CLS] and [SEP] (RoBERTa's <s> and </s>: what `tokenize` puts around every sentence)."""
         ids = self.tokenize(["a"])[0]
         return int(ids[0]), int(ids[-1])
+
+    def with_special_tokens(self, ids: Sequence[int]) -> np.ndarray:
+        """Token ids of a sentence tokenised elsewhere (no special tokens), wrapped as `tokenize` wraps its own:
+        `[CLS] ids [SEP]`, cut to max_seq_length."""
+        cls_id, sep_id = self.special_ids()
+        body = np.asarray(ids, dtype=np.int64)[: self.max_seq_length - 2]
+        return np.concatenate([[cls_id], body, [sep_id]]).astype(np.int64)
 
     def _forward(self, ids: Sequence[np.ndarray]) -> np.ndarray:
         """Sentence embeddings `[B, d]` for one (sub-)batch of token id arrays, on this thread."""

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tinyhpd.heads import normalize as normalize_rows
 from tinyhpd.server.batcher import Batcher, QueueFull
 
 __all__ = ["ServeConfig", "create_app", "Metrics"]
@@ -180,7 +181,6 @@ class _Service:
         self.metrics.queue_depth = lambda: self.batcher.depth
         self.ready = False
         self.reranker = hasattr(model, "rank")  # a CrossEncoder: pairs in, scores out
-        self.cls_id, self.sep_id = (None, None) if self.reranker else model.special_ids()
         self.vocab = model.config.vocab_size
         self.created = int(time.time())
 
@@ -202,8 +202,7 @@ class _Service:
                 if not truncate:
                     raise ApiError(413, f"'{field}[{i}]' has {len(a)} tokens, more than max_seq_length {limit} - 2 "
                                         "and truncate is false", param=f"{field}[{i}]", code="input_too_long")
-                a = a[:limit - 2]
-            out.append(np.concatenate([[self.cls_id], a, [self.sep_id]]).astype(np.int64))
+            out.append(self.model.with_special_tokens(a))
         return out
 
     def require(self, reranker: bool, route: str) -> None:
@@ -226,10 +225,7 @@ class _Service:
 
     async def embed(self, ids: List[np.ndarray], normalize: bool) -> np.ndarray:
         vecs = await self.run(ids)
-        if normalize:
-            norm = np.sqrt(np.einsum("ij,ij->i", vecs, vecs, dtype=np.float64))[:, None]
-            vecs = (vecs / np.maximum(norm, 1e-12)).astype(np.float32)
-        return vecs
+        return normalize_rows(vecs) if normalize else vecs
 
     async def run(self, ids: List[np.ndarray]) -> np.ndarray:
         """The engine's rows for these inputs, within the token budget, through the batcher."""
