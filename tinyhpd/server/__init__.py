@@ -44,13 +44,17 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
           served_model_name: Optional[str] = None, max_batch_tokens: int = 16384, max_client_batch_size: int = 64,
           max_concurrent_requests: int = 512, max_payload_bytes: int = 4 << 20, normalize: bool = True,
           auto_truncate: bool = True, threads: Optional[int] = None, revision: Optional[str] = None,
-          log_level: str = "info", sock: Any = None) -> int:
+          log_level: str = "info", sock: Any = None, openai_token_ids: str = "refuse") -> int:
     """Load `model` (a Model, a folder, a Hub id, or None for the default) and serve it until SIGTERM / SIGINT, which
-    stop accepting connections, finish the requests in flight and return. `api_key` defaults to $TINYHPD_API_KEY."""
+    stop accepting connections, finish the requests in flight and return. `api_key` defaults to $TINYHPD_API_KEY.
+    `openai_token_ids`: what token-id arrays on /v1/embeddings are: "refuse" (400: OpenAI clients send tiktoken ids)
+    or "model" (the model's own ids, as on /embed)."""
     import uvicorn
 
     import tinyhpd
 
+    if openai_token_ids not in ("refuse", "model"):
+        raise ValueError(f"openai_token_ids must be 'refuse' or 'model', got {openai_token_ids!r}")
     for name, value in (("max_batch_tokens", max_batch_tokens), ("max_client_batch_size", max_client_batch_size),
                         ("max_concurrent_requests", max_concurrent_requests), ("max_payload_bytes", max_payload_bytes)):
         _positive(name, value)
@@ -60,7 +64,8 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
     name = served_model_name or Path(str(model.name_or_path)).name
     cfg = ServeConfig(served_model_name=name, api_key=key, max_batch_tokens=max_batch_tokens,
                       max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
-                      max_payload_bytes=max_payload_bytes, normalize=normalize, auto_truncate=auto_truncate)
+                      max_payload_bytes=max_payload_bytes, normalize=normalize, auto_truncate=auto_truncate,
+                      openai_token_ids=openai_token_ids)
     app = create_app(model, cfg)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=20,
                             access_log=False, limit_concurrency=max_concurrent_requests + 64)

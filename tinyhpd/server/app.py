@@ -37,6 +37,7 @@ class ServeConfig:
     auto_truncate: bool = True
     engine_batch_size: int = 128
     engine: str = "process"  # "process": the model runs in a forked process (no GIL shared with HTTP); "thread"
+    openai_token_ids: str = "refuse"  # token-id arrays on /v1/embeddings: "refuse" (they are cl100k ids), "model"
 
 
 class ApiError(Exception):
@@ -337,6 +338,12 @@ def create_app(model: Any, cfg: ServeConfig):
         if user is not None and not isinstance(user, str):
             raise ApiError(400, "'user' must be a string", param="user")
         items, token_ids = _inputs(data["input"], "input", cfg)
+        if token_ids and cfg.openai_token_ids != "model":
+            raise ApiError(400, "'input' holds token-id arrays: on /v1/embeddings those are OpenAI's tiktoken (cl100k) "
+                                "ids, which this model does not read. LangChain's OpenAIEmbeddings sends them by "
+                                "default: pass check_embedding_ctx_length=False to send the text. A server started with "
+                                "--openai-token-ids model takes them as the model's own ids (TEI's /embed always does).",
+                           param="input", code="token_ids_not_supported")
         ids = svc.ids_for(items, token_ids, cfg.auto_truncate, "input")
         vecs = await svc.embed(ids, cfg.normalize)
         n_tokens = int(sum(len(x) for x in ids))
