@@ -647,3 +647,48 @@ def test_importing_the_module_stays_light():
     assert out.split() == ["False", "False"]
 
 
+
+
+_WRITER = """
+import sys, time
+import numpy as np
+import tinyhpd
+folder, stop_after = sys.argv[1], float(sys.argv[2])
+versions = []
+for k in range(2):  # version k: ids 'v<k>-i', every vector along axis k
+    ix = tinyhpd.Index(4, "float16")
+    ix.add(np.tile(np.eye(4, dtype=np.float32)[k], (64, 1)), ids=[f"v{k}-{i}" for i in range(64)])
+    versions.append(ix)
+end, k, saves = time.time() + stop_after, 0, 0
+while time.time() < end:
+    versions[k].save(folder)
+    k, saves = 1 - k, saves + 1
+print(saves)
+"""
+
+
+def test_loads_during_in_place_saves_read_one_version_and_never_fail(tmp_path):
+    """Issue 24: Index.load opened manifest, vectors and ids by path one after another, so a save between the opens
+    paired one version's vectors with the other's ids (13-76 in 1,500-5,000 loads), and verify=True raised false
+    'corrupted' errors. Now the files are opened together through one handle on the folder."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "ix"
+    first = Index(4, "float16")
+    first.add(np.tile(np.eye(4, dtype=np.float32)[0], (64, 1)), ids=[f"v0-{i}" for i in range(64)])
+    first.save(folder)
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(folder), "4"], stdout=subprocess.PIPE, text=True)
+    loads, seen = 0, set()
+    try:
+        while writer.poll() is None and loads < 4000:
+            ix = Index.load(folder, verify=loads % 4 == 0)  # never an error, never a mix
+            version = {id_.split("-")[0] for id_ in ix.ids}
+            axis = {int(np.argmax(np.abs(row))) for row in ix.vectors(ix.ids[:8])}
+            assert len(version) == 1 and axis == {int(version.pop()[1])}, (loads, version, axis)
+            seen |= {ix.ids[0]}
+            loads += 1
+    finally:
+        writer.wait(timeout=60)
+    assert int(writer.stdout.read()) > 50 and loads > 50
+    assert seen == {"v0-0", "v1-0"}  # both versions were read while the writer swapped them

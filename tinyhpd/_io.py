@@ -162,20 +162,24 @@ MAX_HEADER_BYTES = 100 << 20  # the safetensors reference implementation's own l
 MAX_DIMS = 8
 
 
-def safetensors_header(path: PathLike) -> Tuple[Dict[str, Any], Dict[str, dict], int]:
+def safetensors_header(path: PathLike, f: Any = None) -> Tuple[Dict[str, Any], Dict[str, dict], int]:
     """(metadata, {name: {"dtype", "shape", "data_offsets"}}, data start) of a safetensors file, every entry checked:
     a known dtype, a shape of non-negative ints, `end - begin == itemsize * prod(shape)`, offsets non-negative and,
-    sorted, contiguous from 0 to exactly the size of the data section (no gap, no overlap, nothing after)."""
+    sorted, contiguous from 0 to exactly the size of the data section (no gap, no overlap, nothing after). `f`: the
+    file already open (read from its start; `path` only names it in errors)."""
     path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError(f"{path}: not a safetensors file (shorter than 8 bytes)")
-        n = int.from_bytes(head, "little")
-        if n < 2 or n > min(size - 8, MAX_HEADER_BYTES):
-            raise ValueError(f"{path}: not a safetensors file or truncated (header length {n}, file {size} bytes)")
-        raw = f.read(n)
+    if f is None:
+        with open(path, "rb") as g:
+            return safetensors_header(path, g)
+    size = os.fstat(f.fileno()).st_size
+    f.seek(0)
+    head = f.read(8)
+    if len(head) != 8:
+        raise ValueError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+    n = int.from_bytes(head, "little")
+    if n < 2 or n > min(size - 8, MAX_HEADER_BYTES):
+        raise ValueError(f"{path}: not a safetensors file or truncated (header length {n}, file {size} bytes)")
+    raw = f.read(n)
     try:
         header = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

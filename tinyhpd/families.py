@@ -17,6 +17,7 @@ error: a guess would give other vectors with no error.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Dict, Tuple
@@ -120,6 +121,8 @@ def detect_family(cfg: Dict[str, Any], path: Path) -> str:
     config says otherwise (pad_token_id 0 or absent, token types not a single row); anything else is an error."""
     model_type = cfg.get("model_type")
     if model_type is not None:
+        if not isinstance(model_type, str):
+            raise ValueError(f"{path}: model_type must be a string, got {json.dumps(model_type)[:40]}")
         if model_type in FAMILIES:
             return FAMILIES[model_type]
         what = UNSUPPORTED.get(model_type, repr(model_type))

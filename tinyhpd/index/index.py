@@ -60,12 +60,15 @@ from tinyhpd.index.checks import (_ADD_BLOCK_ROWS, _as_matrix, _check_dim, _chec
                                   FORMAT_NAME, FORMAT_VERSION, Hits, Id, IDS, MANIFEST, VECTORS)
 from tinyhpd._io import exchange_paths, remove_stale_siblings
 from tinyhpd._io import fsync_dir as _fsync_dir
-from tinyhpd.index.store import (_check_manifest, _encode, _load_model, _model_identity, _open_tensor,
-                                 _read_safetensors_header, _write_bytes)
+from tinyhpd.index.store import (FolderChanged, FolderFiles, _check_manifest, _encode, _load_model, _model_identity,
+                                 _open_tensor, _read_safetensors_header, _write_bytes)
 from tinyhpd.index.topk import _hamming, _rank, _TopC, _word_view
 
 
 # ----------------------------------------------------------------------------------------------------------------
+
+
+_LOAD_ATTEMPTS = 8  # a load that meets a concurrent save opens the folder again (the new version)
 
 
 def _sha256(path: Path) -> str:
@@ -626,44 +629,60 @@ class Index:
         sha256 (reads them whole once).
         """
         folder = Path(path)
-        manifest_path = folder / MANIFEST
-        if not manifest_path.is_file():
+        if not (folder / MANIFEST).is_file():
             raise FileNotFoundError(f"{folder}: no {MANIFEST}; not a tinyhpd index (or an incomplete one)")
+        for attempt in range(_LOAD_ATTEMPTS):
+            try:
+                with FolderFiles(folder, (MANIFEST, VECTORS, IDS)) as files:
+                    return cls._load_files(folder, files, mmap, model, chunk_bytes, verify)
+            except FolderChanged:
+                if attempt == _LOAD_ATTEMPTS - 1:
+                    raise FileNotFoundError(f"{folder}: replaced {_LOAD_ATTEMPTS} times while it was being opened "
+                                            "(another process saves it in a loop?)") from None
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _load_files(cls, folder: Path, files: "FolderFiles", mmap: bool, model: Any, chunk_bytes: int,
+                    verify: bool) -> "Index":
+        """Index.load on files opened together through one handle on the folder: one version of it, whatever a
+        writer renames meanwhile."""
+        manifest_path = folder / MANIFEST
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except ValueError as exc:
+            manifest = json.loads(files.read(MANIFEST).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"{manifest_path}: invalid JSON ({exc})") from None
         _check_manifest(manifest, manifest_path)
         for name, size in manifest["files"].items():
             file = folder / name
-            if not file.is_file():
-                raise FileNotFoundError(f"{folder}: {name} listed in the manifest is missing")
-            if file.stat().st_size != size:
-                raise ValueError(f"{file}: size {file.stat().st_size} bytes, the manifest says {size}")
+            if files.size(name) != size:
+                raise ValueError(f"{file}: size {files.size(name)} bytes, the manifest says {size}")
             if verify:
                 want = (manifest.get("sha256") or {}).get(name)
                 if want is None:
                     raise ValueError(f"{manifest_path}: records no sha256 for {name} (saved by an older tinyhpd)")
-                if _sha256(file) != want:
+                if files.sha256(name) != want:
                     raise ValueError(f"{file}: content differs from the sha256 in the manifest (corrupted)")
         index = cls(manifest["dim"], manifest["dtype"], chunk_bytes=chunk_bytes)
-        header, start = _read_safetensors_header(folder / VECTORS)
-        codes = _open_tensor(folder / VECTORS, header, start, "vectors", mmap)
+        vec = files.file(VECTORS)
+        header, start = _read_safetensors_header(folder / VECTORS, vec)
+        codes = _open_tensor(folder / VECTORS, header, start, "vectors", mmap, vec)
         count, dim = manifest["count"], manifest["dim"]
         if codes.shape != (count, index._width) or codes.dtype != _STORAGE[index._dtype]:
             raise ValueError(f"{folder / VECTORS}: vectors are {codes.dtype} {list(codes.shape)}, the manifest says "
                              f"{manifest['dtype']} with count {count} and dim {dim}")
         if index._dtype == "int8":
-            index._scale = np.array(_open_tensor(folder / VECTORS, header, start, "scale", False), dtype=np.float32)
-            index._offset = np.array(_open_tensor(folder / VECTORS, header, start, "offset", False), dtype=np.float32)
+            index._scale = np.array(_open_tensor(folder / VECTORS, header, start, "scale", False, vec),
+                                    dtype=np.float32)
+            index._offset = np.array(_open_tensor(folder / VECTORS, header, start, "offset", False, vec),
+                                     dtype=np.float32)
             if index._scale.shape != (dim,) or index._offset.shape != (dim,):
                 raise ValueError(f"{folder / VECTORS}: int8 scale/offset must have shape [{dim}]")
             if not (np.isfinite(index._scale).all() and np.isfinite(index._offset).all() and (index._scale > 0).all()):
                 raise ValueError(f"{folder / VECTORS}: int8 scale/offset must be finite (and the scales positive)")
             index._calibration_count = int(manifest.get("int8", {}).get("calibration_count", 0))
         try:
-            ids = json.loads((folder / IDS).read_text(encoding="utf-8"))
-        except ValueError as exc:
+            ids = json.loads(files.read(IDS).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"{folder / IDS}: invalid JSON ({exc})") from None
         if not isinstance(ids, list) or len(ids) != count:
             raise ValueError(f"{folder / IDS}: expected a list of {count} ids")

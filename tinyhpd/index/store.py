@@ -38,14 +38,76 @@ def _write_bytes(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _read_safetensors_header(path: Path) -> Tuple[dict, int]:
-    """The tensor entries of a safetensors file (checked by `_io.safetensors_header`) and where its data starts."""
-    _, header, start = safetensors_header(path)
+class FolderChanged(Exception):
+    """The folder was replaced (or removed) while its files were being opened: open it again."""
+
+
+class FolderFiles:
+    """Files of one folder opened together through one handle on the folder (a directory fd), so that they are one
+    version of it: `Index.save` swaps a new folder in with RENAME_EXCHANGE and removes the old one, and a reader that
+    opened files by path one after another could pair one version's vectors with the other's ids. Once open, a file
+    stays readable even when a writer unlinks it. A file missing at open time means a writer is at work:
+    `FolderChanged` (the caller opens the folder again)."""
+
+    def __init__(self, folder: Path, names: Tuple[str, ...]) -> None:
+        self.folder = folder
+        self._files = {}
+        try:
+            dir_fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except FileNotFoundError:
+            raise FolderChanged(str(folder)) from None
+        try:
+            for name in names:
+                try:
+                    fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    self.close()
+                    raise FolderChanged(f"{folder / name}") from None
+                self._files[name] = os.fdopen(fd, "rb")
+        finally:
+            os.close(dir_fd)
+
+    def __enter__(self) -> "FolderFiles":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+    def file(self, name: str):
+        return self._files[name]
+
+    def size(self, name: str) -> int:
+        return os.fstat(self._files[name].fileno()).st_size
+
+    def read(self, name: str) -> bytes:
+        f = self._files[name]
+        f.seek(0)
+        return f.read()
+
+    def sha256(self, name: str) -> str:
+        import hashlib
+
+        f, h = self._files[name], hashlib.sha256()
+        f.seek(0)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+        return h.hexdigest()
+
+
+def _read_safetensors_header(path: Path, f=None) -> Tuple[dict, int]:
+    """The tensor entries of a safetensors file (checked by `_io.safetensors_header`) and where its data starts;
+    `f`: the file already open (read from it, `path` names it in errors)."""
+    _, header, start = safetensors_header(path, f)
     return header, start
 
 
-def _open_tensor(path: Path, header: dict, start: int, name: str, mmap: bool) -> np.ndarray:
-    size = path.stat().st_size
+def _open_tensor(path: Path, header: dict, start: int, name: str, mmap: bool, f=None) -> np.ndarray:
+    size = path.stat().st_size if f is None else os.fstat(f.fileno()).st_size
     entry = header.get(name)
     if not isinstance(entry, dict):
         raise ValueError(f"{path}: tensor {name!r} is missing")
@@ -61,10 +123,16 @@ def _open_tensor(path: Path, header: dict, start: int, name: str, mmap: bool) ->
     if expected == 0:
         return np.empty(shape, dtype=dtype)
     if mmap:
-        return np.memmap(path, dtype=dtype, mode="r", offset=start + begin, shape=shape)
-    with open(path, "rb") as f:
-        f.seek(start + begin)
-        return np.fromfile(f, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+        return np.memmap(path if f is None else f, dtype=dtype, mode="r", offset=start + begin, shape=shape)
+    if f is None:
+        with open(path, "rb") as g:
+            g.seek(start + begin)
+            return np.fromfile(g, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+    f.seek(start + begin)
+    raw = f.read(expected)
+    if len(raw) != expected:
+        raise ValueError(f"{path}: tensor {name!r} is truncated")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
 
 
 
