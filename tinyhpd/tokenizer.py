@@ -64,20 +64,58 @@ def tokenize(tok, texts: Sequence[str], lowercase: bool) -> List[np.ndarray]:
     return tokenize_info(tok, texts, lowercase)[0]
 
 
+# Texts longer than this many characters per token of max_seq_length are tokenised from a prefix (_bounded).
+_CHARS_PER_TOKEN = 16
+
+
+def _bounded(tok, text: str, lowercase: bool, max_len: int):
+    """The encoding of a long text from a prefix of it: a 51 MB line cost 7 GB and minutes when tokenised whole,
+    for 128 tokens. The prefix grows (doubling) until the tokens kept are certainly those of the whole text: every
+    kept token comes from a pre-tokenizer word that ends before the prefix's last two words (the words at the cut may
+    tokenise differently; the words before it cannot, as normalisers and pre-tokenizers are local). Returns None
+    where that cannot be told (a tokenizer without word ids): the caller tokenises the whole text."""
+    size = max_len * _CHARS_PER_TOKEN
+    while size < len(text):
+        prefix = text[:size].strip().lower() if lowercase else text[:size].strip()
+        enc = tok.encode(prefix, add_special_tokens=True)
+        if enc.overflowing:
+            kept = [w for w in enc.word_ids if w is not None]
+            rest = [w for o in enc.overflowing for w in o.word_ids if w is not None]
+            if not kept or not rest:
+                return None
+            if max(kept) < max(rest) - 1:
+                return enc
+        size *= 2
+    return None
+
+
 def tokenize_info(tok, texts: Sequence[str], lowercase: bool) -> Tuple[List[np.ndarray], List[bool]]:
-    """(token ids, truncated?) for each text: `truncated` is True where the text had more than max_seq_length tokens."""
-    prepared = [t.strip().lower() if lowercase else t.strip() for t in texts]
+    """(token ids, truncated?) for each text: `truncated` is True where the text had more than max_seq_length tokens.
+    Texts are stripped (and lower-cased if asked); a text far longer than max_seq_length tokens is tokenised from a
+    prefix that gives the same tokens (`_bounded`), so the work per input is bounded."""
+    max_len = (tok.truncation or {}).get("max_length")
+    long_encs = {}
+    if max_len:
+        for i, t in enumerate(texts):
+            if len(t) > max_len * _CHARS_PER_TOKEN:
+                enc = _bounded(tok, t, lowercase, max_len)
+                if enc is not None:
+                    long_encs[i] = enc
+    todo = [i for i in range(len(texts)) if i not in long_encs]
+    prepared = [texts[i].strip().lower() if lowercase else texts[i].strip() for i in todo]
     try:
-        encs = tok.encode_batch(prepared, add_special_tokens=True)
+        encs = dict(zip(todo, tok.encode_batch(prepared, add_special_tokens=True)))
     except Exception as exc:  # tokenizers' own error names no item: find the one it refused
-        for i, t in enumerate(prepared):
+        for i, t in zip(todo, prepared):
             try:
                 t.encode("utf-8")
             except UnicodeEncodeError as bad:
                 raise ValueError(f"sentences[{i}] is not valid Unicode text (a lone surrogate at character "
                                  f"{bad.start})") from None
         raise ValueError(f"the tokenizer refused the input: {exc}") from None
-    return [np.asarray(e.ids, dtype=np.int64) for e in encs], [bool(e.overflowing) for e in encs]
+    encs.update(long_encs)
+    ordered = [encs[i] for i in range(len(texts))]
+    return [np.asarray(e.ids, dtype=np.int64) for e in ordered], [bool(e.overflowing) for e in ordered]
 
 
 def tokenize_pairs(tok, pairs: Sequence[Tuple[str, str]], lowercase: bool) -> Tuple[List[np.ndarray], List[np.ndarray]]:
