@@ -49,9 +49,10 @@ def main(argv=None) -> int:
     parser.add_argument("b", help="revision B")
     parser.add_argument("--rounds", type=int, default=4, help="rounds per revision, alternating")
     parser.add_argument("--json", default=None, help="write every round here")
-    parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="-- then arguments of tinyhpd bench")
-    args = parser.parse_args(argv)
-    bench_args = _absolute_model([a for a in args.bench_args if a != "--"])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    bench_args = _absolute_model(argv[split + 1:])
     results: Dict[str, List[dict]] = {args.a: [], args.b: []}
     with tempfile.TemporaryDirectory(prefix="tinyhpd-ab-") as tmp:
         trees = {}
