@@ -20,6 +20,7 @@ from tinyhpd.families import canonical_name, detect_family
     ({"architectures": ["RobertaForMaskedLM"]}, "roberta"),
     ({"architectures": ["XLMRobertaModel"]}, "roberta"),
     ({"architectures": ["DistilBertModel"]}, "distilbert"),
+    ({"architectures": ["ModernBertModel"]}, "modernbert"),
     ({"pad_token_id": 0, "type_vocab_size": 2}, "bert"),  # a 2019 BERT config: nothing says otherwise
     ({}, "bert"),
 ])
@@ -28,8 +29,7 @@ def test_the_family_is_told_from_the_config(tmp_path, cfg, family):
 
 
 @pytest.mark.parametrize("cfg, error", [
-    ({"model_type": "modernbert"}, r"model_type 'modernbert' \(ModernBERT \(RoPE, GeGLU, local attention\)\) is not "
-                                   "supported"),
+    ({"model_type": "deberta-v2"}, r"model_type 'deberta-v2' \(DeBERTa-v2\) is not supported"),
     ({"model_type": "gpt2"}, r"model_type 'gpt2' \('gpt2'\) is not supported"),
     ({"architectures": ["GPT2Model"]}, r"no model_type, and architectures 'GPT2Model' is not a supported family"),
     ({"pad_token_id": 1, "type_vocab_size": 1}, r"no model_type or architectures, and the config is not BERT's"),
@@ -54,6 +54,25 @@ def test_a_family_that_cannot_be_told_is_an_error(tmp_path, cfg, error):
 ])
 def test_checkpoint_names_map_onto_berts(family, key, name):
     assert canonical_name(key, family) == name
+
+
+@pytest.mark.parametrize("cfg, layer_types, window", [
+    ({"global_attn_every_n_layers": 3, "local_attention": 128}, ("full", "sliding", "sliding", "full"), 64),
+    ({"layer_types": ["full_attention", "full_attention", "sliding_attention", "full_attention"],
+      "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                          "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}, "local_attention": 32},
+     ("full", "full", "sliding", "full"), 16),
+])
+def test_modernbert_configs_of_both_transformers_generations(tmp_path, cfg, layer_types, window):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "modernbert", "vocab_size": 100, "hidden_size": 16, "num_hidden_layers": 4,
+                                "num_attention_heads": 2, "intermediate_size": 32, **cfg}))
+    config = BertConfig.from_file(path)
+    assert config.layer_types == layer_types and config.sliding_window == window and config.max_positions == 8192
+    path.write_text(json.dumps({"model_type": "modernbert", "vocab_size": 100, "hidden_size": 16, "num_hidden_layers": 4,
+                                "num_attention_heads": 2, "intermediate_size": 32, "mlp_bias": True}))
+    with pytest.raises(ValueError, match="mlp_bias is not supported"):
+        BertConfig.from_file(path)
 
 
 def test_roberta_positions_start_after_padding_and_skip_pad_tokens():

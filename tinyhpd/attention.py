@@ -141,7 +141,7 @@ def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray, 
         mask = None if g.key_mask is None else g.key_mask[i:j]
         for h0 in range(0, n_heads, hb):
             h1 = min(n_heads, h0 + hb)
-            blk = None if bias is None else bias[h0:h1, :L, :L]  # [hb, L, L]
+            blk = None if bias is None else (bias if bias.shape[0] == 1 else bias[h0:h1])[:, :L, :L]  # [hb|1, L, L]
             _softmax_ctx(q[i:j, h0:h1], kt[i:j, h0:h1], v[i:j, h0:h1], g.keep[i:j], mask, ctx[i:j, h0:h1], ws, blk)
     if g.valid is not None:
         np.take(ctx_grid.reshape(b * L, H), g.valid, axis=0, out=out[g.dest], mode="clip")  # real tokens -> [n_g, H]
@@ -150,7 +150,8 @@ def _attend_group(qkv: np.ndarray, g: AttnGroup, n_heads: int, out: np.ndarray, 
 def attention(qkv: np.ndarray, packed: Packed, n_heads: int, out: np.ndarray, ws: "Workspace | None" = None,
               bias: "np.ndarray | None" = None) -> np.ndarray:
     """Multi-head self-attention of packed tokens, `qkv [n_tok + 1, 3H]` (Q pre-scaled, last row all zero)
-    -> `out [n_tok, H]`; `bias [h, L, L]` (L: the longest sequence) is added to every sequence's scores."""
+    -> `out [n_tok, H]`; `bias [h, L, L]` or `[1, L, L]` (L: the longest sequence) is added to every sequence's
+    scores."""
     ws = Workspace() if ws is None else ws
     for g in packed.groups:
         _attend_group(qkv, g, n_heads, out, ws, bias)

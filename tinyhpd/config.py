@@ -98,6 +98,11 @@ class BertConfig:
     relative_attention_num_buckets: int = 0  # > 0: MPNet's relative position bias, shared by all layers
     num_hidden_groups: int = 1  # ALBERT: layer i uses the weights of group i * groups // layers ...
     inner_group_num: int = 1  # ... and each group holds this many layers
+    # ModernBERT: pre-LN layers with RoPE and a gated MLP; "sliding" layers attend within +-sliding_window tokens
+    layer_types: Tuple[str, ...] = ()  # "full" / "sliding" per layer (empty: BERT's full attention, no RoPE)
+    rope_theta: float = 0.0  # RoPE base of the full-attention layers
+    local_rope_theta: float = 0.0  # RoPE base of the sliding-window layers
+    sliding_window: int = 0  # half window: |query - key| <= sliding_window
 
     @property
     def head_dim(self) -> int:

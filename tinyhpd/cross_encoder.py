@@ -14,11 +14,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from tinyhpd import attention, bert
+from tinyhpd import attention
 from tinyhpd._threads import default_num_threads
 from tinyhpd.config import read_json, read_modules
-from tinyhpd.encoder import load_encoder
-from tinyhpd.families import FAMILY_NAMES, detect_family
+from tinyhpd.encoder import encoder_forward, load_encoder
+from tinyhpd.families import CLASSIFIERS, FAMILY_NAMES, detect_family
 from tinyhpd.heads import DENSE_ACTIVATIONS, Classifier
 from tinyhpd.hub import resolve
 from tinyhpd.kernels import Workspace
@@ -107,6 +107,9 @@ class CrossEncoder:
                              "model: not a cross-encoder (embedding models load with tinyhpd.load)")
         labels = _num_labels(raw, tdir / "config.json")
         family = detect_family(raw, tdir / "config.json")
+        if family not in CLASSIFIERS:
+            raise ValueError(f"{tdir / 'config.json'}: cross-encoders of the {FAMILY_NAMES[family]} family are not "
+                             "supported yet (its classification head differs)")
         enc, tensors, ckpt = load_encoder(tdir, consumed=Classifier.names(family))
         self.config = enc.config
         self._encoder = enc
@@ -133,7 +136,7 @@ class CrossEncoder:
         packed = attention.pack([len(x) for x in packed_ids])
         flat = np.concatenate(packed_ids)  # [n_tok]: ids | types << _TYPE_SHIFT
         ids, types = flat & ((1 << _TYPE_SHIFT) - 1), flat >> _TYPE_SHIFT
-        x = bert.bert_forward(self._encoder.params, self.config, ids, packed, ws, types)  # [n_tok, H]
+        x = encoder_forward(self._encoder.params, self.config, ids, packed, ws, types)  # [n_tok, H]
         return self._head(x, packed)  # [B, labels]
 
     def tokenize(self, pairs: Sequence[Tuple[str, str]]) -> Tuple[List[np.ndarray], List[np.ndarray]]:

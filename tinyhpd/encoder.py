@@ -14,7 +14,18 @@ from tinyhpd.families import WORDPIECE_FAMILIES
 from tinyhpd.params import BertParams, bert_params
 from tinyhpd.tokenizer import load_tokenizer
 
-__all__ = ["Encoder", "load_encoder"]
+__all__ = ["Encoder", "load_encoder", "encoder_forward"]
+
+
+def encoder_forward(params: BertParams, config: BertConfig, ids: np.ndarray, packed, ws, types=None) -> np.ndarray:
+    """The family's forward pass: token rows `[n_tok, H]` of packed ids (bert.py, or modernbert.py)."""
+    if config.model_type == "modernbert":
+        from tinyhpd.modernbert import modernbert_forward
+
+        return modernbert_forward(params, config, ids, packed, ws, types)
+    from tinyhpd.bert import bert_forward
+
+    return bert_forward(params, config, ids, packed, ws, types)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Encoder families behind one table: how each reads its `config.json`, and how its checkpoint names map onto BERT's.
 
-The forward pass is BERT's for all of them (post-LN layers); what a family changes is data, said here once:
+The forward pass is BERT's for all but ModernBERT (post-LN layers); what a family changes is data, said here once:
 
 | family | config keys | positions | token types | other |
 |---|---|---|---|---|
@@ -10,6 +10,7 @@ The forward pass is BERT's for all of them (post-LN layers); what a family chang
 | albert | BERT's + embedding_size, groups | 0, 1, ... | yes | E -> H mapping; layers share weights by group |
 | distilbert | dim, n_layers, n_heads, hidden_dim, activation | 0, 1, ... | none | |
 | mpnet | BERT's + relative_attention_num_buckets | from padding_idx + 1 | none | one relative position bias for all layers |
+| modernbert | its own (norm_eps, layer_types / global_attn_every_n_layers, RoPE thetas, local_attention) | RoPE | none | pre-LN, no biases, gated MLP, sliding-window layers, a final norm (`modernbert.py`) |
 
 `RENAMES` maps each family's checkpoint names onto BERT's (after its prefix is dropped); `params.py` then checks every
 key and shape against the config in one strict table. A config whose family cannot be told with certainty is an
@@ -29,15 +30,17 @@ __all__ = ["FAMILIES", "FAMILY_NAMES", "WORDPIECE_FAMILIES", "CLASSIFIERS", "rea
 
 # model_type -> family; `architectures` names (e.g. "RobertaModel") are told apart by these prefixes.
 FAMILIES = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "camembert": "roberta",
-            "electra": "electra", "albert": "albert", "distilbert": "distilbert", "mpnet": "mpnet"}
-_ARCHITECTURES = (("XLMRoberta", "xlm-roberta"), ("Camembert", "camembert"), ("Roberta", "roberta"),
+            "electra": "electra", "albert": "albert", "distilbert": "distilbert", "mpnet": "mpnet",
+            "modernbert": "modernbert"}
+_ARCHITECTURES = (("ModernBert", "modernbert"), ("XLMRoberta", "xlm-roberta"), ("Camembert", "camembert"),
+                  ("Roberta", "roberta"),
                   ("DistilBert", "distilbert"), ("MPNet", "mpnet"), ("Electra", "electra"), ("Albert", "albert"),
                   ("Bert", "bert"))
 FAMILY_NAMES = {"bert": "BERT", "roberta": "RoBERTa", "electra": "ELECTRA", "albert": "ALBERT",
-                "distilbert": "DistilBERT", "mpnet": "MPNet"}
+                "distilbert": "DistilBERT", "mpnet": "MPNet", "modernbert": "ModernBERT"}
 # Families whose tokenizer may be rebuilt from vocab.txt as BERT's WordPiece when tokenizer.json is missing.
 WORDPIECE_FAMILIES = ("bert", "distilbert", "electra")
-UNSUPPORTED = {"modernbert": "ModernBERT (RoPE, GeGLU, local attention)", "deberta": "DeBERTa", "deberta-v2":
+UNSUPPORTED = {"deberta": "DeBERTa", "deberta-v2":
                "DeBERTa-v2", "nomic_bert": "NomicBERT", "new": "gte's NewModel", "t5": "T5", "mt5": "mT5",
                "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3", "mistral": "Mistral", "xlm": "XLM",
                "funnel": "Funnel", "longformer": "Longformer", "bigbird": "BigBird"}
@@ -66,6 +69,7 @@ RENAMES: Dict[str, Tuple[Tuple[str, str], ...]] = {
         (r"^" + _LAYER + r"attention\.attn\.o\.", r"encoder.layer.\1.attention.output.dense."),
         (r"^" + _LAYER + r"attention\.LayerNorm\.", r"encoder.layer.\1.attention.output.LayerNorm."),
     ),
+    "modernbert": (),  # its own names, checked by params.modernbert_expected_shapes
     "albert": (  # the weights of group g's k-th layer are named encoder.group.g.k.* (params.py repeats them)
         (r"^encoder\.embedding_hidden_mapping_in\.", "embeddings.projection."),
         (r"^encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.attention\.(query|key|value)\.",
@@ -84,6 +88,7 @@ _COMPILED = {family: tuple((re.compile(a), b) for a, b in rules) for family, rul
 
 # Dropped by name: buffers and task heads a checkpoint may carry that the encoder does not use.
 KNOWN_EXTRAS = ("embeddings.position_ids", "embeddings.token_type_ids", "pooler.", "cls.", "lm_head.", "predictions.",
+                "head.", "decoder.",
                 "sop_classifier.", "generator_predictions.", "generator_lm_head.", "discriminator_predictions.",
                 "vocab_transform.", "vocab_layer_norm.", "vocab_projector.")
 
@@ -190,11 +195,59 @@ def _distilbert(cfg: Dict[str, Any], path: Path) -> BertConfig:
                       model_type="distilbert", **sizes)
 
 
+def _theta(value: Any, key: str, path: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 < value < 1e12:
+        raise ValueError(f"{path}: {key} must be a number above 1, got {json.dumps(value)[:40]}")
+    return float(value)
+
+
+def _modernbert(cfg: Dict[str, Any], path: Path) -> BertConfig:
+    sizes = {k: require(cfg, k, int, path) for k in (
+        "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")}
+    sizes["max_position_embeddings"] = cfg.get("max_position_embeddings", 8192)
+    sizes["type_vocab_size"] = 0
+    check_sizes(sizes, path, minimum={"type_vocab_size": 0})
+    n = sizes["num_hidden_layers"]
+    types = cfg.get("layer_types")
+    if types is None:  # configs written before transformers 5: the pattern as an int
+        every = cfg.get("global_attn_every_n_layers", 3)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"{path}: global_attn_every_n_layers must be a positive integer, got {every!r}")
+        types = ["full_attention" if i % every == 0 else "sliding_attention" for i in range(n)]
+    if not isinstance(types, list) or len(types) != n or not set(types) <= {"full_attention", "sliding_attention"}:
+        raise ValueError(f"{path}: layer_types must list 'full_attention' or 'sliding_attention' for each of the {n} "
+                         "layers")
+    rope = cfg.get("rope_parameters") or {}
+    if not isinstance(rope, dict):
+        raise ValueError(f"{path}: rope_parameters must be an object")
+    for kind in ("full_attention", "sliding_attention"):
+        params = rope.get(kind) or {}
+        if not isinstance(params, dict) or params.get("rope_type", "default") != "default":
+            raise ValueError(f"{path}: rope_parameters[{kind!r}] {json.dumps(params)[:60]}: only the default RoPE is "
+                             "supported")
+    full = (rope.get("full_attention") or {}).get("rope_theta", cfg.get("global_rope_theta", 160000.0))
+    local = (rope.get("sliding_attention") or {}).get("rope_theta", cfg.get("local_rope_theta", 10000.0))
+    window = cfg.get("local_attention", 128)
+    if isinstance(window, bool) or not isinstance(window, int) or not 2 <= window <= 1 << 20:
+        raise ValueError(f"{path}: local_attention must be an integer from 2, got {window!r}")
+    for key in ("norm_bias", "attention_bias", "mlp_bias"):
+        if cfg.get(key, False) not in (True, False):
+            raise ValueError(f"{path}: {key} must be true or false")
+    if cfg.get("norm_bias", False) or cfg.get("attention_bias", False) or cfg.get("mlp_bias", False):
+        raise ValueError(f"{path}: ModernBERT with norm_bias, attention_bias or mlp_bias is not supported")
+    return BertConfig(hidden_act=_activation(cfg, "hidden_activation", "gelu", path),
+                      layer_norm_eps=check_eps(cfg, "norm_eps", 1e-5, path), model_type="modernbert",
+                      layer_types=tuple("full" if t == "full_attention" else "sliding" for t in types),
+                      rope_theta=_theta(full, "global rope_theta", path),
+                      local_rope_theta=_theta(local, "local rope_theta", path), sliding_window=window // 2, **sizes)
+
+
 def read_encoder_config(path: Path) -> BertConfig:
     """The encoder's config.json, whatever its family, as a BertConfig (sizes checked before any allocation)."""
     cfg = read_json(path)
     family = detect_family(cfg, path)
-    config = _distilbert(cfg, path) if family == "distilbert" else _bert_like(cfg, path, family)
+    readers = {"distilbert": _distilbert, "modernbert": _modernbert}
+    config = readers[family](cfg, path) if family in readers else _bert_like(cfg, path, family)
     if config.hidden_size % config.num_attention_heads:
         raise ValueError(f"{path}: hidden_size {config.hidden_size} is not a multiple of num_attention_heads "
                          f"{config.num_attention_heads}")

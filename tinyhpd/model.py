@@ -13,10 +13,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from tinyhpd import attention, bert, heads as heads_mod
+from tinyhpd import attention, heads as heads_mod
 from tinyhpd._threads import default_num_threads
 from tinyhpd.config import BertConfig, read_modules, read_prompts
-from tinyhpd.encoder import load_encoder
+from tinyhpd.encoder import encoder_forward, load_encoder
 from tinyhpd.heads import Head, load_heads
 from tinyhpd.hub import resolve
 from tinyhpd.kernels import Workspace
@@ -183,7 +183,7 @@ class Model:
             ws = self._local.ws = Workspace()
         packed = attention.pack([len(x) for x in ids])
         flat = np.concatenate(ids)  # [n_tok]
-        x = bert.bert_forward(self._bert, self.config, flat, packed, ws)  # [n_tok] -> [n_tok, H]
+        x = encoder_forward(self._bert, self.config, flat, packed, ws)  # [n_tok] -> [n_tok, H]
         for head in self._heads:
             x = head(x, packed)  # Pooling: [n_tok, H] -> [B, H']; Dense / Normalize: [B, d] -> [B, d']
         return x

@@ -47,10 +47,13 @@ class BertParams:
     emb_proj_w: Optional[np.ndarray] = None  # [E, H]  ELECTRA's embeddings_project, ALBERT's mapping
     emb_proj_b: Optional[np.ndarray] = None  # [H]
     rel_bias: Optional[np.ndarray] = None  # [buckets, heads]  MPNet's relative position bias
+    final_ln_g: Optional[np.ndarray] = None  # [H]  ModernBERT's final norm
+    final_ln_b: Optional[np.ndarray] = None  # [H]
 
     def extras(self) -> Dict[str, np.ndarray]:
         """The family-specific arrays that are present (what BERT lacks)."""
-        return {k: getattr(self, k) for k in ("emb_proj_w", "emb_proj_b", "rel_bias") if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in ("emb_proj_w", "emb_proj_b", "rel_bias", "final_ln_g", "final_ln_b")
+                if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -170,13 +173,54 @@ def _layer(t: Tensors, p: str, cfg: BertConfig) -> LayerParams:
     )
 
 
+def modernbert_expected_shapes(cfg: BertConfig) -> Dict[str, Tuple[int, ...]]:
+    """Every tensor of a ModernBertModel checkpoint (its own names; no biases), with the shape the config implies."""
+    H, I = cfg.hidden_size, cfg.intermediate_size
+    shapes = {"embeddings.tok_embeddings.weight": (cfg.vocab_size, H), "embeddings.norm.weight": (H,),
+              "final_norm.weight": (H,)}
+    for i in range(cfg.num_hidden_layers):
+        p = f"layers.{i}."
+        if i:  # layer 0 has no attention norm (the embeddings' norm serves)
+            shapes[p + "attn_norm.weight"] = (H,)
+        shapes.update({p + "attn.Wqkv.weight": (3 * H, H), p + "attn.Wo.weight": (H, H), p + "mlp_norm.weight": (H,),
+                       p + "mlp.Wi.weight": (2 * I, H), p + "mlp.Wo.weight": (H, I)})
+    return shapes
+
+
+def _modernbert_params(t: Tensors, cfg: BertConfig) -> BertParams:
+    """ModernBERT onto the same arrays: ln1 = attention norm (empty for layer 0: none), ffn_in = Wi (input | gate
+    columns), ln2 = MLP norm; biases are zeros (the checkpoints have none); Q pre-scaled like BERT's."""
+    H = cfg.hidden_size
+    zeros = np.zeros(H, np.float32)
+    scale = np.float32(1.0 / np.sqrt(cfg.head_dim))
+    layers = []
+    for i in range(cfg.num_hidden_layers):
+        p = f"layers.{i}."
+        qkv_w = np.array(t[p + "attn.Wqkv.weight"])  # [3H, H]
+        qkv_w[:H] *= scale
+        layers.append(LayerParams(
+            qkv_w=transposed(qkv_w), qkv_b=np.zeros(3 * H, np.float32),
+            out_w=transposed(t[p + "attn.Wo.weight"]), out_b=zeros.copy(),
+            ln1_g=np.array(t[p + "attn_norm.weight"]) if i else np.zeros(0, np.float32), ln1_b=zeros.copy(),
+            ffn_in_w=transposed(t[p + "mlp.Wi.weight"]), ffn_in_b=np.zeros(2 * cfg.intermediate_size, np.float32),
+            ffn_out_w=transposed(t[p + "mlp.Wo.weight"]), ffn_out_b=zeros.copy(),
+            ln2_g=np.array(t[p + "mlp_norm.weight"]), ln2_b=zeros.copy()))
+    return BertParams(word_emb=t["embeddings.tok_embeddings.weight"], pos_emb=np.zeros((0, H), np.float32),
+                      type_emb=np.zeros((1, H), np.float32), emb_ln_g=np.array(t["embeddings.norm.weight"]),
+                      emb_ln_b=zeros.copy(), layers=tuple(layers), final_ln_g=np.array(t["final_norm.weight"]),
+                      final_ln_b=zeros.copy())
+
+
 def bert_params(tensors: Tensors, cfg: BertConfig, source: str, consumed: Iterable[str] = ()) -> BertParams:
     """Map an encoder's state dict (any family of `families.py`) onto BertParams: strict keys and shapes, transposes
     and fused Q|K|V done here. `consumed`: names (or prefixes ending in '.') another part of the model reads from the
     same file (a cross-encoder's classifier), left alone here."""
     family = cfg.model_type
-    t = check_table(tensors, bert_expected_shapes(cfg), (*KNOWN_EXTRAS, *consumed), source,
+    expected = modernbert_expected_shapes(cfg) if family == "modernbert" else bert_expected_shapes(cfg)
+    t = check_table(tensors, expected, (*KNOWN_EXTRAS, *consumed), source,
                      rename=lambda key: canonical_name(key, family))
+    if family == "modernbert":
+        return _modernbert_params(t, cfg)
     built: Dict[str, LayerParams] = {}
     layers = []
     for p in layer_prefixes(cfg):

@@ -25,7 +25,7 @@ def _widen(model) -> None:
     torch.manual_seed(1)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "LayerNorm" in name or "layer_norm" in name:
+            if "LayerNorm" in name or "norm" in name.lower():
                 p.add_(torch.randn_like(p) * 0.1)
             else:
                 p.normal_(0.0, 0.05)
@@ -49,11 +49,16 @@ def _configs(t):
             vocab_size=30522, embedding_size=32, hidden_size=48, num_hidden_layers=4, num_attention_heads=4,
             intermediate_size=96, num_hidden_groups=2, inner_group_num=2)), "minilm"),
         "mpnet": (lambda: t.MPNetModel(t.MPNetConfig(vocab_size=30527, **SMALL)), "mpnet"),
+        # 4 layers: full, sliding, sliding, full; a window of +-8 tokens, so inputs past 17 tokens see it
+        "modernbert": (lambda: t.ModernBertModel(t.ModernBertConfig(
+            vocab_size=30522, hidden_size=48, num_hidden_layers=4, num_attention_heads=4, intermediate_size=96,
+            local_attention=16, global_attn_every_n_layers=3, max_position_embeddings=512, pad_token_id=0,
+            bos_token_id=101, eos_token_id=102, cls_token_id=101, sep_token_id=102)), "minilm"),
     }
 
 
 FAMILIES = ["bert", "roberta", "xlm-roberta", "distilbert", "electra", "electra-no-projection", "albert",
-            "albert-groups", "mpnet"]
+            "albert-groups", "mpnet", "modernbert"]
 
 
 def build_family(family: str, dest: Path, minilm: Path, mpnet: Path, max_seq_length: int = 200) -> Path:
@@ -102,7 +107,7 @@ def test_a_roberta_config_without_model_type_is_refused_not_guessed(tmp_path, mi
 def test_a_family_model_travels_by_pickle(tmp_path, minilm_path, mpnet_path):
     import pickle
 
-    for family in ("mpnet", "albert-groups", "electra"):
+    for family in ("mpnet", "albert-groups", "electra", "modernbert"):
         model = tinyhpd.load(build_family(family, tmp_path / family, minilm_path, mpnet_path))
         again = pickle.loads(pickle.dumps(model))
         assert again.fingerprint == model.fingerprint
