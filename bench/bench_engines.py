@@ -174,8 +174,9 @@ class OrtEngine:
         self.session = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(tdir / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_seq_length)
-        pad = "[PAD]" if self.tokenizer.token_to_id("[PAD]") is not None else None
+        pad = next((t for t in ("[PAD]", "<pad>") if self.tokenizer.token_to_id(t) is not None), None)
         self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id(pad) if pad else 0, pad_token=pad or "[PAD]")
+        self.inputs = {i.name for i in self.session.get_inputs()}  # MPNet and DistilBERT take no token_type_ids
         sbert = tdir / "sentence_bert_config.json"
         self.lowercase = bool(json.loads(sbert.read_text()).get("do_lower_case", False)) if sbert.is_file() else False
         self.max_seq_length = max_seq_length
@@ -188,8 +189,8 @@ class OrtEngine:
         enc = self.tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in enc], dtype=np.int64)  # [b, L]
         mask = np.array([e.attention_mask for e in enc], dtype=np.int64)  # [b, L]
-        hidden = self.session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask,
-                                                          "token_type_ids": np.zeros_like(ids)})[0]  # [b, L, H]
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = self.session.run(["last_hidden_state"], {k: v for k, v in feed.items() if k in self.inputs})[0]
         x = hidden
         for kind, p in self.steps:
             if kind == "mean":
@@ -297,22 +298,27 @@ def worker_export(folder: Path, dest: Path) -> None:
     st = SentenceTransformer(str(folder), device="cpu")
     bert = getattr(st[0], "auto_model", None) or st[0].model
 
+    import inspect
+
+    takes_types = "token_type_ids" in inspect.signature(bert.forward).parameters
+
     class LastHidden(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
             super().__init__()
             self.inner = inner
 
-        def forward(self, input_ids, attention_mask, token_type_ids):  # type: ignore[no-untyped-def]
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
+        def forward(self, input_ids, attention_mask, token_type_ids=None):  # type: ignore[no-untyped-def]
+            kw = {"token_type_ids": token_type_ids} if takes_types else {}
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
 
     ids = torch.tensor([[101, 7592, 2088, 2003, 1037, 3231, 1012, 102], [101, 7592, 102, 0, 0, 0, 0, 0]])
     mask = (ids != 0).long()
-    names = ["input_ids", "attention_mask", "token_type_ids"]
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_types else [])
     axes = {n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]}
     tmp = dest.with_suffix(".tmp.onnx")
     with torch.no_grad():
-        torch.onnx.export(LastHidden(bert).eval(), (ids, mask, torch.zeros_like(ids)), str(tmp), input_names=names,
+        args = (ids, mask, torch.zeros_like(ids)) if takes_types else (ids, mask)
+        torch.onnx.export(LastHidden(bert).eval(), args, str(tmp), input_names=names,
                           output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=ONNX_OPSET,
                           do_constant_folding=True, dynamo=False)
     os.replace(tmp, dest)
