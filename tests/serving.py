@@ -30,7 +30,7 @@ class Server:
         self.sock = free_socket()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         cfg.setdefault("engine", "thread")  # the model in this process: tests can replace its encode_ids
-        app = create_app(model, ServeConfig(served_model_name=NAME, **cfg))
+        app = self.app = create_app(model, ServeConfig(served_model_name=NAME, **cfg))
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()

@@ -331,3 +331,32 @@ def test_serve_help_lists_the_options():
     for opt in ("--api-key", "--served-model-name", "--max-batch-tokens", "--max-client-batch-size",
                 "--max-concurrent-requests", "--threads", "--port", "--host"):
         assert opt in out
+
+
+def test_a_killed_engine_process_is_restarted_and_health_says_so(model):
+    """Issue 24: kill -9 of the engine child (the OOM killer's choice) left every later request a 500 BrokenPipeError,
+    a zombie, and /health at 200. Now the child is reaped and forked again, /health is 503 until it is back, requests
+    in flight get 200 (retried on the new engine) or 503 engine_restarted, and /metrics counts the restart."""
+    s = Server(model, engine="process")
+    try:
+        batcher = s.app.state.service.batcher
+        old = batcher.model.pid
+        os.kill(old, signal.SIGKILL)
+        deadline = time.time() + 10
+        while batcher.engine_alive() and time.time() < deadline:
+            time.sleep(0.01)
+        assert httpx.get(s.url + "/health", timeout=30).status_code == 503
+        assert httpx.get(s.url + "/health", timeout=30).status_code == 200
+        assert batcher.model.pid != old and not os.path.exists(f"/proc/{old}")  # reaped, no zombie
+        r = post(s, "/v1/embeddings", {"model": NAME, "input": SENTS}, key=None)
+        got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+        assert np.abs(got - model.encode(SENTS, normalize_embeddings=True)).max() <= 1e-6
+        os.kill(batcher.model.pid, signal.SIGKILL)  # now with requests arriving at once
+        with ThreadPoolExecutor(4) as pool:
+            statuses = [f.result().status_code for f in [
+                pool.submit(post, s, "/v1/embeddings", {"model": NAME, "input": SENTS[i % 3]}, None) for i in range(8)]]
+        assert set(statuses) <= {200, 503} and statuses.count(200) >= 4, statuses
+        assert post(s, "/v1/embeddings", {"model": NAME, "input": SENTS}, key=None).status_code == 200
+        assert "tinyhpd_engine_restarts_total 2" in httpx.get(s.url + "/metrics").text
+    finally:
+        s.stop()

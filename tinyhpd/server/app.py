@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from tinyhpd.heads import normalize as normalize_rows
-from tinyhpd.server.batcher import Batcher, QueueFull
+from tinyhpd.server.batcher import Batcher, EngineDied, QueueFull
 
 __all__ = ["ServeConfig", "create_app", "Metrics"]
 
@@ -85,6 +85,7 @@ class Metrics:
         self.inputs = 0
         self.batches = 0
         self.queue_depth = lambda: 0
+        self.restarts = lambda: 0
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
@@ -111,7 +112,9 @@ class Metrics:
                   "# HELP tinyhpd_inputs_total inputs embedded", "# TYPE tinyhpd_inputs_total counter",
                   f"tinyhpd_inputs_total {self.inputs}",
                   "# HELP tinyhpd_queue_depth requests waiting for the engine", "# TYPE tinyhpd_queue_depth gauge",
-                  f"tinyhpd_queue_depth {self.queue_depth()}"]
+                  f"tinyhpd_queue_depth {self.queue_depth()}",
+                  "# HELP tinyhpd_engine_restarts_total engine processes started again after one died",
+                  "# TYPE tinyhpd_engine_restarts_total counter", f"tinyhpd_engine_restarts_total {self.restarts()}"]
         return "\n".join(lines) + "\n"
 
 
@@ -180,6 +183,7 @@ class _Service:
         self.batcher = Batcher(model, max_batch_tokens=cfg.max_batch_tokens, max_queue=cfg.max_concurrent_requests,
                                metrics=self.metrics, batch_size=cfg.engine_batch_size, engine=cfg.engine)
         self.metrics.queue_depth = lambda: self.batcher.depth
+        self.metrics.restarts = lambda: self.batcher.restarts
         self.ready = False
         self.reranker = hasattr(model, "rank")  # a CrossEncoder: pairs in, scores out
         self.vocab = model.config.vocab_size
@@ -239,6 +243,9 @@ class _Service:
         except QueueFull as exc:
             raise ApiError(429, f"server busy: {exc}; retry later", type_="rate_limit_error",
                            code="queue_full", headers={"Retry-After": "1"}) from None
+        except EngineDied as exc:
+            raise ApiError(503, f"{exc}; retry", type_="server_error", code="engine_restarted",
+                           headers={"Retry-After": "1"}) from None
         except Exception as exc:
             raise ApiError(500, f"the engine failed: {type(exc).__name__}: {exc}", type_="server_error") from None
         return vecs
@@ -409,6 +416,9 @@ def create_app(model: Any, cfg: ServeConfig):
     async def health(request: Request):
         if not svc.ready:
             return JSONResponse({"status": "loading"}, status_code=503)
+        if not svc.batcher.engine_alive():  # killed (OOM): replace it now; healthy again once it answers
+            await svc.batcher.restart_engine()
+            return JSONResponse({"status": "engine restarting"}, status_code=503)
         return JSONResponse({"status": "ok", "model": cfg.served_model_name})
 
     async def metrics(request: Request):

@@ -16,11 +16,15 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Batcher", "QueueFull", "Job"]
+__all__ = ["Batcher", "QueueFull", "EngineDied", "Job"]
 
 
 class QueueFull(Exception):
     """More requests in the queue than --max-concurrent-requests allows (HTTP 429)."""
+
+
+class EngineDied(RuntimeError):
+    """The engine process died (killed, out of memory) during a call; a new one was started (HTTP 503)."""
 
 
 @dataclass
@@ -53,24 +57,50 @@ def _engine_process(model: Any, conn: Any, parent_end: Any, batch_size: int) -> 
 
 class _ProcessEngine:
     """`encode_ids` forwarded to a forked child that holds the model: the server's event loop and the engine then
-    never wait for each other's GIL (with both in one process, a busy engine delays every HTTP read and write)."""
+    never wait for each other's GIL (with both in one process, a busy engine delays every HTTP read and write).
+    Supervised: a child that dies (kill -9, the OOM killer) is reaped and forked again from this process's copy of
+    the model; the call that found it dead raises `EngineDied`, and `restarts` counts the new children."""
 
     def __init__(self, model: Any, batch_size: int) -> None:
+        self._model, self._batch_size = model, batch_size
+        self.restarts = 0
+        self._start()
+
+    def _start(self) -> None:
         import multiprocessing as mp
 
         ctx = mp.get_context("fork")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_engine_process, args=(model, child, self._conn, batch_size), daemon=True,
-                                 name="tinyhpd-engine")
+        self._proc = ctx.Process(target=_engine_process, args=(self._model, child, self._conn, self._batch_size),
+                                 daemon=True, name="tinyhpd-engine")
         self._proc.start()
         child.close()
 
+    @property
+    def pid(self) -> Optional[int]:
+        return self._proc.pid
+
+    def alive(self) -> bool:
+        return self._proc.is_alive()
+
+    def restart(self) -> None:
+        """Reap the old child (killed if it still runs) and fork a new one."""
+        self._conn.close()
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join(timeout=10)  # reaped: no zombie
+        self._start()
+        self.restarts += 1
+
     def encode_ids(self, ids, batch_size: int = 128) -> np.ndarray:
-        self._conn.send(list(ids))
         try:
+            self._conn.send(list(ids))
             status, value = self._conn.recv()
-        except EOFError:
-            raise RuntimeError(f"the engine process died (exit code {self._proc.exitcode})") from None
+        except (EOFError, OSError):  # BrokenPipeError, ConnectionResetError: the child is gone
+            self._proc.join(timeout=1)
+            code = self._proc.exitcode
+            self.restart()
+            raise EngineDied(f"the engine process died (exit code {code}) and was restarted") from None
         if status != "ok":
             raise RuntimeError(value)
         return value
@@ -80,6 +110,7 @@ class _ProcessEngine:
         self._proc.join(timeout=10)
         if self._proc.is_alive():
             self._proc.kill()
+            self._proc.join(timeout=10)
 
 
 class Batcher:
@@ -102,6 +133,18 @@ class Batcher:
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def restarts(self) -> int:
+        return getattr(self.model, "restarts", 0)
+
+    def engine_alive(self) -> bool:
+        return self.model.alive() if isinstance(self.model, _ProcessEngine) else True
+
+    async def restart_engine(self) -> None:
+        """A dead engine process replaced now (on the engine thread, between batches), not at the next request."""
+        if isinstance(self.model, _ProcessEngine) and not self.model.alive():
+            await asyncio.get_running_loop().run_in_executor(self._engine, self.model.restart)
 
     def start(self) -> None:
         if self.engine_kind == "process":
