@@ -360,3 +360,38 @@ def test_a_killed_engine_process_is_restarted_and_health_says_so(model):
         assert "tinyhpd_engine_restarts_total 2" in httpx.get(s.url + "/metrics").text
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/embeddings", '{"input": ' + "[" * 30_000 + "]" * 30_000 + "}", None),  # nested 30,000 deep
+    ("/v1/embeddings", '{"input": ["ok", "bad \\ud800 surrogate"]}', "input[1]"),
+    ("/embed", '{"inputs": [[1, 2, 1000000000000000000000000000000]]}', "inputs[0]"),
+    ("/v1/embeddings", '{"input": "a", "encoding_format": false}', "encoding_format"),
+    ("/v1/embeddings", '{"input": "a", "encoding_format": {}}', "encoding_format"),
+])
+def test_hostile_bodies_get_400_error_objects_not_500(server, path, body, param):
+    """Issue 24: these were plain-text 500s with a traceback in the log, not counted in /metrics."""
+    r = httpx.post(server.url + path, content=body.encode(), timeout=30,
+                   headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+    assert f'tinyhpd_requests_total{{path="{path}",status="400"}}' in httpx.get(server.url + "/metrics").text
+
+
+def test_huggingface_hub_inference_client_feature_extraction(server, model):
+    """huggingface_hub's InferenceClient(model=URL) posts to / (TEI serves /embed there); 0.2 answered 404."""
+    from huggingface_hub import InferenceClient
+
+    client = InferenceClient(model=server.url, token=KEY, timeout=30)
+    got = np.asarray(client.feature_extraction(SENTS[0]), dtype=np.float32).reshape(-1)
+    np.testing.assert_allclose(got, model.encode(SENTS[0], normalize_embeddings=True), atol=1e-6)
+
+
+def test_an_empty_api_key_is_refused_not_served_open(model, monkeypatch):
+    from tinyhpd.server import serve
+
+    with pytest.raises(ValueError, match="the API key is empty"):
+        serve(model, api_key="")
+    monkeypatch.setenv("TINYHPD_API_KEY", "  ")
+    with pytest.raises(ValueError, match="an unset variable"):
+        serve(model)

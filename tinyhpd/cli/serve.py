@@ -25,6 +25,8 @@ def add_cli(sub) -> None:
     p.add_argument("--openai-token-ids", choices=("refuse", "model"), default="refuse",
                    help="token-id arrays on /v1/embeddings: 'refuse' (default: OpenAI clients such as LangChain send "
                         "tiktoken ids, not this model's) or 'model' (this model's own ids, as /embed takes them)")
+    p.add_argument("--graceful-timeout", type=int, default=120,
+                   help="seconds SIGTERM / SIGINT wait for the requests already accepted (default 120)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run)
 
@@ -32,9 +34,11 @@ def add_cli(sub) -> None:
 def run(args) -> int:
     from tinyhpd.server import serve
 
-    return serve(args.model, host=args.host, port=args.port, api_key=args.api_key or os.environ.get("TINYHPD_API_KEY"),
+    return serve(args.model, host=args.host, port=args.port,
+                 api_key=args.api_key if args.api_key is not None else os.environ.get("TINYHPD_API_KEY"),
                  served_model_name=args.served_model_name, max_batch_tokens=args.max_batch_tokens,
                  max_client_batch_size=args.max_client_batch_size,
                  max_concurrent_requests=args.max_concurrent_requests, max_payload_bytes=args.max_payload_bytes,
                  normalize=not args.no_normalize, auto_truncate=not args.no_auto_truncate, threads=args.threads,
-                 revision=args.revision, log_level=args.log_level, openai_token_ids=args.openai_token_ids)
+                 revision=args.revision, log_level=args.log_level, openai_token_ids=args.openai_token_ids,
+                 graceful_timeout=args.graceful_timeout)

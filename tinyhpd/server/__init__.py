@@ -44,11 +44,13 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
           served_model_name: Optional[str] = None, max_batch_tokens: int = 16384, max_client_batch_size: int = 64,
           max_concurrent_requests: int = 512, max_payload_bytes: int = 4 << 20, normalize: bool = True,
           auto_truncate: bool = True, threads: Optional[int] = None, revision: Optional[str] = None,
-          log_level: str = "info", sock: Any = None, openai_token_ids: str = "refuse") -> int:
+          log_level: str = "info", sock: Any = None, openai_token_ids: str = "refuse",
+          graceful_timeout: int = 120) -> int:
     """Load `model` (a Model, a folder, a Hub id, or None for the default) and serve it until SIGTERM / SIGINT, which
     stop accepting connections, finish the requests in flight and return. `api_key` defaults to $TINYHPD_API_KEY.
     `openai_token_ids`: what token-id arrays on /v1/embeddings are: "refuse" (400: OpenAI clients send tiktoken ids)
-    or "model" (the model's own ids, as on /embed)."""
+    or "model" (the model's own ids, as on /embed). `graceful_timeout`: seconds SIGTERM waits for accepted requests
+    to finish before closing the connections still open."""
     import uvicorn
 
     import tinyhpd
@@ -60,14 +62,23 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
         _positive(name, value)
     if not isinstance(model, (tinyhpd.Model, tinyhpd.CrossEncoder)):
         model = load_for_serving(model, revision=revision, threads=threads)
-    key = api_key if api_key is not None else (os.environ.get("TINYHPD_API_KEY") or None)
+    key = api_key if api_key is not None else os.environ.get("TINYHPD_API_KEY")
+    if key is not None and not key.strip():  # `--api-key "$KEY"` with KEY unset: never serve without a key silently
+        raise ValueError("the API key is empty (--api-key \"\" or TINYHPD_API_KEY=\"\": an unset variable?); give a key, "
+                         "or leave both unset to serve without one")
+    if key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        import warnings
+
+        warnings.warn(f"serving on {host} without an API key: anyone who reaches this address can use the model "
+                      "(set --api-key or TINYHPD_API_KEY)", stacklevel=2)
     name = served_model_name or Path(str(model.name_or_path)).name
     cfg = ServeConfig(served_model_name=name, api_key=key, max_batch_tokens=max_batch_tokens,
                       max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
                       max_payload_bytes=max_payload_bytes, normalize=normalize, auto_truncate=auto_truncate,
                       openai_token_ids=openai_token_ids)
     app = create_app(model, cfg)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=20,
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=_positive("graceful_timeout", graceful_timeout),
                             access_log=False, limit_concurrency=max_concurrent_requests + 64)
     server = uvicorn.Server(config)
     server.run(sockets=[sock] if sock is not None else None)

@@ -89,7 +89,7 @@ class Metrics:
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
-        if path in ("/v1/embeddings", "/embeddings", "/embed", "/rerank", "/v1/rerank", "/v2/rerank"):
+        if path in ("/v1/embeddings", "/embeddings", "/embed", "/", "/rerank", "/v1/rerank", "/v2/rerank"):
             self.latency.observe(seconds)
 
     def observe_batch(self, n_inputs: int, n_tokens: int) -> None:
@@ -165,14 +165,24 @@ def _texts(value: Any, field: str, cfg: ServeConfig) -> List[str]:
             x = x["text"]
         if not isinstance(x, str):
             raise ApiError(400, f"'{field}[{i}]' is {type(x).__name__}: every item must be a string", param=f"{field}[{i}]")
+        _check_unicode(x, f"{field}[{i}]")
         out.append(x)
     return out
+
+
+def _check_unicode(text: str, param: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as bad:
+        raise ApiError(400, f"'{param}' is not valid Unicode text (a lone surrogate at character {bad.start})",
+                       param=param) from None
 
 
 def _query(data: Dict[str, Any]) -> str:
     query = data.get("query")
     if not isinstance(query, str) or not query.strip():
         raise ApiError(400, "'query' must be a non-empty string", param="query")
+    _check_unicode(query, "query")
     return query
 
 
@@ -192,6 +202,12 @@ class _Service:
     def ids_for(self, items: List[Any], token_ids: bool, truncate: bool, field: str) -> List[np.ndarray]:
         limit = self.model.max_seq_length
         if not token_ids:
+            for i, x in enumerate(items):
+                try:
+                    x.encode("utf-8")
+                except UnicodeEncodeError as bad:
+                    raise ApiError(400, f"'{field}[{i}]' is not valid Unicode text (a lone surrogate at character "
+                                        f"{bad.start})", param=f"{field}[{i}]") from None
             ids, truncated = self.model.tokenize_info(items)
             if not truncate and any(truncated):
                 i = truncated.index(True)
@@ -200,9 +216,9 @@ class _Service:
             return ids
         out = []
         for i, x in enumerate(items):
-            a = np.asarray(x, dtype=np.int64)
-            if int(a.min()) < 0 or int(a.max()) >= self.vocab:
+            if any(t < 0 or t >= self.vocab for t in x):  # Python ints: 10**30 is not an int64
                 raise ApiError(400, f"'{field}[{i}]' holds a token id outside [0, {self.vocab})", param=f"{field}[{i}]")
+            a = np.asarray(x, dtype=np.int64)
             if len(a) + 2 > limit:
                 if not truncate:
                     raise ApiError(413, f"'{field}[{i}]' has {len(a)} tokens, more than max_seq_length {limit} - 2 "
@@ -286,6 +302,8 @@ def create_app(model: Any, cfg: ServeConfig):
             data = json.loads(bytes(raw))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"the body is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ApiError(400, "the body's JSON is nested too deeply") from None
         if not isinstance(data, dict):
             raise ApiError(400, "the body must be a JSON object")
         return data
@@ -334,8 +352,9 @@ def create_app(model: Any, cfg: ServeConfig):
                            param="model", code="model_not_found")
         if "input" not in data:
             raise ApiError(400, "'input' is required", param="input")
-        fmt = data.get("encoding_format", "float") or "float"
-        if fmt not in ("float", "base64"):
+        fmt = data.get("encoding_format")
+        fmt = "float" if fmt is None else fmt  # false, 0, "" or {} are not a format
+        if not isinstance(fmt, str) or fmt not in ("float", "base64"):
             raise ApiError(400, f"'encoding_format' must be 'float' or 'base64', got {fmt!r}", param="encoding_format")
         dims = data.get("dimensions")
         if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims != model.embedding_dim):
@@ -438,6 +457,7 @@ def create_app(model: Any, cfg: ServeConfig):
         Route("/v1/embeddings", openai_embeddings, methods=["POST"]),
         Route("/embeddings", openai_embeddings, methods=["POST"]),
         Route("/embed", tei_embed, methods=["POST"]),
+        Route("/", tei_embed, methods=["POST"]),  # TEI serves /embed at / too: huggingface_hub's InferenceClient posts there
         Route("/rerank", tei_rerank, methods=["POST"]),
         Route("/v1/rerank", v1_rerank, methods=["POST"]),
         Route("/v2/rerank", v1_rerank, methods=["POST"]),  # Cohere's ClientV2 posts here; the same shape
