@@ -110,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"tinyhpd models side by side - {machine['time_utc']} UTC")
     print(f"machine: {machine['cpu']}, {machine['cpu_count']} CPUs, Python {machine['python']}, NumPy {machine['numpy']}")
     print(f"load average at start {machine['loadavg']}, at end {machine['loadavg_end']}")
-    print(f"BLAS: {speed._blas_line(machine)}")
+    print(f"BLAS: {speed.blas_line(machine)}")
     print(f"env: OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE') or 'unset'} "
           f"OPENBLAS_L2_SIZE={env.get('OPENBLAS_L2_SIZE') or 'unset'}; {args.threads} threads ({blas_control})")
     print("command: " + shlex.join(["python"] + sys.argv))

@@ -532,7 +532,7 @@ def report_rows(result: Dict[str, Any]) -> List[Tuple[str, Callable[[Dict[str, A
     return rows
 
 
-def _blas_line(machine: Dict[str, Any]) -> str:
+def blas_line(machine: Dict[str, Any]) -> str:
     parts = []
     for p in machine.get("blas_threadpoolctl") or []:
         parts.append(f"{p.get('internal_api')} {p.get('version') or ''} {p.get('architecture') or ''} "
@@ -556,7 +556,7 @@ def format_report(result: Dict[str, Any]) -> str:
         f"Python {m.get('python')}, NumPy {m.get('numpy')}",
         "load average (1/5/15 min) at start: " + ("/".join(f"{x:.2f}" for x in load) if load else "?")
         + ("   at end: " + "/".join(f"{x:.2f}" for x in load_end) if load_end else ""),
-        f"BLAS: {_blas_line(m)}",
+        f"BLAS: {blas_line(m)}",
         f"env: OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE') or 'unset'} "
         f"OPENBLAS_L2_SIZE={env.get('OPENBLAS_L2_SIZE') or 'unset'}",
         f"threads: {result['threads'].get('description', result['threads']['n'])}",
