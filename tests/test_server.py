@@ -395,3 +395,39 @@ def test_an_empty_api_key_is_refused_not_served_open(model, monkeypatch):
     monkeypatch.setenv("TINYHPD_API_KEY", "  ")
     with pytest.raises(ValueError, match="an unset variable"):
         serve(model)
+
+
+def test_requests_of_clients_that_went_away_never_reach_the_engine(model):
+    """Issue 24: 30 abandoned heavy requests delayed the next one by 42 s: they were all computed. Now a queued request
+    whose client disconnects is dropped before the engine runs it."""
+    s = Server(model)
+    gate, seen = threading.Event(), []
+    real = model.encode_ids
+
+    def slow(ids, **kw):
+        seen.append(len(ids))
+        gate.wait(20)
+        return real(ids, **kw)
+
+    model.encode_ids = slow
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            first = pool.submit(post, s, "/embed", {"inputs": ["holds the engine"]}, None)
+            deadline = time.time() + 10
+            while not seen and time.time() < deadline:
+                time.sleep(0.01)
+
+            def give_up(i):
+                with pytest.raises(httpx.ReadTimeout):
+                    httpx.post(s.url + "/embed", json={"inputs": [f"abandoned {i}"] * 8}, timeout=0.3)
+
+            list(pool.map(give_up, range(10)))
+            time.sleep(0.5)  # the server sees the disconnects
+            gate.set()
+            assert first.result().status_code == 200
+        assert post(s, "/embed", {"inputs": ["after"]}, None).status_code == 200
+        assert seen == [1, 1], seen  # the first request and the last: none of the 80 abandoned inputs
+        assert "tinyhpd_requests_dropped_total 10" in httpx.get(s.url + "/metrics").text
+    finally:
+        del model.encode_ids
+        s.stop()

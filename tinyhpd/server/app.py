@@ -86,6 +86,7 @@ class Metrics:
         self.batches = 0
         self.queue_depth = lambda: 0
         self.restarts = lambda: 0
+        self.dropped = lambda: 0
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
@@ -114,7 +115,10 @@ class Metrics:
                   "# HELP tinyhpd_queue_depth requests waiting for the engine", "# TYPE tinyhpd_queue_depth gauge",
                   f"tinyhpd_queue_depth {self.queue_depth()}",
                   "# HELP tinyhpd_engine_restarts_total engine processes started again after one died",
-                  "# TYPE tinyhpd_engine_restarts_total counter", f"tinyhpd_engine_restarts_total {self.restarts()}"]
+                  "# TYPE tinyhpd_engine_restarts_total counter", f"tinyhpd_engine_restarts_total {self.restarts()}",
+                  "# HELP tinyhpd_requests_dropped_total queued requests whose clients went away before the engine "
+                  "ran them", "# TYPE tinyhpd_requests_dropped_total counter",
+                  f"tinyhpd_requests_dropped_total {self.dropped()}"]
         return "\n".join(lines) + "\n"
 
 
@@ -194,6 +198,7 @@ class _Service:
                                metrics=self.metrics, batch_size=cfg.engine_batch_size, engine=cfg.engine)
         self.metrics.queue_depth = lambda: self.batcher.depth
         self.metrics.restarts = lambda: self.batcher.restarts
+        self.metrics.dropped = lambda: self.batcher.dropped
         self.ready = False
         self.reranker = hasattr(model, "rank")  # a CrossEncoder: pairs in, scores out
         self.vocab = model.config.vocab_size
@@ -232,30 +237,32 @@ class _Service:
                 "an embedding model: use POST /v1/embeddings or /embed"
             raise ApiError(400, f"{route} is not served here: this server serves {what}", code="wrong_model_kind")
 
-    async def scores(self, query: str, texts: List[str], raw: bool) -> Tuple[np.ndarray, int]:
+    async def scores(self, query: str, texts: List[str], raw: bool, request: Any = None) -> Tuple[np.ndarray, int]:
         """(one score per text against the query, tokens used), batched with the other requests."""
         if self.model.num_labels != 1:
             raise ApiError(400, f"this cross-encoder has {self.model.num_labels} labels; rerank needs one",
                            code="not_a_reranker")
         try:
-            joined = self.model.tokenize_joined([(query, t) for t in texts])
+            joined = await _off_loop(self.model.tokenize_joined, [(query, t) for t in texts])
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        logits = await self.run(joined)
+        logits = await self.run(joined, request)
         return self.model.activate(logits, "Identity" if raw else None)[:, 0], int(sum(len(x) for x in joined))
 
-    async def embed(self, ids: List[np.ndarray], normalize: bool) -> np.ndarray:
-        vecs = await self.run(ids)
+    async def embed(self, ids: List[np.ndarray], normalize: bool, request: Any = None) -> np.ndarray:
+        vecs = await self.run(ids, request)
         return normalize_rows(vecs) if normalize else vecs
 
-    async def run(self, ids: List[np.ndarray]) -> np.ndarray:
-        """The engine's rows for these inputs, within the token budget, through the batcher."""
+    async def run(self, ids: List[np.ndarray], request: Any = None) -> np.ndarray:
+        """The engine's rows for these inputs, within the token budget, through the batcher. A client that goes
+        away while its request waits takes the request out of the queue (`ClientGone`): it never reaches the
+        engine."""
         n_tokens = sum(len(x) for x in ids)
         if n_tokens > self.cfg.max_batch_tokens:
             raise ApiError(413, f"the request holds {n_tokens} tokens, more than max_batch_tokens "
                                 f"{self.cfg.max_batch_tokens}", code="too_many_tokens")
         try:
-            vecs = await self.batcher.embed(ids)
+            vecs = await _unless_disconnected(self.batcher.embed(ids), request)
         except QueueFull as exc:
             raise ApiError(429, f"server busy: {exc}; retry later", type_="rate_limit_error",
                            code="queue_full", headers={"Retry-After": "1"}) from None
@@ -265,6 +272,44 @@ class _Service:
         except Exception as exc:
             raise ApiError(500, f"the engine failed: {type(exc).__name__}: {exc}", type_="server_error") from None
         return vecs
+
+
+class ClientGone(Exception):
+    """The client closed the connection while its request waited: nothing is computed or sent."""
+
+
+async def _off_loop(fn, *args):
+    """A CPU-bound call (tokenisation) on a worker thread: the event loop keeps serving other clients meanwhile."""
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)
+
+
+async def _wait_disconnect(request: Any) -> None:
+    """Returns when the client disconnects (the body was read already: the next ASGI message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message.get("type") == "http.disconnect":
+            return
+
+
+async def _unless_disconnected(work, request: Any):
+    """`await work`, unless the client disconnects first: then `work` is cancelled (its queued job with it)."""
+    import asyncio
+
+    task = asyncio.ensure_future(work)
+    if request is None:
+        return await task
+    gone = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not gone.done():
+            gone.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise ClientGone()
 
 
 def _error_response(err: ApiError):
@@ -335,6 +380,9 @@ def create_app(model: Any, cfg: ServeConfig):
                 response = await fn(request)
             except ApiError as err:
                 response = _error_response(err)
+            except ClientGone:  # nobody reads this answer; counted in /metrics as 499 (nginx's "client closed")
+                response = JSONResponse({"error": {"message": "client closed the connection", "type": "client_gone",
+                                                   "param": None, "code": "client_closed"}}, status_code=499)
             svc.metrics.observe_request(request.url.path, response.status_code, time.perf_counter() - t0)
             response.headers["x-total-time"] = f"{1000 * (time.perf_counter() - t0):.3f}"
             return response
@@ -370,8 +418,8 @@ def create_app(model: Any, cfg: ServeConfig):
                                 "default: pass check_embedding_ctx_length=False to send the text. A server started with "
                                 "--openai-token-ids model takes them as the model's own ids (TEI's /embed always does).",
                            param="input", code="token_ids_not_supported")
-        ids = svc.ids_for(items, token_ids, cfg.auto_truncate, "input")
-        vecs = await svc.embed(ids, cfg.normalize)
+        ids = await _off_loop(svc.ids_for, items, token_ids, cfg.auto_truncate, "input")
+        vecs = await svc.embed(ids, cfg.normalize, request)
         n_tokens = int(sum(len(x) for x in ids))
         out = []
         for i, v in enumerate(vecs):
@@ -388,8 +436,8 @@ def create_app(model: Any, cfg: ServeConfig):
         if "inputs" not in data:
             raise ApiError(400, "'inputs' is required", param="inputs")
         items, token_ids = _inputs(data["inputs"], "inputs", cfg)
-        ids = svc.ids_for(items, token_ids, flag(data, "truncate", cfg.auto_truncate), "inputs")
-        vecs = await svc.embed(ids, flag(data, "normalize", cfg.normalize))
+        ids = await _off_loop(svc.ids_for, items, token_ids, flag(data, "truncate", cfg.auto_truncate), "inputs")
+        vecs = await svc.embed(ids, flag(data, "normalize", cfg.normalize), request)
         return JSONResponse([_float_list(v) for v in vecs])
 
     @handler
@@ -398,7 +446,7 @@ def create_app(model: Any, cfg: ServeConfig):
         svc.require(True, request.url.path)
         data = await body(request)
         query, texts = _query(data), _texts(data.get("texts"), "texts", cfg)
-        scores, _ = await svc.scores(query, texts, flag(data, "raw_scores", False))
+        scores, _ = await svc.scores(query, texts, flag(data, "raw_scores", False), request)
         with_text = flag(data, "return_text", False)
         order = sorted(range(len(texts)), key=lambda i: -float(scores[i]))
         return JSONResponse([{"index": i, "score": float(scores[i]), **({"text": texts[i]} if with_text else {})}
@@ -419,7 +467,7 @@ def create_app(model: Any, cfg: ServeConfig):
         if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
             raise ApiError(400, f"'top_n' must be a positive integer, got {json.dumps(top_n)[:40]}", param="top_n")
         with_docs = flag(data, "return_documents", False)
-        scores, n_tokens = await svc.scores(query, docs, False)
+        scores, n_tokens = await svc.scores(query, docs, False, request)
         order = sorted(range(len(docs)), key=lambda i: -float(scores[i]))[:top_n]
         return JSONResponse({"model": cfg.served_model_name, "object": "list", "results": [
             {"index": i, "relevance_score": float(scores[i]), **({"document": {"text": docs[i]}} if with_docs else {})}

@@ -129,6 +129,7 @@ class Batcher:
         self._task: Optional[asyncio.Task] = None
         self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinyhpd-engine")
         self._closing = False
+        self.dropped = 0  # jobs abandoned by their clients before they reached the engine
 
     @property
     def depth(self) -> int:
@@ -173,9 +174,14 @@ class Batcher:
         return await job.future
 
     def _take(self) -> List[Job]:
+        """The next batch: queued jobs in arrival order up to the token budget; jobs whose caller gave up (client
+        gone: the future is cancelled) are dropped here, before the engine sees them."""
         batch, tokens = [], 0
         while self._queue and (not batch or tokens + self._queue[0].n_tokens <= self.max_batch_tokens):
             job = self._queue.pop(0)
+            if job.future.done():
+                self.dropped += 1
+                continue
             batch.append(job)
             tokens += job.n_tokens
         return batch
@@ -211,6 +217,8 @@ class Batcher:
                 await self._wake.wait()
                 continue
             jobs = self._take()
+            if not jobs:
+                continue
             now = time.perf_counter()
             for job in jobs:
                 job.started = now
