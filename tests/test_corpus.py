@@ -146,3 +146,25 @@ def test_memory_stays_flat_in_the_input_size(small, tmp_path):
 
     small_peak, big_peak = peak(500), peak(4000)
     assert big_peak < 1.5 * small_peak  # 8x the input, about the same peak
+
+
+def test_a_second_writer_into_the_same_folder_is_refused_naming_the_first(small_path, small, tmp_path):
+    """Issue 24: two embed runs into one --out raced (one crashed on the other's temp-file clean-up). Now the writer
+    holds out/.lock; the second is refused with the first's pid, and the first finishes whole."""
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(_lines(3000)) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "tinyhpd", "embed", str(src), "--out", str(out), "--model", str(small_path),
+           "--shard-size", "200", "--threads", "1", "--batch-size", "16"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(out.glob("part-*.ids.npy")):
+            time.sleep(0.02)
+        with pytest.raises(ValueError, match=rf"is being written by another embed run \(pid {proc.pid}\)"):
+            embed_corpus(src, out, small, shard_size=200)
+    finally:
+        assert proc.wait(timeout=300) == 0
+    assert json.loads((out / "manifest.json").read_text())["rows"] == 3000
+    assert embed_corpus(src, out, small, shard_size=200)["complete"]  # the lock is free again

@@ -26,6 +26,7 @@ from tinyhpd._io import atomic_write, iter_lines, save_npy_atomic, write_text_at
 __all__ = ["embed_corpus", "read_items", "MANIFEST"]
 
 MANIFEST = "manifest.json"
+LOCK = ".lock"  # held by the one writer of an output folder
 FORMAT = "tinyhpd-embeddings"
 FORMAT_VERSION = 1
 
@@ -110,6 +111,34 @@ def embed_corpus(input_path: Any, out_dir: Any, model: Any, *, field: Optional[s
             "shard_format": fmt, "model": str(model.name_or_path), "fingerprint": model.fingerprint,
             "dim": int(model.embedding_dim)}
     out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out)
+    try:
+        return _embed_locked(src, out, st, kind, field, shard_size, fmt, batch_size, progress, model, want)
+    finally:
+        os.close(lock)  # releases the lock
+
+
+def _lock(out: Path) -> int:
+    """An exclusive lock on `out/.lock` for this writer (released when its fd closes, also on a crash); a second
+    writer is refused with the first one's pid instead of racing it (and deleting its temporary files)."""
+    import fcntl
+
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise ValueError(f"{out} is being written by another embed run (pid {holder}); wait for it to finish or use "
+                         "another --out folder") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode("ascii"))
+    return fd
+
+
+def _embed_locked(src: Path, out: Path, st: os.stat_result, kind: str, field: Optional[str], shard_size: int,
+                  fmt: str, batch_size: int, progress: Optional[bool], model: Any, want: Dict[str, Any]
+                  ) -> Dict[str, Any]:
     mpath = out / MANIFEST
     if mpath.exists():
         try:
@@ -124,7 +153,7 @@ def embed_corpus(input_path: Any, out_dir: Any, model: Any, *, field: Optional[s
                                  "refusing to mix: use another --out folder or delete this one")
         if have.get("complete"):
             return have
-    elif any(out.iterdir()):
+    elif any(p.name != LOCK for p in out.iterdir()):
         raise ValueError(f"{out}: not empty and holds no {MANIFEST}; refusing to write shards into it")
     for stale in out.glob(".*.tmp"):  # what a killed run's atomic writes left behind
         stale.unlink()
