@@ -692,3 +692,25 @@ def test_loads_during_in_place_saves_read_one_version_and_never_fail(tmp_path):
         writer.wait(timeout=60)
     assert int(writer.stdout.read()) > 50 and loads > 50
     assert seen == {"v0-0", "v1-0"}  # both versions were read while the writer swapped them
+
+
+def test_a_saved_row_turned_nan_is_refused_at_load_naming_the_row(tmp_path):
+    """Issue 24: such an index loaded, then every search failed with a broadcast error."""
+    from safetensors.numpy import load_file, save_file
+
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float16"):
+        folder = tmp_path / dtype
+        ix = Index(8, dtype)
+        ix.add(rng.normal(size=(100, 8)).astype(np.float32))
+        ix.save(folder)
+        t = load_file(str(folder / "vectors.safetensors"))
+        vecs = t["vectors"].copy()
+        vecs[57, 3] = np.inf if dtype == "float16" else np.nan
+        save_file({**t, "vectors": vecs}, str(folder / "vectors.safetensors"),
+                  metadata={"format": "tinyhpd-index", "dtype": dtype})
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["files"]["vectors.safetensors"] = (folder / "vectors.safetensors").stat().st_size
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ValueError, match=r"vectors\.safetensors: row 57 holds NaN or infinite values"):
+            Index.load(folder)

@@ -670,6 +670,12 @@ class Index:
         if codes.shape != (count, index._width) or codes.dtype != _STORAGE[index._dtype]:
             raise ValueError(f"{folder / VECTORS}: vectors are {codes.dtype} {list(codes.shape)}, the manifest says "
                              f"{manifest['dtype']} with count {count} and dim {dim}")
+        if index._dtype in ("float32", "float16"):  # a NaN row would break every search later, far from its cause
+            for begin in range(0, count, _ADD_BLOCK_ROWS):
+                finite = np.isfinite(codes[begin:begin + _ADD_BLOCK_ROWS]).all(axis=1)
+                if not finite.all():
+                    row = begin + int(np.argmin(finite))
+                    raise ValueError(f"{folder / VECTORS}: row {row} holds NaN or infinite values (corrupted)")
         if index._dtype == "int8":
             index._scale = np.array(_open_tensor(folder / VECTORS, header, start, "scale", False, vec),
                                     dtype=np.float32)
