@@ -714,3 +714,24 @@ def test_a_saved_row_turned_nan_is_refused_at_load_naming_the_row(tmp_path):
         (folder / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(ValueError, match=r"vectors\.safetensors: row 57 holds NaN or infinite values"):
             Index.load(folder)
+
+
+def test_default_ids_never_reuse_a_removed_id_even_after_save_and_load(tmp_path):
+    rng = np.random.default_rng(1)
+    ix = Index(8, "float32")
+    ix.add(rng.normal(size=(3, 8)))  # ids 0, 1, 2
+    ix.remove([2])
+    ix.add(rng.normal(size=(1, 8)))
+    assert ix.ids == [0, 1, 3]  # 0.2 gave 2 again: an old reference to id 2 would find another vector
+    ix.remove([3])
+    ix.save(tmp_path / "ix")
+    again = Index.load(tmp_path / "ix")
+    again.add(rng.normal(size=(1, 8)))
+    assert again.ids == [0, 1, 4]
+
+
+def test_an_id_with_a_lone_surrogate_is_refused_at_add_not_at_save():
+    ix = Index(4, "float32")
+    with pytest.raises(ValueError, match=r"is not valid Unicode text \(a lone surrogate at character 1\)"):
+        ix.add(np.ones((1, 4)), ids=["a\ud800"])
+    assert len(ix) == 0

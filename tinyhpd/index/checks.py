@@ -60,6 +60,11 @@ def _normalise_id(value: Any) -> Id:
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as bad:  # it could not be saved in ids.json
+            raise ValueError(f"id {value!r} is not valid Unicode text (a lone surrogate at character {bad.start})") \
+                from None
         return value
     raise TypeError(f"ids must be int or str; got {type(value).__name__} {value!r}")
 

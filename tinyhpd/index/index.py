@@ -107,6 +107,7 @@ class Index:
         self._width = (self._dim + 7) // 8 if self._dtype == "binary" else self._dim
         self._codes = np.empty((0, self._width), dtype=_STORAGE[self._dtype])
         self._n = 0
+        self._next_id = 0  # default ids start here: past every int id ever added, so a removed id is never reused
         self._ids: List[Id] = []
         self._rows: dict = {}
         self._scale: Optional[np.ndarray] = None
@@ -223,7 +224,8 @@ class Index:
         self._codes = grown
 
     def add(self, embeddings: Any, ids: Optional[Sequence[Id]] = None) -> None:
-        """Add vectors (n, dim) under ``ids`` (default: consecutive ints after the largest int id).
+        """Add vectors (n, dim) under ``ids`` (default: consecutive ints after the largest int id ever added, removed
+        ones included: a default id is never reused).
 
         Vectors are L2-normalised in float64 and encoded to the storage type. Nothing changes if any check fails.
         """
@@ -247,6 +249,7 @@ class Index:
         for i, id_ in enumerate(new_ids):
             self._rows[id_] = len(self._ids) + i
         self._ids.extend(new_ids)
+        self._next_id = max([self._next_id] + [i + 1 for i in new_ids if isinstance(i, int)])
         if clipped:
             warnings.warn(
                 f"int8 index: {clipped} of {n * self._dim} components of the added vectors lie outside the range "
@@ -287,7 +290,7 @@ class Index:
 
     def _new_ids(self, ids: Optional[Sequence[Id]], n: int) -> List[Id]:
         if ids is None:
-            start = 1 + max((i for i in self._ids if isinstance(i, int)), default=-1)
+            start = max(self._next_id, 1 + max((i for i in self._ids if isinstance(i, int)), default=-1))
             return list(range(start, start + n))
         if isinstance(ids, (str, bytes)):
             raise TypeError("ids must be a sequence of ids, not a single str")
@@ -556,6 +559,7 @@ class Index:
             "normalization": "l2 (float64, on add)",
             "bytes_per_vector": self.bytes_per_vector,
             "model": None if self._model_info is None else dict(self._model_info),
+            "next_id": self._next_id,
         }
         if self._dtype == "int8":
             info["int8"] = {"decode": "code * scale + offset, per dimension", "codes": [-128, 127],
@@ -697,6 +701,10 @@ class Index:
         if len(index._rows) != count:
             raise ValueError(f"{folder / IDS}: ids are not unique")
         index._codes, index._n = codes, count
+        next_id = manifest.get("next_id", 0)
+        if isinstance(next_id, bool) or not isinstance(next_id, int):
+            raise ValueError(f"{manifest_path}: next_id must be an integer, got {next_id!r}")
+        index._next_id = max(next_id, 1 + max((i for i in index._ids if isinstance(i, int)), default=-1))
         index._model_info = manifest.get("model")
         if model is not None:
             index.model = model
