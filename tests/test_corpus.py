@@ -168,3 +168,32 @@ def test_a_second_writer_into_the_same_folder_is_refused_naming_the_first(small_
         assert proc.wait(timeout=300) == 0
     assert json.loads((out / "manifest.json").read_text())["rows"] == 3000
     assert embed_corpus(src, out, small, shard_size=200)["complete"]  # the lock is free again
+
+
+def test_a_failing_disk_is_named_with_its_cause_and_the_job_resumes(small_path, small, tmp_path):
+    """Issue 24: a full disk gave '128000 requested and 127968 written', with no path and no cause. A file size limit
+    (RLIMIT_FSIZE: EFBIG, as ENOSPC needs a full file system) stands in for it here."""
+    import resource
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(_lines(600)) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "tinyhpd", "embed", str(src), "--out", str(out), "--model", str(small_path),
+           "--shard-size", "200", "--threads", "1"]
+
+    def limit():  # in the child: files past 8 KiB (a shard is 12.9 KB) fail with EFBIG, not SIGXFSZ
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 10, 8 << 10))
+
+    proc = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
+                          timeout=300, preexec_fn=limit)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{out}/part-00000.npy: writing failed: File too large" in proc.stderr
+    assert "bytes free on its file system" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(out.glob(".*.tmp")) and (out / "manifest.json").is_file()
+    assert subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+                          timeout=300).returncode == 0
+    assert json.loads((out / "manifest.json").read_text())["rows"] == 600
+    assert oct((out / "part-00000.npy").stat().st_mode & 0o777) != oct(0o600)  # a plain file's mode, not mkstemp's
+
+

@@ -41,16 +41,45 @@ def fsync_dir(path: PathLike) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status), else the usual 022."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
-    """`write(f)` into a temporary file beside `path` (binary mode), fsync, rename over `path`, fsync the folder."""
+    """`write(f)` into a temporary file beside `path` (binary mode), fsync, rename over `path`, fsync the folder.
+    The file gets the mode a plain `open` would give it (0666 less the umask; mkstemp's is 0600). A failure of the
+    disk (full, quota, file size limit) is an OSError naming `path`, its cause and the space left."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            try:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as exc:
+                import shutil
+
+                code = exc.errno
+                if code is None:  # NumPy's tofile says only "N requested and M written": ask the OS why
+                    try:
+                        os.write(f.fileno(), b"\0")
+                    except OSError as probe:
+                        code = probe.errno
+                free = shutil.disk_usage(parent).free
+                cause = os.strerror(code) if code else str(exc)
+                raise OSError(code, f"{path}: writing failed: {cause} ({free:,} bytes free on its file "
+                                    "system)") from None
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
