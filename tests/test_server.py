@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -430,4 +431,20 @@ def test_requests_of_clients_that_went_away_never_reach_the_engine(model):
         assert "tinyhpd_requests_dropped_total 10" in httpx.get(s.url + "/metrics").text
     finally:
         del model.encode_ids
+        s.stop()
+
+
+def test_a_trickled_body_gets_408_and_frees_its_slot(model):
+    """Issue 24: slow clients held connection slots with no body read timeout."""
+    s = Server(model, body_timeout=0.5)
+    try:
+        with socket.create_connection(("127.0.0.1", int(s.url.rsplit(":", 1)[1])), timeout=10) as conn:
+            conn.sendall(b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"inputs\": ")  # ... and never the rest
+            t = time.time()
+            answer = conn.recv(4096).decode()
+            assert answer.startswith("HTTP/1.1 408") and '"code":"body_timeout"' in answer
+            assert time.time() - t < 5
+        assert post(s, "/embed", {"inputs": ["still serving"]}, None).status_code == 200
+    finally:
         s.stop()

@@ -27,6 +27,9 @@ def add_cli(sub) -> None:
                         "tiktoken ids, not this model's) or 'model' (this model's own ids, as /embed takes them)")
     p.add_argument("--graceful-timeout", type=int, default=120,
                    help="seconds SIGTERM / SIGINT wait for the requests already accepted (default 120)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a request body may take to arrive (408 after; slow clients hold connection slots)")
+    p.add_argument("--idle-timeout", type=int, default=5, help="seconds an idle keep-alive connection is kept")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run)
 
@@ -41,4 +44,5 @@ def run(args) -> int:
                  max_concurrent_requests=args.max_concurrent_requests, max_payload_bytes=args.max_payload_bytes,
                  normalize=not args.no_normalize, auto_truncate=not args.no_auto_truncate, threads=args.threads,
                  revision=args.revision, log_level=args.log_level, openai_token_ids=args.openai_token_ids,
-                 graceful_timeout=args.graceful_timeout)
+                 graceful_timeout=args.graceful_timeout, body_timeout=args.body_timeout,
+                 idle_timeout=args.idle_timeout)

@@ -45,12 +45,13 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
           max_concurrent_requests: int = 512, max_payload_bytes: int = 4 << 20, normalize: bool = True,
           auto_truncate: bool = True, threads: Optional[int] = None, revision: Optional[str] = None,
           log_level: str = "info", sock: Any = None, openai_token_ids: str = "refuse",
-          graceful_timeout: int = 120) -> int:
+          graceful_timeout: int = 120, body_timeout: float = 30.0, idle_timeout: int = 5) -> int:
     """Load `model` (a Model, a folder, a Hub id, or None for the default) and serve it until SIGTERM / SIGINT, which
     stop accepting connections, finish the requests in flight and return. `api_key` defaults to $TINYHPD_API_KEY.
     `openai_token_ids`: what token-id arrays on /v1/embeddings are: "refuse" (400: OpenAI clients send tiktoken ids)
     or "model" (the model's own ids, as on /embed). `graceful_timeout`: seconds SIGTERM waits for accepted requests
-    to finish before closing the connections still open."""
+    to finish before closing the connections still open. `body_timeout`: seconds a request body may take to arrive
+    (408 after). `idle_timeout`: seconds an idle keep-alive connection is kept."""
     import uvicorn
 
     import tinyhpd
@@ -75,10 +76,11 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
     cfg = ServeConfig(served_model_name=name, api_key=key, max_batch_tokens=max_batch_tokens,
                       max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
                       max_payload_bytes=max_payload_bytes, normalize=normalize, auto_truncate=auto_truncate,
-                      openai_token_ids=openai_token_ids)
+                      openai_token_ids=openai_token_ids, body_timeout=float(body_timeout))
     app = create_app(model, cfg)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=_positive("graceful_timeout", graceful_timeout),
+                            timeout_keep_alive=_positive("idle_timeout", idle_timeout),
                             access_log=False, limit_concurrency=max_concurrent_requests + 64)
     server = uvicorn.Server(config)
     server.run(sockets=[sock] if sock is not None else None)

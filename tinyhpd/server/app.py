@@ -38,6 +38,7 @@ class ServeConfig:
     engine_batch_size: int = 128
     engine: str = "process"  # "process": the model runs in a forked process (no GIL shared with HTTP); "thread"
     openai_token_ids: str = "refuse"  # token-id arrays on /v1/embeddings: "refuse" (they are cl100k ids), "model"
+    body_timeout: float = 30.0  # seconds a request body may take to arrive (slow clients hold connection slots)
 
 
 class ApiError(Exception):
@@ -338,11 +339,21 @@ def create_app(model: Any, cfg: ServeConfig):
             raise ApiError(413, f"payload of {length} bytes is over the limit of {cfg.max_payload_bytes}",
                            code="payload_too_large")
         raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > cfg.max_payload_bytes:
-                raise ApiError(413, f"payload is over the limit of {cfg.max_payload_bytes} bytes",
-                               code="payload_too_large")
+
+        async def read() -> None:
+            async for chunk in request.stream():
+                raw.extend(chunk)
+                if len(raw) > cfg.max_payload_bytes:
+                    raise ApiError(413, f"payload is over the limit of {cfg.max_payload_bytes} bytes",
+                                   code="payload_too_large")
+
+        import asyncio
+
+        try:  # a client that trickles its body holds a connection slot: it gets this long, in all
+            await asyncio.wait_for(read(), timeout=cfg.body_timeout)
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {cfg.body_timeout:g} s",
+                           code="body_timeout") from None
         try:
             data = json.loads(bytes(raw))
         except (ValueError, UnicodeDecodeError) as exc:
