@@ -136,3 +136,8 @@ def test_load_for_serving_picks_the_kind(reranker, tmp_path):
     assert isinstance(load_for_serving(str(reranker.folder)), tinyhpd.CrossEncoder)
     folder = tiny_models.build_new(tmp_path / "emb", arch=tiny_models.SMALL_ARCH, dense_out=None)
     assert isinstance(load_for_serving(str(folder)), tinyhpd.Model)
+
+
+def test_a_lone_surrogate_in_a_pair_names_the_pair_and_side(reranker):
+    with pytest.raises(ValueError, match=r"pairs\[1\] \(b\) is not valid Unicode text"):
+        reranker.predict([("ok", "fine"), ("ok", "bad \ud800")])

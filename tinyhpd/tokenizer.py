@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Any, Callable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -64,6 +64,22 @@ def tokenize(tok, texts: Sequence[str], lowercase: bool) -> List[np.ndarray]:
     return tokenize_info(tok, texts, lowercase)[0]
 
 
+def _encode_batch(tok, prepared: Sequence[Any], texts_of: Callable[[int], List[Tuple[str, str]]]) -> list:
+    """`tok.encode_batch`, whose own error names no item: on failure, the item it refused is named (`texts_of(k)`:
+    the (label, text) pieces of item k)."""
+    try:
+        return tok.encode_batch(list(prepared), add_special_tokens=True)
+    except Exception as exc:
+        for k in range(len(prepared)):
+            for label, text in texts_of(k):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as bad:
+                    raise ValueError(f"{label} is not valid Unicode text (a lone surrogate at character "
+                                     f"{bad.start})") from None
+        raise ValueError(f"the tokenizer refused the input: {exc}") from None
+
+
 # Texts longer than this many characters per token of max_seq_length are tokenised from a prefix (_bounded).
 _CHARS_PER_TOKEN = 16
 
@@ -103,16 +119,8 @@ def tokenize_info(tok, texts: Sequence[str], lowercase: bool) -> Tuple[List[np.n
                     long_encs[i] = enc
     todo = [i for i in range(len(texts)) if i not in long_encs]
     prepared = [texts[i].strip().lower() if lowercase else texts[i].strip() for i in todo]
-    try:
-        encs = dict(zip(todo, tok.encode_batch(prepared, add_special_tokens=True)))
-    except Exception as exc:  # tokenizers' own error names no item: find the one it refused
-        for i, t in zip(todo, prepared):
-            try:
-                t.encode("utf-8")
-            except UnicodeEncodeError as bad:
-                raise ValueError(f"sentences[{i}] is not valid Unicode text (a lone surrogate at character "
-                                 f"{bad.start})") from None
-        raise ValueError(f"the tokenizer refused the input: {exc}") from None
+    batch = _encode_batch(tok, prepared, lambda k: [(f"sentences[{todo[k]}]", prepared[k])])
+    encs = dict(zip(todo, batch))
     encs.update(long_encs)
     ordered = [encs[i] for i in range(len(texts))]
     return [np.asarray(e.ids, dtype=np.int64) for e in ordered], [bool(e.overflowing) for e in ordered]
@@ -126,15 +134,6 @@ def tokenize_pairs(tok, pairs: Sequence[Tuple[str, str]], lowercase: bool) -> Tu
         return t.strip().lower() if lowercase else t.strip()
 
     prepared = [(prep(a), prep(b)) for a, b in pairs]
-    try:
-        encs = tok.encode_batch(prepared, add_special_tokens=True)
-    except Exception as exc:  # tokenizers' own error names no item: find the one it refused
-        for i, pair in enumerate(prepared):
-            for side, text in zip("ab", pair):
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError as bad:
-                    raise ValueError(f"pairs[{i}] ({side}) is not valid Unicode text (a lone surrogate at character "
-                                     f"{bad.start})") from None
-        raise ValueError(f"the tokenizer refused the input: {exc}") from None
+    encs = _encode_batch(tok, prepared, lambda k: [(f"pairs[{k}] ({side})", text)
+                                                   for side, text in zip("ab", prepared[k])])
     return ([np.asarray(e.ids, dtype=np.int64) for e in encs], [np.asarray(e.type_ids, dtype=np.int64) for e in encs])
