@@ -22,16 +22,18 @@ def free_socket() -> socket.socket:
 class Server:
     """uvicorn in a thread of this process, on a socket bound to 127.0.0.1, stopped at the end of the module."""
 
-    def __init__(self, model, **cfg) -> None:
+    def __init__(self, model, header_timeout: float = 10.0, **cfg) -> None:
         import uvicorn
 
         from tinyhpd.server import ServeConfig, create_app
+        from tinyhpd.server.protocol import with_header_timeout
 
         self.sock = free_socket()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         cfg.setdefault("engine", "thread")  # the model in this process: tests can replace its encode_ids
         app = self.app = create_app(model, ServeConfig(served_model_name=NAME, **cfg))
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                                    http=with_header_timeout(header_timeout)))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
         deadline = time.time() + 60
@@ -53,3 +55,9 @@ class Server:
 def post(server, path, body, key=KEY, **kw):
     headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
     return httpx.post(server.url + path, json=body, headers=headers, timeout=30, **kw)
+
+
+def metrics(server, key=KEY) -> str:
+    """The /metrics text (behind the key when the server has one)."""
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    return httpx.get(server.url + "/metrics", headers=headers, timeout=30).text

@@ -10,7 +10,7 @@ import pytest
 
 import tiny_models
 import tinyhpd
-from serving import KEY, NAME, Server, post
+from serving import KEY, NAME, Server, metrics, post
 
 QUERY = "a man is playing a guitar"
 DOCS = ["a man plays guitar", "the cat sat on the mat", "two dogs run in the park", "a woman is cooking"]
@@ -126,8 +126,7 @@ def test_routes_of_the_other_kind_say_which_to_use(rerank_server):
     assert post(rerank_server, "/rerank", {"query": QUERY, "texts": DOCS}, key="wrong").status_code == 401
     models = httpx.get(rerank_server.url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert models["data"][0]["kind"] == "reranker"
-    metrics = httpx.get(rerank_server.url + "/metrics").text
-    assert 'tinyhpd_requests_total{path="/rerank",status="200"}' in metrics
+    assert 'tinyhpd_requests_total{path="/rerank",status="200"}' in metrics(rerank_server)
 
 
 def test_load_for_serving_picks_the_kind(reranker, tmp_path):

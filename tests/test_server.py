@@ -21,7 +21,7 @@ import tiny_models
 import tinyhpd
 from helpers import REPO
 
-from serving import KEY, NAME, Server, free_socket, post
+from serving import KEY, NAME, Server, free_socket, metrics, post
 
 
 @pytest.fixture(scope="module")
@@ -265,14 +265,14 @@ def test_concurrent_requests_are_coalesced_into_batches(server):
 
 
 def _metric(server, name: str) -> float:
-    for line in httpx.get(server.url + "/metrics", timeout=30).text.splitlines():
+    for line in metrics(server).splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise KeyError(name)
 
 
 def test_metrics_parse_as_prometheus_text(server):
-    text = httpx.get(server.url + "/metrics", timeout=30).text
+    text = metrics(server)
     samples = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     for ln in samples:
         name, value = ln.rsplit(" ", 1)
@@ -358,7 +358,7 @@ def test_a_killed_engine_process_is_restarted_and_health_says_so(model):
                 pool.submit(post, s, "/v1/embeddings", {"model": NAME, "input": SENTS[i % 3]}, None) for i in range(8)]]
         assert set(statuses) <= {200, 503} and statuses.count(200) >= 4, statuses
         assert post(s, "/v1/embeddings", {"model": NAME, "input": SENTS}, key=None).status_code == 200
-        assert "tinyhpd_engine_restarts_total 2" in httpx.get(s.url + "/metrics").text
+        assert "tinyhpd_engine_restarts_total 2" in metrics(s, None)
     finally:
         s.stop()
 
@@ -376,7 +376,7 @@ def test_hostile_bodies_get_400_error_objects_not_500(server, path, body, param)
                    headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
-    assert f'tinyhpd_requests_total{{path="{path}",status="400"}}' in httpx.get(server.url + "/metrics").text
+    assert f'tinyhpd_requests_total{{path="{path}",status="400"}}' in metrics(server)
 
 
 def test_huggingface_hub_inference_client_feature_extraction(server, model):
@@ -428,7 +428,7 @@ def test_requests_of_clients_that_went_away_never_reach_the_engine(model):
             assert first.result().status_code == 200
         assert post(s, "/embed", {"inputs": ["after"]}, None).status_code == 200
         assert seen == [1, 1], seen  # the first request and the last: none of the 80 abandoned inputs
-        assert "tinyhpd_requests_dropped_total 10" in httpx.get(s.url + "/metrics").text
+        assert "tinyhpd_requests_dropped_total 10" in metrics(s, None)
     finally:
         del model.encode_ids
         s.stop()
@@ -448,3 +448,42 @@ def test_a_trickled_body_gets_408_and_frees_its_slot(model):
         assert post(s, "/embed", {"inputs": ["still serving"]}, None).status_code == 200
     finally:
         s.stop()
+
+
+def test_a_trickled_request_head_closes_the_connection(model):
+    """Issue 24: headers sent byte by byte held a connection slot as long as the client liked (uvicorn has no header
+    timeout; tinyhpd's protocol adds one)."""
+    s = Server(model, header_timeout=0.5)
+    try:
+        with socket.create_connection(("127.0.0.1", int(s.url.rsplit(":", 1)[1])), timeout=10) as conn:
+            conn.sendall(b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # ... and never the end of the head
+            t = time.time()
+            assert conn.recv(4096) == b""  # closed by the server
+            assert time.time() - t < 5
+        assert post(s, "/embed", {"inputs": ["still serving"]}, None).status_code == 200
+    finally:
+        s.stop()
+
+
+def test_non_json_bodies_wrong_hosts_and_metrics_without_the_key_are_refused(model, server):
+    r = httpx.post(server.url + "/embed", content=b'{"inputs": ["x"]}', timeout=30,
+                   headers={"Authorization": f"Bearer {KEY}", "Content-Type": "text/plain"})  # a browser's simple POST
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+    assert httpx.get(server.url + "/metrics", timeout=30).status_code == 401
+    assert httpx.get(server.url + "/health", timeout=30).status_code == 200  # probes need no key
+    from tinyhpd.server import LOOPBACK_HOSTS
+
+    s = Server(model, allowed_hosts=LOOPBACK_HOSTS)  # what serve() sets on a loopback address without a key
+    try:
+        r = httpx.post(s.url + "/embed", json={"inputs": ["x"]}, headers={"Host": "rebound.example.com"}, timeout=30)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "host_not_allowed"
+        assert post(s, "/embed", {"inputs": ["x"]}, None).status_code == 200  # Host: 127.0.0.1:port
+        assert httpx.post(s.url + "/embed", json={"inputs": ["x"]},
+                          headers={"Host": f"localhost:{s.url.rsplit(':', 1)[1]}"}, timeout=30).status_code == 200
+    finally:
+        s.stop()
+
+
+def test_an_input_of_only_control_characters_is_refused_like_an_empty_one(server):
+    r = post(server, "/v1/embeddings", {"model": NAME, "input": ["ok", "\u0000\u0007 "]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input[1]"

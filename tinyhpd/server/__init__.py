@@ -16,9 +16,10 @@ if _missing:
     raise ImportError(f"tinyhpd.server needs the [serve] extra (missing: {', '.join(_missing)}): "
                       "pip install 'tinyhpd[serve]'")
 
-from tinyhpd.server.app import ServeConfig, create_app  # noqa: E402
+from tinyhpd.server.app import LOOPBACK_HOSTS, ServeConfig, create_app  # noqa: E402
+from tinyhpd.server.protocol import with_header_timeout  # noqa: E402
 
-__all__ = ["serve", "create_app", "ServeConfig", "load_for_serving"]
+__all__ = ["serve", "create_app", "ServeConfig", "load_for_serving", "LOOPBACK_HOSTS"]
 
 
 def load_for_serving(name: Any, *, revision: Optional[str] = None, threads: Optional[int] = None) -> Any:
@@ -45,13 +46,15 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
           max_concurrent_requests: int = 512, max_payload_bytes: int = 4 << 20, normalize: bool = True,
           auto_truncate: bool = True, threads: Optional[int] = None, revision: Optional[str] = None,
           log_level: str = "info", sock: Any = None, openai_token_ids: str = "refuse",
-          graceful_timeout: int = 120, body_timeout: float = 30.0, idle_timeout: int = 5) -> int:
+          graceful_timeout: int = 120, body_timeout: float = 30.0, idle_timeout: int = 5,
+          header_timeout: float = 10.0) -> int:
     """Load `model` (a Model, a folder, a Hub id, or None for the default) and serve it until SIGTERM / SIGINT, which
     stop accepting connections, finish the requests in flight and return. `api_key` defaults to $TINYHPD_API_KEY.
     `openai_token_ids`: what token-id arrays on /v1/embeddings are: "refuse" (400: OpenAI clients send tiktoken ids)
     or "model" (the model's own ids, as on /embed). `graceful_timeout`: seconds SIGTERM waits for accepted requests
     to finish before closing the connections still open. `body_timeout`: seconds a request body may take to arrive
-    (408 after). `idle_timeout`: seconds an idle keep-alive connection is kept."""
+    (408 after). `idle_timeout`: seconds an idle keep-alive connection is kept. `header_timeout`: seconds a
+    connection has to send a whole request head (closed after)."""
     import uvicorn
 
     import tinyhpd
@@ -67,7 +70,8 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
     if key is not None and not key.strip():  # `--api-key "$KEY"` with KEY unset: never serve without a key silently
         raise ValueError("the API key is empty (--api-key \"\" or TINYHPD_API_KEY=\"\": an unset variable?); give a key, "
                          "or leave both unset to serve without one")
-    if key is None and host not in ("127.0.0.1", "localhost", "::1"):
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if key is None and not loopback:
         import warnings
 
         warnings.warn(f"serving on {host} without an API key: anyone who reaches this address can use the model "
@@ -76,11 +80,13 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
     cfg = ServeConfig(served_model_name=name, api_key=key, max_batch_tokens=max_batch_tokens,
                       max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
                       max_payload_bytes=max_payload_bytes, normalize=normalize, auto_truncate=auto_truncate,
-                      openai_token_ids=openai_token_ids, body_timeout=float(body_timeout))
+                      openai_token_ids=openai_token_ids, body_timeout=float(body_timeout),
+                      allowed_hosts=LOOPBACK_HOSTS if loopback else None)
     app = create_app(model, cfg)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=_positive("graceful_timeout", graceful_timeout),
                             timeout_keep_alive=_positive("idle_timeout", idle_timeout),
+                            http=with_header_timeout(float(header_timeout)),
                             access_log=False, limit_concurrency=max_concurrent_requests + 64)
     server = uvicorn.Server(config)
     server.run(sockets=[sock] if sock is not None else None)

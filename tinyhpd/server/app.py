@@ -22,7 +22,11 @@ import numpy as np
 from tinyhpd.heads import normalize as normalize_rows
 from tinyhpd.server.batcher import Batcher, EngineDied, QueueFull
 
-__all__ = ["ServeConfig", "create_app", "Metrics"]
+__all__ = ["ServeConfig", "create_app", "Metrics", "LOOPBACK_HOSTS"]
+
+# A server on a loopback address answers only requests addressed to a loopback name: a web page cannot reach it
+# through a DNS name re-bound to 127.0.0.1 (DNS rebinding).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 @dataclass
@@ -39,6 +43,7 @@ class ServeConfig:
     engine: str = "process"  # "process": the model runs in a forked process (no GIL shared with HTTP); "thread"
     openai_token_ids: str = "refuse"  # token-id arrays on /v1/embeddings: "refuse" (they are cl100k ids), "model"
     body_timeout: float = 30.0  # seconds a request body may take to arrive (slow clients hold connection slots)
+    allowed_hosts: Optional[frozenset] = None  # Host header names accepted (None: any); loopback-only when served there
 
 
 class ApiError(Exception):
@@ -146,9 +151,9 @@ def _inputs(value: Any, field: str, cfg: ServeConfig) -> Tuple[List[Any], bool]:
             if not isinstance(x, str):
                 raise ApiError(400, f"'{field}[{i}]' is {type(x).__name__}: every item must be a string like "
                                     f"'{field}[0]'", param=f"{field}[{i}]")
-            if not x.strip():
-                raise ApiError(400, f"'{field}[{i}]' is an empty string (empty inputs are not embedded)",
-                               param=f"{field}[{i}]")
+            if not x.strip() or not any(c.isprintable() and not c.isspace() for c in x):
+                raise ApiError(400, f"'{field}[{i}]' is empty or holds only spaces and control characters (nothing "
+                                    "to embed)", param=f"{field}[{i}]")
         return items, False
     for i, x in enumerate(items):
         if not (isinstance(x, list) and x and all(isinstance(t, int) and not isinstance(t, bool) for t in x)):
@@ -334,6 +339,10 @@ def create_app(model: Any, cfg: ServeConfig):
     svc = _Service(model, cfg)
 
     async def body(request: Request) -> Dict[str, Any]:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":  # as TEI; also what keeps a browser's "simple" cross-site POST out
+            raise ApiError(415, f"Content-Type must be application/json, got {ctype or 'none'!r}",
+                           code="unsupported_media_type")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > cfg.max_payload_bytes:
             raise ApiError(413, f"payload of {length} bytes is over the limit of {cfg.max_payload_bytes}",
@@ -364,7 +373,17 @@ def create_app(model: Any, cfg: ServeConfig):
             raise ApiError(400, "the body must be a JSON object")
         return data
 
+    def check_host(request: Request) -> None:
+        if cfg.allowed_hosts is None:
+            return
+        host = request.headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+        if name.lower() not in cfg.allowed_hosts:
+            raise ApiError(403, f"Host {host!r} is not served here (this server answers loopback names only)",
+                           type_="permission_error", code="host_not_allowed")
+
     def check_key(request: Request) -> None:
+        check_host(request)
         if cfg.api_key is None:
             return
         auth = request.headers.get("authorization", "")
@@ -491,7 +510,7 @@ def create_app(model: Any, cfg: ServeConfig):
         return JSONResponse({"object": "list", "data": [
             {"id": cfg.served_model_name, "object": "model", "created": svc.created, "owned_by": "tinyhpd", **info}]})
 
-    async def health(request: Request):
+    async def health(request: Request):  # no key: probes have none
         if not svc.ready:
             return JSONResponse({"status": "loading"}, status_code=503)
         if not svc.batcher.engine_alive():  # killed (OOM): replace it now; healthy again once it answers
@@ -499,7 +518,11 @@ def create_app(model: Any, cfg: ServeConfig):
             return JSONResponse({"status": "engine restarting"}, status_code=503)
         return JSONResponse({"status": "ok", "model": cfg.served_model_name})
 
-    async def metrics(request: Request):
+    async def metrics(request: Request):  # behind the key when there is one (Prometheus sends bearer tokens)
+        try:
+            check_key(request)
+        except ApiError as err:
+            return _error_response(err)
         return PlainTextResponse(svc.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @contextlib.asynccontextmanager
