@@ -487,3 +487,20 @@ def test_non_json_bodies_wrong_hosts_and_metrics_without_the_key_are_refused(mod
 def test_an_input_of_only_control_characters_is_refused_like_an_empty_one(server):
     r = post(server, "/v1/embeddings", {"model": NAME, "input": ["ok", "\u0000\u0007 "]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "input[1]"
+
+
+def test_a_huge_input_does_not_stall_other_clients(model):
+    """Issue 24: a 3.8 MB string took 5.7 s, tokenised whole on the event loop, and stalled every other client. Now it
+    is tokenised from a bounded prefix, off the loop."""
+    s = Server(model, max_payload_bytes=8 << 20)
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            big = pool.submit(post, s, "/embed", {"inputs": ["word " * 800_000]}, None)  # 4 MB
+            time.sleep(0.05)
+            t = time.time()
+            small = [pool.submit(post, s, "/embed", {"inputs": [SENTS[i % 3]]}, None) for i in range(5)]
+            assert all(f.result().status_code == 200 for f in small)
+            assert time.time() - t < 3
+            assert big.result().status_code == 200
+    finally:
+        s.stop()
