@@ -504,3 +504,24 @@ def test_a_huge_input_does_not_stall_other_clients(model):
             assert big.result().status_code == 200
     finally:
         s.stop()
+
+
+def test_serve_hands_its_timeouts_and_protocol_to_uvicorn(model, monkeypatch):
+    """--graceful-timeout (was a hard-coded 20 s that cut requests in flight), --idle-timeout and the header-timeout
+    protocol reach the uvicorn server that serve() runs."""
+    import uvicorn
+
+    from tinyhpd.server import serve
+
+    seen = {}
+
+    def run(self, sockets=None):
+        seen.update(graceful=self.config.timeout_graceful_shutdown, idle=self.config.timeout_keep_alive,
+                    http=self.config.http, host=self.config.host)
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    assert serve(model, graceful_timeout=77, idle_timeout=9, header_timeout=3.0) == 0
+    assert seen["graceful"] == 77 and seen["idle"] == 9 and seen["host"] == "127.0.0.1"
+    assert seen["http"].__name__ == "HeaderTimeoutProtocol"
+    serve(model)
+    assert seen["graceful"] == 120  # the default: long enough to finish what was accepted
