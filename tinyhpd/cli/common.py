@@ -25,3 +25,14 @@ def load_model(name: Optional[str], revision: Optional[str] = None, threads: Opt
 def load_from_args(args: argparse.Namespace, name: Optional[str] = None, revision: Optional[str] = None) -> Any:
     return load_model(name if name is not None else args.model,
                       revision if revision is not None else args.revision, getattr(args, "threads", None))
+
+
+def items_from_args(given, input_path, noun: str, verb: str) -> list:
+    """The items a command works on: given as arguments, or one a line in `--input` (a file or '-'), not both."""
+    from tinyhpd._io import read_lines
+
+    if input_path is not None and given:
+        raise ValueError(f"give {noun} as arguments or with --input, not both")
+    if input_path is None and not given:
+        raise ValueError(f"nothing to {verb}: give {noun} as arguments or --input FILE")
+    return read_lines(input_path) if input_path is not None else list(given)

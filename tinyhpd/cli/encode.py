@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from tinyhpd.cli.common import add_model_args, load_from_args
+from tinyhpd.cli.common import add_model_args, items_from_args, load_from_args
 
 
 def add_cli(sub) -> None:
@@ -24,13 +24,9 @@ def add_cli(sub) -> None:
 
 
 def run(args) -> int:
-    from tinyhpd._io import read_lines, save_npy_atomic
+    from tinyhpd._io import save_npy_atomic
 
-    if args.input is not None and args.sentences:
-        raise ValueError("give sentences as arguments or with --input, not both")
-    if args.input is None and not args.sentences:
-        raise ValueError("nothing to encode: give sentences as arguments or --input FILE")
-    texts = read_lines(args.input) if args.input is not None else list(args.sentences)
+    texts = items_from_args(args.sentences, args.input, "sentences", "encode")
     if args.out is not None:
         out = Path(args.out)
         if out.suffix != ".npy":

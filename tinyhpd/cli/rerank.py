@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from tinyhpd.cli.common import items_from_args
+
 
 def add_cli(sub) -> None:
     p = sub.add_parser("rerank", help="score documents against a query with a cross-encoder (reranker)",
@@ -23,16 +25,11 @@ def add_cli(sub) -> None:
 
 
 def run(args) -> int:
-    from tinyhpd._io import read_lines
     from tinyhpd.cross_encoder import CrossEncoder
 
-    if args.input is not None and args.documents:
-        raise ValueError("give documents as arguments or with --input, not both")
-    if args.input is None and not args.documents:
-        raise ValueError("nothing to rerank: give documents as arguments or --input FILE")
+    docs = items_from_args(args.documents, args.input, "documents", "rerank")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be a positive integer, got {args.threads}")
-    docs = read_lines(args.input) if args.input is not None else list(args.documents)
     model = CrossEncoder(args.model, revision=args.revision, num_threads=args.threads)
     ranked = model.rank(args.query, docs, top_k=args.top_k, return_documents=True, batch_size=args.batch_size,
                         activation_fn="Identity" if args.raw_scores else None)
