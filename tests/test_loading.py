@@ -14,7 +14,7 @@ import pytest
 import tinyhpd
 from tinyhpd import bert
 import tiny_models
-from tinyhpd.config import PoolingConfig
+from tinyhpd.heads import PoolingConfig
 from tinyhpd.checkpoints import read_safetensors, read_torch, read_torch_zip
 
 SENTS = ["A man is playing a guitar.", "", "Crème brûlée 🍕", "A woman slices an onion on the cutting board."]

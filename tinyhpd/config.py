@@ -1,4 +1,6 @@
-"""One frozen dataclass per configuration file of a sentence-transformers folder.
+"""The configuration files of a sentence-transformers folder that are not a head's own: the encoder's config.json
+(`BertConfig`; families.py reads each family's keys), modules.json, the max length, lower-casing and prompts. Each head
+(Pooling, Dense, ...) parses its own config in heads.py.
 
 Both generations are read: sentence-transformers 2.x (2021-2022, the published HPD model) and the current layout
 (`pooling_mode: "mean"`, `embedding_dimension`, max length in `tokenizer_config.json`).
@@ -18,8 +20,6 @@ __all__ = [
     "check_sizes",
     "check_eps",
     "require",
-    "PoolingConfig",
-    "DenseConfig",
     "ModuleSpec",
     "read_json",
     "read_modules",
@@ -148,79 +148,6 @@ def check_eps(cfg: Dict[str, Any], key: str, default: float, path: Path) -> floa
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps < 1):
         raise ValueError(f"{path}: key {key!r} must be a finite number in (0, 1), got {eps!r}")
     return float(eps)
-
-
-POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
-_OLD_POOLING_KEYS = {  # 2.x boolean keys, in the order sentence-transformers concatenates them
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-    "pooling_mode_weightedmean_tokens": "weightedmean",
-    "pooling_mode_lasttoken": "lasttoken",
-}
-
-
-@dataclass(frozen=True)
-class PoolingConfig:
-    """`1_Pooling/config.json`: which token poolings are concatenated, in order."""
-
-    dimension: int
-    modes: Tuple[str, ...]
-
-    @property
-    def output_dim(self) -> int:
-        return self.dimension * len(self.modes)
-
-    @classmethod
-    def from_file(cls, path: Path) -> "PoolingConfig":
-        cfg = read_json(path)
-        dim = cfg.get("word_embedding_dimension", cfg.get("embedding_dimension"))
-        if not isinstance(dim, int):
-            raise ValueError(f"{path}: missing key 'word_embedding_dimension' (or 'embedding_dimension')")
-        if "pooling_mode" in cfg:  # current layout: a name or a list of names, concatenated in that order
-            mode = cfg["pooling_mode"]
-            modes = [mode] if isinstance(mode, str) else mode
-            if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
-                raise ValueError(f"{path}: pooling_mode must be a string or a list of strings, got {mode!r}")
-        else:  # 2.x layout: one boolean per mode
-            modes = [m for key, m in _OLD_POOLING_KEYS.items() if cfg.get(key)]
-        unknown = [m for m in modes if m not in POOLING_MODES]
-        if unknown:
-            raise ValueError(f"{path}: pooling mode {unknown[0]!r} is not supported "
-                             f"(supported: {', '.join(POOLING_MODES)})")
-        if not modes:
-            raise ValueError(f"{path}: no pooling mode is enabled")
-        if cfg.get("include_prompt", True) is False:
-            raise ValueError(f"{path}: include_prompt=false (prompt tokens left out of the pooling) is not supported")
-        return cls(dimension=dim, modes=tuple(modes))
-
-
-DENSE_ACTIVATIONS = ("Tanh", "Identity", "ReLU", "Sigmoid", "GELU")
-
-
-@dataclass(frozen=True)
-class DenseConfig:
-    """`2_Dense/config.json`: y = activation(x W^T + b)."""
-
-    in_features: int
-    out_features: int
-    bias: bool
-    activation: str  # one of DENSE_ACTIVATIONS
-
-    @classmethod
-    def from_file(cls, path: Path) -> "DenseConfig":
-        cfg = read_json(path)
-        fn = cfg.get("activation_function", "torch.nn.modules.activation.Tanh")
-        if not isinstance(fn, str):
-            raise ValueError(f"{path}: activation_function must be a class path string, got {fn!r}")
-        name = fn.rsplit(".", 1)[-1]
-        if not (fn.startswith("torch.nn.") or "." not in fn) or name not in DENSE_ACTIVATIONS:
-            raise ValueError(f"{path}: activation_function {fn!r} is not supported "
-                             f"(supported: torch.nn.{', torch.nn.'.join(DENSE_ACTIVATIONS)})")
-        return cls(in_features=require(cfg, "in_features", int, path),
-                   out_features=require(cfg, "out_features", int, path),
-                   bias=bool(cfg.get("bias", True)), activation=name)
 
 
 MODULE_KINDS = ("Transformer", "Pooling", "Dense", "Normalize")

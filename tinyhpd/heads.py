@@ -1,6 +1,7 @@
-"""What sentence-transformers puts after the encoder: Pooling, Dense and Normalize, each a small class that owns its
-config, weights and forward. One registry (`HEADS`) maps a modules.json kind to its class; to add a head, write a class
-with `kind`, `from_folder`, `out_dim`, `__call__` and `__repr__` and register it there.
+"""What sentence-transformers puts after the encoder (Pooling, Dense, Normalize) and a cross-encoder's Classifier: each
+head's config file parsing, weights table, forward, identity, pickled state and repr live here, beside its class. One
+registry (`HEADS`) maps a modules.json kind to its class; to add a head, write its class (and config) here and
+register it.
 
 A head is called on the packed token rows of a batch (`Pooling`) or on sentence vectors (the others):
 `head(x, packed) -> y`.
@@ -8,17 +9,19 @@ A head is called on the packed token rows of a batch (`Pooling`) or on sentence 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
 
 import numpy as np
 
-from tinyhpd.config import DenseConfig, ModuleSpec, PoolingConfig
+from tinyhpd.config import ModuleSpec, read_json, require
 from tinyhpd.checkpoints import find_checkpoint, read_checkpoint
 from tinyhpd.families import CLASSIFIERS, canonical_name
-from tinyhpd.params import DenseParams, check_table, dense_params, transposed
+from tinyhpd.params import check_table, transposed
 
-__all__ = ["Head", "Pooling", "Dense", "Normalize", "Classifier", "HEADS", "DENSE_ACTIVATIONS", "load_heads", "normalize"]
+__all__ = ["Head", "Pooling", "Dense", "Normalize", "Classifier", "PoolingConfig", "DenseConfig", "DenseParams",
+           "dense_params", "HEADS", "DENSE_ACTIVATIONS", "load_heads", "normalize"]
 
 
 class Head:
@@ -46,6 +49,52 @@ class Head:
     @classmethod
     def from_state(cls, state: Dict[str, Any]) -> "Head":
         raise NotImplementedError
+
+
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+_OLD_POOLING_KEYS = {  # 2.x boolean keys, in the order sentence-transformers concatenates them
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+@dataclass(frozen=True)
+class PoolingConfig:
+    """`1_Pooling/config.json`: which token poolings are concatenated, in order."""
+
+    dimension: int
+    modes: Tuple[str, ...]
+
+    @property
+    def output_dim(self) -> int:
+        return self.dimension * len(self.modes)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "PoolingConfig":
+        cfg = read_json(path)
+        dim = cfg.get("word_embedding_dimension", cfg.get("embedding_dimension"))
+        if not isinstance(dim, int):
+            raise ValueError(f"{path}: missing key 'word_embedding_dimension' (or 'embedding_dimension')")
+        if "pooling_mode" in cfg:  # current layout: a name or a list of names, concatenated in that order
+            mode = cfg["pooling_mode"]
+            modes = [mode] if isinstance(mode, str) else mode
+            if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
+                raise ValueError(f"{path}: pooling_mode must be a string or a list of strings, got {mode!r}")
+        else:  # 2.x layout: one boolean per mode
+            modes = [m for key, m in _OLD_POOLING_KEYS.items() if cfg.get(key)]
+        unknown = [m for m in modes if m not in POOLING_MODES]
+        if unknown:
+            raise ValueError(f"{path}: pooling mode {unknown[0]!r} is not supported "
+                             f"(supported: {', '.join(POOLING_MODES)})")
+        if not modes:
+            raise ValueError(f"{path}: no pooling mode is enabled")
+        if cfg.get("include_prompt", True) is False:
+            raise ValueError(f"{path}: include_prompt=false (prompt tokens left out of the pooling) is not supported")
+        return cls(dimension=dim, modes=tuple(modes))
 
 
 class Pooling(Head):
@@ -121,6 +170,46 @@ DENSE_ACTIVATIONS = {
     "Sigmoid": _sigmoid,
     "GELU": _gelu,
 }
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """`2_Dense/config.json`: y = activation(x W^T + b)."""
+
+    in_features: int
+    out_features: int
+    bias: bool
+    activation: str  # one of DENSE_ACTIVATIONS
+
+    @classmethod
+    def from_file(cls, path: Path) -> "DenseConfig":
+        cfg = read_json(path)
+        fn = cfg.get("activation_function", "torch.nn.modules.activation.Tanh")
+        if not isinstance(fn, str):
+            raise ValueError(f"{path}: activation_function must be a class path string, got {fn!r}")
+        name = fn.rsplit(".", 1)[-1]
+        if not (fn.startswith("torch.nn.") or "." not in fn) or name not in DENSE_ACTIVATIONS:
+            raise ValueError(f"{path}: activation_function {fn!r} is not supported "
+                             f"(supported: torch.nn.{', torch.nn.'.join(DENSE_ACTIVATIONS)})")
+        return cls(in_features=require(cfg, "in_features", int, path),
+                   out_features=require(cfg, "out_features", int, path),
+                   bias=bool(cfg.get("bias", True)), activation=name)
+
+
+@dataclass(frozen=True)
+class DenseParams:
+    w: np.ndarray  # [in, out]
+    b: np.ndarray  # [out] (zeros when the layer has no bias)
+
+
+def dense_params(tensors: Dict[str, np.ndarray], cfg: DenseConfig, source: str) -> DenseParams:
+    """A sentence-transformers Dense module (`linear.weight` [out, in], `linear.bias` [out])."""
+    expected = {"linear.weight": (cfg.out_features, cfg.in_features)}
+    if cfg.bias:
+        expected["linear.bias"] = (cfg.out_features,)
+    t = check_table(tensors, expected, (), source)
+    b = np.array(t["linear.bias"]) if cfg.bias else np.zeros(cfg.out_features, np.float32)
+    return DenseParams(w=transposed(t["linear.weight"]), b=b)
 
 
 class Dense(Head):

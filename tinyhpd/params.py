@@ -10,11 +10,11 @@ from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
-from tinyhpd.config import BertConfig, DenseConfig
+from tinyhpd.config import BertConfig
 from tinyhpd.families import KNOWN_EXTRAS, canonical_name
 
-__all__ = ["bert_params", "dense_params", "check_table", "transposed", "BertParams", "LayerParams", "DenseParams",
-           "bert_expected_shapes", "layer_prefixes"]
+__all__ = ["bert_params", "check_table", "transposed", "BertParams", "LayerParams", "bert_expected_shapes",
+           "layer_prefixes", "modernbert_expected_shapes"]
 
 Tensors = Dict[str, np.ndarray]
 
@@ -54,12 +54,6 @@ class BertParams:
         """The family-specific arrays that are present (what BERT lacks)."""
         return {k: getattr(self, k) for k in ("emb_proj_w", "emb_proj_b", "rel_bias", "final_ln_g", "final_ln_b")
                 if getattr(self, k) is not None}
-
-
-@dataclass(frozen=True)
-class DenseParams:
-    w: np.ndarray  # [in, out]
-    b: np.ndarray  # [out] (zeros when the layer has no bias)
 
 
 _LAYER_SHAPES = (  # suffix -> shape in (H, I) terms, torch's [out, in] Linear layout
@@ -241,13 +235,3 @@ def bert_params(tensors: Tensors, cfg: BertConfig, source: str, consumed: Iterab
         rel_bias=(np.array(t["encoder.relative_attention_bias.weight"]) if cfg.relative_attention_num_buckets
                   else None),
     )
-
-
-def dense_params(tensors: Tensors, cfg: DenseConfig, source: str) -> DenseParams:
-    """A sentence-transformers Dense module (`linear.weight` [out, in], `linear.bias` [out])."""
-    expected = {"linear.weight": (cfg.out_features, cfg.in_features)}
-    if cfg.bias:
-        expected["linear.bias"] = (cfg.out_features,)
-    t = check_table(tensors, expected, (), source)
-    b = np.array(t["linear.bias"]) if cfg.bias else np.zeros(cfg.out_features, np.float32)
-    return DenseParams(w=transposed(t["linear.weight"]), b=b)
