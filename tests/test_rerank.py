@@ -140,3 +140,13 @@ def test_load_for_serving_picks_the_kind(reranker, tmp_path):
 def test_a_lone_surrogate_in_a_pair_names_the_pair_and_side(reranker):
     with pytest.raises(ValueError, match=r"pairs\[1\] \(b\) is not valid Unicode text"):
         reranker.predict([("ok", "fine"), ("ok", "bad \ud800")])
+
+
+def test_loading_a_cross_encoder_as_an_embedding_model_says_what_to_use(tmp_path, reranker):
+    import shutil
+
+    folder = shutil.copytree(reranker.folder, tmp_path / "ce")
+    (folder / "modules.json").write_text('[{"idx": 0, "name": "0", "path": "", '
+                                         '"type": "sentence_transformers.base.modules.transformer.Transformer"}]')
+    with pytest.raises(ValueError, match=r"a cross-encoder .*: load it with tinyhpd\.CrossEncoder"):
+        tinyhpd.load(folder)
