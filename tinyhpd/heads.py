@@ -367,10 +367,5 @@ def load_heads(folder: Path, specs: List[ModuleSpec], hidden: int) -> Tuple[Head
         out.append(head)
         dim = head.out_dim
     if pooled is None:
-        from tinyhpd.cross_encoder import is_cross_encoder
-
-        if is_cross_encoder(folder):
-            raise ValueError(f"{folder}: a cross-encoder (a *ForSequenceClassification model): load it with "
-                             "tinyhpd.CrossEncoder (or serve it: the rerank routes)")
         raise ValueError(f"{folder}/modules.json: no Pooling module: tinyhpd.load gives sentence embeddings only")
     return tuple(out)

@@ -86,6 +86,11 @@ class Model:
         """Read a sentence-transformers folder: modules.json, the encoder's config and weights (one strict table),
         its tokenizer, then every head."""
         folder = Path(folder)
+        from tinyhpd.cross_encoder import is_cross_encoder
+
+        if is_cross_encoder(folder):
+            raise ValueError(f"{folder}: a cross-encoder (a *ForSequenceClassification model): load it with "
+                             "tinyhpd.CrossEncoder (or serve it: the rerank routes)")
         specs = read_modules(folder)
         enc, _, _ = load_encoder(folder / specs[0].path)
         prompts, default_prompt_name = read_prompts(folder)
