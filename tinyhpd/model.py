@@ -16,6 +16,7 @@ import numpy as np
 from tinyhpd import attention, heads as heads_mod
 from tinyhpd._threads import default_num_threads
 from tinyhpd.config import BertConfig, read_modules, read_prompts
+from tinyhpd.cross_encoder import is_cross_encoder
 from tinyhpd.encoder import encoder_forward, load_encoder
 from tinyhpd.heads import Head, load_heads
 from tinyhpd.hub import resolve
@@ -86,8 +87,6 @@ class Model:
         """Read a sentence-transformers folder: modules.json, the encoder's config and weights (one strict table),
         its tokenizer, then every head."""
         folder = Path(folder)
-        from tinyhpd.cross_encoder import is_cross_encoder
-
         if is_cross_encoder(folder):
             raise ValueError(f"{folder}: a cross-encoder (a *ForSequenceClassification model): load it with "
                              "tinyhpd.CrossEncoder (or serve it: the rerank routes)")
