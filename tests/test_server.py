@@ -525,3 +525,15 @@ def test_serve_hands_its_timeouts_and_protocol_to_uvicorn(model, monkeypatch):
     assert seen["http"].__name__ == "HeaderTimeoutProtocol"
     serve(model)
     assert seen["graceful"] == 120  # the default: long enough to finish what was accepted
+
+
+def test_llama_index_openai_embedding_against_the_server(server, model):
+    """LlamaIndex's OpenAIEmbedding pointed at tinyhpd (it sends text): the server's vectors, in order."""
+    from llama_index.embeddings.openai import OpenAIEmbedding
+
+    emb = OpenAIEmbedding(api_base=server.url + "/v1", api_key=KEY, model_name=NAME, max_retries=0,
+                          embed_batch_size=2)
+    got = np.array(emb.get_text_embedding_batch(SENTS), dtype=np.float32)
+    assert np.abs(got - model.encode(SENTS, normalize_embeddings=True)).max() <= 1e-6
+    assert np.abs(np.array(emb.get_query_embedding(SENTS[1])) - model.encode(SENTS[1], normalize_embeddings=True)
+                  ).max() <= 1e-6
