@@ -43,14 +43,15 @@ def _unique(layers) -> list:
 
 def model_state(model) -> Dict[str, Any]:
     b = model._bert
+    unique = _unique(b.layers)
     return {
         "version": STATE_VERSION,
         "config": dataclasses.asdict(model.config),
         "embeddings": {k: np.asarray(getattr(b, k)) for k in ("word_emb", "pos_emb", "type_emb", "emb_ln_g",
                                                               "emb_ln_b")},
         "extras": {k: np.asarray(v) for k, v in b.extras().items()},
-        "layers": [{k: np.asarray(v) for k, v in vars(lp).items()} for lp in _unique(b.layers)],
-        "layer_order": [next(i for i, u in enumerate(_unique(b.layers)) if u is lp) for lp in b.layers],  # ALBERT repeats shared layers
+        "layers": [{k: np.asarray(v) for k, v in vars(lp).items()} for lp in unique],
+        "layer_order": [next(i for i, u in enumerate(unique) if u is lp) for lp in b.layers],  # ALBERT shares layers
         "tokenizer": model._tokenizer.to_str(),
         "heads": [_head_state(h) for h in model._heads],
         "max_seq_length": model.max_seq_length,

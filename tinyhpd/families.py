@@ -10,7 +10,7 @@ The forward pass is BERT's for all but ModernBERT (post-LN layers); what a famil
 | albert | BERT's + embedding_size, groups | 0, 1, ... | yes | E -> H mapping; layers share weights by group |
 | distilbert | dim, n_layers, n_heads, hidden_dim, activation | 0, 1, ... | none | |
 | mpnet | BERT's + relative_attention_num_buckets | from padding_idx + 1 | none | one relative position bias for all layers |
-| modernbert | its own (norm_eps, layer_types / global_attn_every_n_layers, RoPE thetas, local_attention) | RoPE | none | pre-LN, no biases, gated MLP, sliding-window layers, a final norm (`modernbert.py`) |
+| modernbert | its own (norm_eps, layer_types, RoPE thetas, ...) | RoPE | none | pre-LN, gated MLP, sliding window |
 
 `RENAMES` maps each family's checkpoint names onto BERT's (after its prefix is dropped); `params.py` then checks every
 key and shape against the config in one strict table. A config whose family cannot be told with certainty is an
@@ -25,24 +25,22 @@ from typing import Any, Dict, Tuple
 
 from tinyhpd.config import ACTIVATIONS, BertConfig, check_eps, check_sizes, read_json, require
 
-__all__ = ["FAMILIES", "FAMILY_NAMES", "WORDPIECE_FAMILIES", "CLASSIFIERS", "read_encoder_config", "detect_family", "canonical_name", "CHECKPOINT_PREFIXES",
-           "KNOWN_EXTRAS"]
+__all__ = ["FAMILIES", "FAMILY_NAMES", "WORDPIECE_FAMILIES", "CLASSIFIERS", "read_encoder_config", "detect_family",
+           "canonical_name", "CHECKPOINT_PREFIXES", "KNOWN_EXTRAS"]
 
 # model_type -> family; `architectures` names (e.g. "RobertaModel") are told apart by these prefixes.
 FAMILIES = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "camembert": "roberta",
             "electra": "electra", "albert": "albert", "distilbert": "distilbert", "mpnet": "mpnet",
             "modernbert": "modernbert"}
 _ARCHITECTURES = (("ModernBert", "modernbert"), ("XLMRoberta", "xlm-roberta"), ("Camembert", "camembert"),
-                  ("Roberta", "roberta"),
-                  ("DistilBert", "distilbert"), ("MPNet", "mpnet"), ("Electra", "electra"), ("Albert", "albert"),
-                  ("Bert", "bert"))
+                  ("Roberta", "roberta"), ("DistilBert", "distilbert"), ("MPNet", "mpnet"), ("Electra", "electra"),
+                  ("Albert", "albert"), ("Bert", "bert"))
 FAMILY_NAMES = {"bert": "BERT", "roberta": "RoBERTa", "electra": "ELECTRA", "albert": "ALBERT",
                 "distilbert": "DistilBERT", "mpnet": "MPNet", "modernbert": "ModernBERT"}
 # Families whose tokenizer may be rebuilt from vocab.txt as BERT's WordPiece when tokenizer.json is missing.
 WORDPIECE_FAMILIES = ("bert", "distilbert", "electra")
-UNSUPPORTED = {"deberta": "DeBERTa", "deberta-v2":
-               "DeBERTa-v2", "nomic_bert": "NomicBERT", "new": "gte's NewModel", "t5": "T5", "mt5": "mT5",
-               "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3", "mistral": "Mistral", "xlm": "XLM",
+UNSUPPORTED = {"deberta": "DeBERTa", "deberta-v2": "DeBERTa-v2", "nomic_bert": "NomicBERT", "new": "gte's NewModel",
+               "t5": "T5", "mt5": "mT5", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3", "mistral": "Mistral", "xlm": "XLM",
                "funnel": "Funnel", "longformer": "Longformer", "bigbird": "BigBird"}
 
 # Prefixes a task model puts before the encoder's names (BertForMaskedLM: "bert."); dropped once, in this order.
@@ -78,8 +76,10 @@ RENAMES: Dict[str, Tuple[Tuple[str, str], ...]] = {
          r"encoder.group.\1.\2.attention.output.dense."),
         (r"^encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.attention\.LayerNorm\.",
          r"encoder.group.\1.\2.attention.output.LayerNorm."),
-        (r"^encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.ffn\.", r"encoder.group.\1.\2.intermediate.dense."),
-        (r"^encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.ffn_output\.", r"encoder.group.\1.\2.output.dense."),
+        (r"^encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.ffn\.",
+         r"encoder.group.\1.\2.intermediate.dense."),
+        (r"^encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.ffn_output\.",
+         r"encoder.group.\1.\2.output.dense."),
         (r"^encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.full_layer_layer_norm\.",
          r"encoder.group.\1.\2.output.LayerNorm."),
     ),
