@@ -53,6 +53,23 @@ def _saved_activation(folder: Path, config: Dict[str, Any], labels: int) -> str:
     return "Sigmoid" if labels == 1 else "Identity"
 
 
+def _head_options(config: Dict[str, Any], family: str, path: Path) -> Dict[str, Any]:
+    """What ModernBERT's config says of its classification head (the other families' heads are fixed)."""
+    if family != "modernbert":
+        return {}
+    pooling = config.get("classifier_pooling", "cls")
+    if pooling not in ("cls", "mean"):
+        raise ValueError(f"{path}: classifier_pooling {pooling!r} must be 'cls' or 'mean'")
+    bias = config.get("classifier_bias", False)
+    if bias not in (True, False):
+        raise ValueError(f"{path}: classifier_bias must be true or false")
+    eps = config.get("norm_eps", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise ValueError(f"{path}: norm_eps must be a number in (0, 1)")
+    return {"activation": config.get("classifier_activation", "gelu"), "first_bias": bias,
+            "pooling": "mean" if pooling == "mean" else "first", "eps": float(eps)}
+
+
 def _num_labels(config: Dict[str, Any], path: Path) -> int:
     id2label = config.get("id2label")
     labels = config.get("num_labels", len(id2label) if isinstance(id2label, dict) else 2)
@@ -113,7 +130,8 @@ class CrossEncoder:
         enc, tensors, ckpt = load_encoder(tdir, consumed=Classifier.names(family))
         self.config = enc.config
         self._encoder = enc
-        self._head = Classifier.from_tensors(tensors, family, enc.config.hidden_size, labels, ckpt)
+        self._head = Classifier.from_tensors(tensors, family, enc.config.hidden_size, labels, ckpt,
+                                             **_head_options(raw, family, tdir / "config.json"))
         self.num_labels = labels
         self.activation_fn = _saved_activation(folder, raw, labels)
         self.max_length = enc.max_seq_length

@@ -25,7 +25,7 @@ from typing import Any, Dict, Tuple
 
 from tinyhpd.config import ACTIVATIONS, BertConfig, check_eps, check_sizes, read_json, require
 
-__all__ = ["FAMILIES", "FAMILY_NAMES", "WORDPIECE_FAMILIES", "CLASSIFIERS", "read_encoder_config", "detect_family",
+__all__ = ["FAMILIES", "FAMILY_NAMES", "WORDPIECE_FAMILIES", "CLASSIFIERS", "CLASSIFIER_NORMS", "read_encoder_config", "detect_family",
            "canonical_name", "CHECKPOINT_PREFIXES", "KNOWN_EXTRAS"]
 
 # model_type -> family; `architectures` names (e.g. "RobertaModel") are told apart by these prefixes.
@@ -102,7 +102,10 @@ CLASSIFIERS = {
     "mpnet": ("classifier.dense", "tanh", "classifier.out_proj"),
     "electra": ("classifier.dense", "gelu", "classifier.out_proj"),
     "distilbert": ("pre_classifier", "relu", "classifier"),
+    "modernbert": ("head.dense", "gelu", "classifier"),  # activation: config's classifier_activation
 }
+# A LayerNorm (weight only) after the activation of the first linear.
+CLASSIFIER_NORMS = {"modernbert": "head.norm"}
 
 
 def canonical_name(key: str, family: str) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from tinyhpd.config import ModuleSpec, read_json, require
 from tinyhpd.checkpoints import find_checkpoint, read_checkpoint
-from tinyhpd.families import CLASSIFIERS, canonical_name
+from tinyhpd.families import CLASSIFIER_NORMS, CLASSIFIERS, canonical_name
 from tinyhpd.params import check_table, transposed
 
 __all__ = ["Head", "Pooling", "Dense", "Normalize", "Classifier", "PoolingConfig", "DenseConfig", "DenseParams",
@@ -295,32 +295,45 @@ _CLASSIFIER_ACTIVATIONS = {"tanh": np.tanh, "gelu": _gelu, "relu": lambda x: np.
 
 
 class Classifier(Head):
-    """A sequence-classification head on each sequence's first token (a cross-encoder's scores): the family's first
-    linear + activation (BERT's pooler, RoBERTa's classifier.dense, ...), then the output linear: token rows
+    """A sequence-classification head (a cross-encoder's scores): each sequence's first token (or, for ModernBERT with
+    `classifier_pooling: mean`, the mean of its tokens), the family's first linear + activation (BERT's pooler,
+    RoBERTa's classifier.dense, ModernBERT's head.dense followed by its head.norm), then the output linear: token rows
     `[n_tok, H]` -> logits `[B, labels]`. Its weights sit in the encoder's checkpoint (`families.CLASSIFIERS` names
     them)."""
 
     kind = "Classifier"
 
-    def __init__(self, w1: np.ndarray, b1: np.ndarray, activation: str, w2: np.ndarray, b2: np.ndarray) -> None:
+    def __init__(self, w1: np.ndarray, b1: np.ndarray, activation: str, w2: np.ndarray, b2: np.ndarray,
+                 norm_g: Optional[np.ndarray] = None, eps: float = 1e-5, pooling: str = "first") -> None:
         self.w1, self.b1, self.activation, self.w2, self.b2 = w1, b1, activation, w2, b2  # w: [in, out]
+        self.norm_g, self.eps, self.pooling = norm_g, float(eps), pooling
 
     @staticmethod
-    def names(family: str) -> Tuple[str, str]:
-        """The checkpoint prefixes (in BERT's names) of the family's two linears."""
+    def names(family: str) -> Tuple[str, ...]:
+        """The checkpoint prefixes (in BERT's names) of the family's head."""
         first, _, out = CLASSIFIERS[family]
-        return first + ".", out + "."
+        return (first + ".", out + ".") + ((CLASSIFIER_NORMS[family] + ".",) if family in CLASSIFIER_NORMS else ())
 
     @classmethod
-    def from_tensors(cls, tensors: Dict[str, np.ndarray], family: str, hidden: int, labels: int,
-                     source: str) -> "Classifier":
+    def from_tensors(cls, tensors: Dict[str, np.ndarray], family: str, hidden: int, labels: int, source: str, *,
+                     activation: Optional[str] = None, first_bias: bool = True, pooling: str = "first",
+                     eps: float = 1e-5) -> "Classifier":
         first, act, out = CLASSIFIERS[family]
-        expected = {f"{first}.weight": (hidden, hidden), f"{first}.bias": (hidden,),
-                    f"{out}.weight": (labels, hidden), f"{out}.bias": (labels,)}
+        act = activation or act
+        if act not in _CLASSIFIER_ACTIVATIONS:
+            raise ValueError(f"{source}: classifier activation {act!r} is not supported "
+                             f"(supported: {', '.join(_CLASSIFIER_ACTIVATIONS)})")
+        norm = CLASSIFIER_NORMS.get(family)
+        expected = {f"{first}.weight": (hidden, hidden), f"{out}.weight": (labels, hidden), f"{out}.bias": (labels,)}
+        if first_bias:
+            expected[f"{first}.bias"] = (hidden,)
+        if norm:
+            expected[f"{norm}.weight"] = (hidden,)
         mine = {k: v for k, v in tensors.items() if canonical_name(k, family) in expected}
         t = check_table(mine, expected, (), source, rename=lambda key: canonical_name(key, family))
-        return cls(transposed(t[f"{first}.weight"]), np.array(t[f"{first}.bias"]), act,
-                   transposed(t[f"{out}.weight"]), np.array(t[f"{out}.bias"]))
+        b1 = np.array(t[f"{first}.bias"]) if first_bias else np.zeros(hidden, np.float32)
+        return cls(transposed(t[f"{first}.weight"]), b1, act, transposed(t[f"{out}.weight"]),
+                   np.array(t[f"{out}.bias"]), np.array(t[f"{norm}.weight"]) if norm else None, eps, pooling)
 
     @property
     def out_dim(self) -> int:
@@ -328,20 +341,31 @@ class Classifier(Head):
 
     def named_arrays(self) -> Iterator[Tuple[str, np.ndarray]]:
         yield from (("w1", self.w1), ("b1", self.b1), ("w2", self.w2), ("b2", self.b2))
+        if self.norm_g is not None:
+            yield "norm_g", self.norm_g
 
     def identity(self) -> dict:
-        return {"kind": self.kind, "activation": self.activation}
+        return {"kind": self.kind, "activation": self.activation, "pooling": self.pooling,
+                "norm_eps": None if self.norm_g is None else self.eps}
 
     def state(self) -> Dict[str, Any]:
-        return {"activation": self.activation, **{k: np.asarray(v) for k, v in self.named_arrays()}}
+        return {"activation": self.activation, "eps": self.eps, "pooling": self.pooling,
+                **{k: np.asarray(v) for k, v in self.named_arrays()}}
 
     @classmethod
     def from_state(cls, state: Dict[str, Any]) -> "Classifier":
-        return cls(state["w1"], state["b1"], state["activation"], state["w2"], state["b2"])
+        return cls(state["w1"], state["b1"], state["activation"], state["w2"], state["b2"], state.get("norm_g"),
+                   state.get("eps", 1e-5), state.get("pooling", "first"))
 
     def __call__(self, tokens: np.ndarray, packed) -> np.ndarray:
-        first = tokens[packed.offsets]  # [B, H]: each sequence's first token ([CLS] / <s>)
-        h = _CLASSIFIER_ACTIVATIONS[self.activation](first @ self.w1 + self.b1)  # [B, H]
+        if self.pooling == "mean":
+            pooled = np.add.reduceat(tokens, packed.offsets, axis=0) / packed.lengths[:, None]  # [B, H]
+        else:
+            pooled = tokens[packed.offsets]  # [B, H]: each sequence's first token ([CLS] / <s>)
+        h = _CLASSIFIER_ACTIVATIONS[self.activation](pooled @ self.w1 + self.b1)  # [B, H]
+        if self.norm_g is not None:  # ModernBERT's head.norm (no bias)
+            mean = h.mean(axis=1, keepdims=True)
+            h = (h - mean) / np.sqrt(((h - mean) ** 2).mean(axis=1, keepdims=True) + self.eps) * self.norm_g
         return (h @ self.w2 + self.b2).astype(np.float32, copy=False)  # [B, labels]
 
     def __repr__(self) -> str:

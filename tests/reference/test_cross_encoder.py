@@ -35,6 +35,14 @@ def build_cross_encoder(family: str, dest: Path, minilm: Path, mpnet: Path, labe
         "albert": (t.AlbertForSequenceClassification, t.AlbertConfig(vocab_size=30522, embedding_size=32, **SMALL),
                    minilm),
         "mpnet": (t.MPNetForSequenceClassification, t.MPNetConfig(vocab_size=30527, **SMALL), mpnet),
+        "modernbert": (t.ModernBertForSequenceClassification, t.ModernBertConfig(
+            vocab_size=30522, hidden_size=48, num_hidden_layers=4, num_attention_heads=4, intermediate_size=96,
+            local_attention=16, max_position_embeddings=512, pad_token_id=0, bos_token_id=101, eos_token_id=102,
+            cls_token_id=101, sep_token_id=102), minilm),
+        "modernbert-mean": (t.ModernBertForSequenceClassification, t.ModernBertConfig(
+            vocab_size=30522, hidden_size=48, num_hidden_layers=4, num_attention_heads=4, intermediate_size=96,
+            local_attention=16, max_position_embeddings=512, pad_token_id=0, bos_token_id=101, eos_token_id=102,
+            cls_token_id=101, sep_token_id=102, classifier_pooling="mean"), minilm),
     }
     cls, cfg, tok = configs[family]
     cfg.num_labels = labels
@@ -42,7 +50,7 @@ def build_cross_encoder(family: str, dest: Path, minilm: Path, mpnet: Path, labe
     model = cls(cfg).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "LayerNorm" in name or "layer_norm" in name:
+            if "LayerNorm" in name or "norm" in name.lower():
                 p.add_(torch.randn_like(p) * 0.1)
             else:
                 p.normal_(0.0, 0.1 if "classifier" in name or "pooler" in name else 0.05)
@@ -60,7 +68,8 @@ def st_cross():
     return lambda path: st.CrossEncoder(str(path), device="cpu")
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra", "albert", "mpnet"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra", "albert", "mpnet", "modernbert",
+                                    "modernbert-mean"])
 def test_cross_encoder_family_matches_sentence_transformers(family, tmp_path, minilm_path, mpnet_path, st_cross):
     folder = build_cross_encoder(family, tmp_path / family, minilm_path, mpnet_path)
     ours, ref = tinyhpd.CrossEncoder(folder), st_cross(folder)
