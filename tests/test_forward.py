@@ -78,3 +78,52 @@ def test_two_worker_pieces_match_one_thread(hpd_new_path):
     one = tinyhpd.load(hpd_new_path, num_threads=1).encode(texts, batch_size=64)
     two = tinyhpd.load(hpd_new_path, num_threads=2).encode(texts, batch_size=64)
     assert np.abs(one - two).max() < 1e-5
+
+
+# ------------------------------------------------------------------------------------------------ every family
+def _family_model(small, family: str, seed: int = 0):
+    """The small model's tokenizer and Pooling over a random encoder of `family` (built from arrays: no folder)."""
+    import dataclasses
+
+    from tinyhpd.params import BertParams, LayerParams
+
+    rng = np.random.default_rng(seed)
+    cfg, p = small.config, small._bert
+    H, I, h = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads
+
+    def w(*shape):
+        return rng.normal(0.0, 0.08, size=shape).astype(np.float32)
+
+    if family == "roberta":
+        cfg = dataclasses.replace(cfg, model_type="roberta", padding_idx=1)
+    elif family == "mpnet":
+        cfg = dataclasses.replace(cfg, model_type="mpnet", padding_idx=1, relative_attention_num_buckets=32)
+        p = dataclasses.replace(p, rel_bias=w(32, h) * 20)
+    elif family == "electra":
+        E = 16
+        cfg = dataclasses.replace(cfg, model_type="electra", embedding_size=E)
+        p = dataclasses.replace(p, word_emb=w(cfg.vocab_size, E), pos_emb=w(cfg.max_position_embeddings, E),
+                                type_emb=w(2, E), emb_ln_g=1 + w(E), emb_ln_b=w(E), emb_proj_w=w(E, H), emb_proj_b=w(H))
+    elif family == "modernbert":
+        cfg = dataclasses.replace(cfg, model_type="modernbert", type_vocab_size=0, num_hidden_layers=3,
+                                  layer_types=("full", "sliding", "full"), rope_theta=160000.0,
+                                  local_rope_theta=10000.0, sliding_window=4)
+        zeros = np.zeros(H, np.float32)
+        layers = tuple(LayerParams(qkv_w=w(H, 3 * H), qkv_b=np.zeros(3 * H, np.float32), out_w=w(H, H), out_b=zeros,
+                                   ln1_g=np.zeros(0, np.float32) if i == 0 else 1 + w(H), ln1_b=zeros,
+                                   ffn_in_w=w(H, 2 * I), ffn_in_b=np.zeros(2 * I, np.float32), ffn_out_w=w(I, H),
+                                   ffn_out_b=zeros, ln2_g=1 + w(H), ln2_b=zeros) for i in range(3))
+        p = BertParams(word_emb=w(cfg.vocab_size, H), pos_emb=np.zeros((0, H), np.float32),
+                       type_emb=np.zeros((1, H), np.float32), emb_ln_g=1 + w(H), emb_ln_b=zeros, layers=layers,
+                       final_ln_g=1 + w(H), final_ln_b=zeros)
+    return tinyhpd.Model(cfg, p, small._tokenizer, small._heads[:1], max_seq_length=small.max_seq_length)
+
+
+@pytest.mark.parametrize("family", ["roberta", "mpnet", "electra", "modernbert"])
+@pytest.mark.parametrize("batch_size", [1, 32])
+def test_every_family_matches_the_reference(small, family, batch_size):
+    model = _family_model(small, family)
+    ids = model.tokenize(SENTS)
+    forward = reference.modernbert_forward if family == "modernbert" else reference.bert_forward
+    ref = reference.mean_pool(forward(model._bert, model.config, ids), ids)
+    assert np.abs(model.encode(SENTS, batch_size=batch_size) - ref).max() < 1e-5
