@@ -423,7 +423,10 @@ def test_requests_of_clients_that_went_away_never_reach_the_engine(model):
                     httpx.post(s.url + "/embed", json={"inputs": [f"abandoned {i}"] * 8}, timeout=0.3)
 
             list(pool.map(give_up, range(10)))
-            time.sleep(0.5)  # the server sees the disconnects
+            batcher = s.app.state.service.batcher
+            deadline = time.time() + 20
+            while batcher.abandoned < 10 and time.time() < deadline:  # the server sees the disconnects
+                time.sleep(0.02)
             gate.set()
             assert first.result().status_code == 200
         assert post(s, "/embed", {"inputs": ["after"]}, None).status_code == 200

@@ -136,6 +136,11 @@ class Batcher:
         return len(self._queue)
 
     @property
+    def abandoned(self) -> int:
+        """Queued requests whose clients went away (dropped when the engine comes to them)."""
+        return sum(1 for job in self._queue if job.future.done())
+
+    @property
     def restarts(self) -> int:
         return getattr(self.model, "restarts", 0)
 
