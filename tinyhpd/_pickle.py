@@ -32,26 +32,26 @@ def _head_from_state(state: Dict[str, Any]):
     return HEADS[state["kind"]].from_state(state)
 
 
-def _unique(layers) -> list:
-    """Each layer object once, in first-use order."""
-    out: list = []
+def _unique(layers) -> Dict[int, Any]:
+    """Each layer object once, in first-use order, keyed by its id() (ALBERT repeats shared layers)."""
+    out: Dict[int, Any] = {}
     for lp in layers:
-        if not any(lp is seen for seen in out):
-            out.append(lp)
+        out.setdefault(id(lp), lp)
     return out
 
 
 def model_state(model) -> Dict[str, Any]:
     b = model._bert
     unique = _unique(b.layers)
+    position = {key: i for i, key in enumerate(unique)}
     return {
         "version": STATE_VERSION,
         "config": dataclasses.asdict(model.config),
         "embeddings": {k: np.asarray(getattr(b, k)) for k in ("word_emb", "pos_emb", "type_emb", "emb_ln_g",
                                                               "emb_ln_b")},
         "extras": {k: np.asarray(v) for k, v in b.extras().items()},
-        "layers": [{k: np.asarray(v) for k, v in vars(lp).items()} for lp in unique],
-        "layer_order": [next(i for i, u in enumerate(unique) if u is lp) for lp in b.layers],  # ALBERT shares layers
+        "layers": [{k: np.asarray(v) for k, v in vars(lp).items()} for lp in unique.values()],
+        "layer_order": [position[id(lp)] for lp in b.layers],
         "tokenizer": model._tokenizer.to_str(),
         "heads": [_head_state(h) for h in model._heads],
         "max_seq_length": model.max_seq_length,

@@ -13,10 +13,11 @@ from tinyhpd.config import BertConfig
 from tinyhpd.kernels import ACTIVATIONS, CHUNK, Workspace, layer_norm_
 from tinyhpd.params import BertParams, LayerParams
 
-__all__ = ["positions", "embed", "relative_position_bucket", "relative_bias", "encoder_layer", "bert_forward"]
+__all__ = ["check_rows", "positions", "embed", "relative_position_bucket", "relative_bias", "encoder_layer",
+           "bert_forward"]
 
 
-def _check_rows(what: str, idx: np.ndarray, table: str, rows: int, why: str) -> None:
+def check_rows(what: str, idx: np.ndarray, table: str, rows: int, why: str) -> None:
     """ValueError unless every index selects one of the table's `rows` rows (the gathers run with mode="clip")."""
     if len(idx):
         lo, hi = int(idx.min()), int(idx.max())
@@ -41,9 +42,9 @@ def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float, ws:
     LayerNorm: `[n_tok]` -> `[n_tok, E]` (in the workspace's "x" buffer when given: the layers update it in place)."""
     ws = Workspace() if ws is None else ws
     n, E = len(ids), p.word_emb.shape[1]
-    _check_rows("token id", ids, "embedding matrix", p.word_emb.shape[0],
+    check_rows("token id", ids, "embedding matrix", p.word_emb.shape[0],
                 "the tokenizer and the model's vocab_size disagree")
-    _check_rows("position", positions, "position embeddings", p.pos_emb.shape[0],
+    check_rows("position", positions, "position embeddings", p.pos_emb.shape[0],
                 "the sequence is longer than max_position_embeddings")
     # mode="clip": indices are checked above; with the default mode="raise" NumPy buffers `out` and the gather takes
     # ~3x longer
@@ -51,7 +52,7 @@ def embed(p: BertParams, ids: np.ndarray, positions: np.ndarray, eps: float, ws:
     pos = np.take(p.pos_emb, positions, axis=0, out=ws.get("pos", (n, E)), mode="clip")  # [n_tok, E]
     if types is None or p.type_emb.shape[0] == 1:  # one token type: a bias
         return layer_norm_(x, p.emb_ln_g, p.emb_ln_b, 0.0 + eps, ws.get("stat", (n,)), pos, p.type_emb[0])
-    _check_rows("token type", types, "token type embeddings", p.type_emb.shape[0], "a pair needs type_vocab_size 2")
+    check_rows("token type", types, "token type embeddings", p.type_emb.shape[0], "a pair needs type_vocab_size 2")
     typ = np.take(p.type_emb, types, axis=0, out=ws.get("typ", (n, E)), mode="clip")  # [n_tok, E]
     return layer_norm_(x, p.emb_ln_g, p.emb_ln_b, 0.0 + eps, ws.get("stat", (n,)), pos, typ)  # LN(x+pos+type)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from tinyhpd import attention
 from tinyhpd._threads import default_num_threads
-from tinyhpd.config import read_json, read_modules
+from tinyhpd.config import check_eps, read_json, read_modules
 from tinyhpd.encoder import encoder_forward, load_encoder
 from tinyhpd.families import CLASSIFIERS, FAMILY_NAMES, detect_family
 from tinyhpd.heads import DENSE_ACTIVATIONS, Classifier
@@ -63,11 +63,8 @@ def _head_options(config: Dict[str, Any], family: str, path: Path) -> Dict[str, 
     bias = config.get("classifier_bias", False)
     if bias not in (True, False):
         raise ValueError(f"{path}: classifier_bias must be true or false")
-    eps = config.get("norm_eps", 1e-5)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
-        raise ValueError(f"{path}: norm_eps must be a number in (0, 1)")
     return {"activation": config.get("classifier_activation", "gelu"), "first_bias": bias,
-            "pooling": "mean" if pooling == "mean" else "first", "eps": float(eps)}
+            "pooling": "mean" if pooling == "mean" else "first", "eps": check_eps(config, "norm_eps", 1e-5, path)}
 
 
 def _num_labels(config: Dict[str, Any], path: Path) -> int:
@@ -92,16 +89,29 @@ def _pairs(pairs: Any) -> List[Tuple[str, str]]:
     return out
 
 
-def is_cross_encoder(folder: Path) -> bool:
-    """Whether a model folder holds a cross-encoder (its Transformer's config names a *ForSequenceClassification)."""
+def _reranker_config(folder: Path) -> Tuple[Path, Dict[str, Any]]:
+    """(the Transformer module's folder, its config.json) of a cross-encoder folder; a ValueError saying why the
+    folder is not one (modules beyond the Transformer, or no *ForSequenceClassification architecture)."""
     specs = read_modules(folder) if (folder / "modules.json").is_file() else None
     if specs is not None and len(specs) != 1:
+        raise ValueError(f"{folder / 'modules.json'}: a cross-encoder has one Transformer module and no "
+                         f"pooling; found {', '.join(s.kind for s in specs)} (load it with tinyhpd.load)")
+    tdir = folder / (specs[0].path if specs else "")
+    raw = read_json(tdir / "config.json")
+    archs = raw.get("architectures") or []
+    if not (isinstance(archs, list) and archs and str(archs[0]).endswith("ForSequenceClassification")):
+        raise ValueError(f"{tdir / 'config.json'}: architectures {archs!r} is not a *ForSequenceClassification "
+                         "model: not a cross-encoder (embedding models load with tinyhpd.load)")
+    return tdir, raw
+
+
+def is_cross_encoder(folder: Path) -> bool:
+    """Whether a model folder holds a cross-encoder (its Transformer's config names a *ForSequenceClassification)."""
+    try:
+        _reranker_config(folder)
+    except (ValueError, FileNotFoundError):
         return False
-    path = folder / (specs[0].path if specs else "") / "config.json"
-    if not path.is_file():
-        return False
-    archs = read_json(path).get("architectures") or []
-    return isinstance(archs, list) and bool(archs) and str(archs[0]).endswith("ForSequenceClassification")
+    return True
 
 
 class CrossEncoder:
@@ -112,16 +122,7 @@ class CrossEncoder:
                  num_threads: Optional[int] = None) -> None:
         folder, model_id, rev = resolve(str(model_name_or_path), revision,
                                         None if cache_dir is None else str(cache_dir), local_files_only)
-        specs = read_modules(folder) if (folder / "modules.json").is_file() else None
-        if specs is not None and len(specs) != 1:
-            raise ValueError(f"{folder / 'modules.json'}: a cross-encoder has one Transformer module and no "
-                             f"pooling; found {', '.join(s.kind for s in specs)} (load it with tinyhpd.load)")
-        tdir = folder / (specs[0].path if specs else "")
-        raw = read_json(tdir / "config.json")
-        archs = raw.get("architectures") or []
-        if not (isinstance(archs, list) and archs and str(archs[0]).endswith("ForSequenceClassification")):
-            raise ValueError(f"{tdir / 'config.json'}: architectures {archs!r} is not a *ForSequenceClassification "
-                             "model: not a cross-encoder (embedding models load with tinyhpd.load)")
+        tdir, raw = _reranker_config(folder)
         labels = _num_labels(raw, tdir / "config.json")
         family = detect_family(raw, tdir / "config.json")
         if family not in CLASSIFIERS:

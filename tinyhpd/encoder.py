@@ -8,9 +8,11 @@ from typing import Any, Dict, Iterable, Tuple
 
 import numpy as np
 
+from tinyhpd.bert import bert_forward
 from tinyhpd.checkpoints import find_checkpoint, read_checkpoint
 from tinyhpd.config import BertConfig, read_do_lower_case, read_max_seq_length
 from tinyhpd.families import WORDPIECE_FAMILIES
+from tinyhpd.modernbert import modernbert_forward
 from tinyhpd.params import BertParams, bert_params
 from tinyhpd.tokenizer import load_tokenizer
 
@@ -19,13 +21,8 @@ __all__ = ["Encoder", "load_encoder", "encoder_forward"]
 
 def encoder_forward(params: BertParams, config: BertConfig, ids: np.ndarray, packed, ws, types=None) -> np.ndarray:
     """The family's forward pass: token rows `[n_tok, H]` of packed ids (bert.py, or modernbert.py)."""
-    if config.model_type == "modernbert":
-        from tinyhpd.modernbert import modernbert_forward
-
-        return modernbert_forward(params, config, ids, packed, ws, types)
-    from tinyhpd.bert import bert_forward
-
-    return bert_forward(params, config, ids, packed, ws, types)
+    forward = modernbert_forward if config.model_type == "modernbert" else bert_forward
+    return forward(params, config, ids, packed, ws, types)
 
 
 @dataclass(frozen=True)

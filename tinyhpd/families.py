@@ -25,8 +25,8 @@ from typing import Any, Dict, Tuple
 
 from tinyhpd.config import ACTIVATIONS, BertConfig, check_eps, check_sizes, read_json, require
 
-__all__ = ["FAMILIES", "FAMILY_NAMES", "WORDPIECE_FAMILIES", "CLASSIFIERS", "CLASSIFIER_NORMS", "read_encoder_config", "detect_family",
-           "canonical_name", "CHECKPOINT_PREFIXES", "KNOWN_EXTRAS"]
+__all__ = ["FAMILIES", "FAMILY_NAMES", "WORDPIECE_FAMILIES", "CLASSIFIERS", "CLASSIFIER_NORMS", "read_encoder_config",
+           "detect_family", "canonical_name", "CHECKPOINT_PREFIXES", "KNOWN_EXTRAS"]
 
 # model_type -> family; `architectures` names (e.g. "RobertaModel") are told apart by these prefixes.
 FAMILIES = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "camembert": "roberta",
@@ -40,8 +40,8 @@ FAMILY_NAMES = {"bert": "BERT", "roberta": "RoBERTa", "electra": "ELECTRA", "alb
 # Families whose tokenizer may be rebuilt from vocab.txt as BERT's WordPiece when tokenizer.json is missing.
 WORDPIECE_FAMILIES = ("bert", "distilbert", "electra")
 UNSUPPORTED = {"deberta": "DeBERTa", "deberta-v2": "DeBERTa-v2", "nomic_bert": "NomicBERT", "new": "gte's NewModel",
-               "t5": "T5", "mt5": "mT5", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3", "mistral": "Mistral", "xlm": "XLM",
-               "funnel": "Funnel", "longformer": "Longformer", "bigbird": "BigBird"}
+               "t5": "T5", "mt5": "mT5", "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma3_text": "Gemma 3",
+               "mistral": "Mistral", "xlm": "XLM", "funnel": "Funnel", "longformer": "Longformer", "bigbird": "BigBird"}
 
 # Prefixes a task model puts before the encoder's names (BertForMaskedLM: "bert."); dropped once, in this order.
 CHECKPOINT_PREFIXES = ("bert.", "roberta.", "electra.", "albert.", "distilbert.", "mpnet.", "model.")

@@ -18,6 +18,7 @@ import numpy as np
 from tinyhpd.config import ModuleSpec, read_json, require
 from tinyhpd.checkpoints import find_checkpoint, read_checkpoint
 from tinyhpd.families import CLASSIFIER_NORMS, CLASSIFIERS, canonical_name
+from tinyhpd.kernels import gelu, layer_norm
 from tinyhpd.params import check_table, transposed
 
 __all__ = ["Head", "Pooling", "Dense", "Normalize", "Classifier", "PoolingConfig", "DenseConfig", "DenseParams",
@@ -97,6 +98,11 @@ class PoolingConfig:
         return cls(dimension=dim, modes=tuple(modes))
 
 
+def mean_tokens(tokens: np.ndarray, packed) -> np.ndarray:
+    """The mean of each sequence's token rows: `[n_tok, H]` -> `[B, H]`."""
+    return np.add.reduceat(tokens, packed.offsets, axis=0) / packed.lengths[:, None].astype(np.float32)
+
+
 class Pooling(Head):
     """Token rows `[n_tok, H]` -> one vector per sequence `[B, H * n_modes]`, modes in sentence-transformers' order."""
 
@@ -137,7 +143,7 @@ class Pooling(Head):
             elif mode == "max":
                 parts.append(np.maximum.reduceat(tokens, offsets, axis=0))  # [B, H]
             elif mode == "mean":
-                parts.append(np.add.reduceat(tokens, offsets, axis=0) / lengths[:, None].astype(np.float32))  # [B, H]
+                parts.append(mean_tokens(tokens, packed))  # [B, H]
             elif mode == "mean_sqrt_len_tokens":
                 parts.append(np.add.reduceat(tokens, offsets, axis=0) / np.sqrt(lengths[:, None].astype(np.float32)))
             elif mode == "weightedmean":  # token i of a sequence weighs i + 1
@@ -157,18 +163,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    from tinyhpd.kernels import gelu
-
-    return gelu(x)
-
-
 DENSE_ACTIVATIONS = {
     "Tanh": np.tanh,
     "Identity": lambda x: x,
     "ReLU": lambda x: np.maximum(x, 0),
     "Sigmoid": _sigmoid,
-    "GELU": _gelu,
+    "GELU": gelu,
 }
 
 
@@ -291,7 +291,7 @@ class Normalize(Head):
         return "Normalize"
 
 
-_CLASSIFIER_ACTIVATIONS = {"tanh": np.tanh, "gelu": _gelu, "relu": lambda x: np.maximum(x, 0)}
+_CLASSIFIER_ACTIVATIONS = {"tanh": np.tanh, "gelu": gelu, "relu": lambda x: np.maximum(x, 0)}
 
 
 class Classifier(Head):
@@ -358,14 +358,11 @@ class Classifier(Head):
                    state.get("eps", 1e-5), state.get("pooling", "first"))
 
     def __call__(self, tokens: np.ndarray, packed) -> np.ndarray:
-        if self.pooling == "mean":
-            pooled = np.add.reduceat(tokens, packed.offsets, axis=0) / packed.lengths[:, None]  # [B, H]
-        else:
-            pooled = tokens[packed.offsets]  # [B, H]: each sequence's first token ([CLS] / <s>)
+        # [B, H]: the mean of each sequence's tokens, or its first token ([CLS] / <s>)
+        pooled = mean_tokens(tokens, packed) if self.pooling == "mean" else tokens[packed.offsets]
         h = _CLASSIFIER_ACTIVATIONS[self.activation](pooled @ self.w1 + self.b1)  # [B, H]
         if self.norm_g is not None:  # ModernBERT's head.norm (no bias)
-            mean = h.mean(axis=1, keepdims=True)
-            h = (h - mean) / np.sqrt(((h - mean) ** 2).mean(axis=1, keepdims=True) + self.eps) * self.norm_g
+            h = layer_norm(h, self.norm_g, np.zeros_like(self.norm_g), self.eps)
         return (h @ self.w2 + self.b2).astype(np.float32, copy=False)  # [B, labels]
 
     def __repr__(self) -> str:

@@ -77,6 +77,7 @@ class Model:
         # ids can only leave the embedding matrix when the tokenizer knows more tokens than config.json's vocab_size
         self._check_ids = tokenizer.get_vocab_size(with_added_tokens=True) > config.vocab_size
         self._fingerprint: Optional[str] = None
+        self._special: Optional[Tuple[int, int]] = None  # special_ids(), found once
         self._lock = threading.Lock()
         self._local = threading.local()  # per-thread scratch buffers
         self._runner = Runner(self.num_threads)
@@ -170,8 +171,10 @@ class Model:
 
     def special_ids(self) -> Tuple[int, int]:
         """The ids of [CLS] and [SEP] (RoBERTa's <s> and </s>: what `tokenize` puts around every sentence)."""
-        ids = self.tokenize(["a"])[0]
-        return int(ids[0]), int(ids[-1])
+        if self._special is None:
+            ids = self.tokenize(["a"])[0]
+            self._special = (int(ids[0]), int(ids[-1]))
+        return self._special
 
     def with_special_tokens(self, ids: Sequence[int]) -> np.ndarray:
         """Token ids of a sentence tokenised elsewhere (no special tokens), wrapped as `tokenize` wraps its own:

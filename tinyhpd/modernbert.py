@@ -13,6 +13,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from tinyhpd.attention import Packed, attention
+from tinyhpd.bert import check_rows
 from tinyhpd.config import BertConfig
 from tinyhpd.kernels import ACTIVATIONS, CHUNK, Workspace, layer_norm_
 from tinyhpd.params import BertParams, LayerParams
@@ -21,7 +22,8 @@ __all__ = ["rope_tables", "apply_rope", "window_bias", "modernbert_layer", "mode
 
 
 def rope_tables(positions: np.ndarray, head_dim: int, theta: float) -> Tuple[np.ndarray, np.ndarray]:
-    """cos and sin of each token's rotation angles, in float32 as torch computes them: `[n_tok]` -> 2 x `[n_tok, d/2]`."""
+    """cos and sin of each token's rotation angles, in float32 as torch computes them:
+    `[n_tok]` -> 2 x `[n_tok, d/2]`."""
     inv_freq = (1.0 / (np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim))))
     freqs = positions.astype(np.float32)[:, None] * inv_freq.astype(np.float32)[None, :]  # [n_tok, d/2]
     return np.cos(freqs), np.sin(freqs)
@@ -80,9 +82,8 @@ def modernbert_forward(p: BertParams, cfg: BertConfig, ids: np.ndarray, packed: 
                        types: "np.ndarray | None" = None) -> np.ndarray:
     """Token embeddings of the final norm for packed token ids: `[n_tok]` -> `[n_tok, H]` (no token types)."""
     n, H = len(ids), cfg.hidden_size
-    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= p.word_emb.shape[0]):
-        raise ValueError(f"token id outside the embedding matrix ({p.word_emb.shape[0]} rows): the tokenizer and the "
-                         "model's vocab_size disagree")
+    check_rows("token id", ids, "embedding matrix", p.word_emb.shape[0], "the tokenizer and the model's vocab_size "
+               "disagree")
     x = np.take(p.word_emb, ids, axis=0, out=ws.get("x", (n, H)), mode="clip")  # [n_tok, H]
     layer_norm_(x, p.emb_ln_g, p.emb_ln_b, cfg.layer_norm_eps, ws.get("stat", (n,)))  # LN(tok_embeddings)
     L = int(packed.lengths.max())

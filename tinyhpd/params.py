@@ -18,6 +18,7 @@ __all__ = ["bert_params", "check_table", "transposed", "BertParams", "LayerParam
 
 Tensors = Dict[str, np.ndarray]
 
+
 @dataclass(frozen=True)
 class LayerParams:
     """One post-LN transformer layer, weights already transposed to [in, out]."""
@@ -147,16 +148,19 @@ def transposed(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.T)
 
 
+def _query_scaled(qkv: np.ndarray, cfg: BertConfig) -> np.ndarray:
+    """A fused Q|K|V weight `[3H, H]` (-> `[H, 3H]`, transposed) or bias `[3H]`, attention's 1/sqrt(head_dim) folded
+    into its query part, once, at load (in place on `qkv`, a fresh array)."""
+    qkv[: cfg.hidden_size] *= np.float32(1.0 / np.sqrt(cfg.head_dim))
+    return transposed(qkv) if qkv.ndim == 2 else qkv
+
+
 def _layer(t: Tensors, p: str, cfg: BertConfig) -> LayerParams:
     a = p + "attention.self."
     qkv_w = np.concatenate([t[a + f"{n}.weight"] for n in ("query", "key", "value")], axis=0)  # [3H, H]
     qkv_b = np.concatenate([t[a + f"{n}.bias"] for n in ("query", "key", "value")])  # [3H]
-    # Fold attention's 1/sqrt(head_dim) into the query projection, once.
-    scale = np.float32(1.0 / np.sqrt(cfg.head_dim))
-    qkv_w[: cfg.hidden_size] *= scale
-    qkv_b[: cfg.hidden_size] *= scale
     return LayerParams(
-        qkv_w=transposed(qkv_w), qkv_b=qkv_b,
+        qkv_w=_query_scaled(qkv_w, cfg), qkv_b=_query_scaled(qkv_b, cfg),
         out_w=transposed(t[p + "attention.output.dense.weight"]),
         out_b=np.array(t[p + "attention.output.dense.bias"]),
         ln1_g=np.array(t[p + "attention.output.LayerNorm.weight"]),
@@ -186,14 +190,11 @@ def _modernbert_params(t: Tensors, cfg: BertConfig) -> BertParams:
     columns), ln2 = MLP norm; biases are zeros (the checkpoints have none); Q pre-scaled like BERT's."""
     H = cfg.hidden_size
     zeros = np.zeros(H, np.float32)
-    scale = np.float32(1.0 / np.sqrt(cfg.head_dim))
     layers = []
     for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}."
-        qkv_w = np.array(t[p + "attn.Wqkv.weight"])  # [3H, H]
-        qkv_w[:H] *= scale
         layers.append(LayerParams(
-            qkv_w=transposed(qkv_w), qkv_b=np.zeros(3 * H, np.float32),
+            qkv_w=_query_scaled(np.array(t[p + "attn.Wqkv.weight"]), cfg), qkv_b=np.zeros(3 * H, np.float32),
             out_w=transposed(t[p + "attn.Wo.weight"]), out_b=zeros.copy(),
             ln1_g=np.array(t[p + "attn_norm.weight"]) if i else np.zeros(0, np.float32), ln1_b=zeros.copy(),
             ffn_in_w=transposed(t[p + "mlp.Wi.weight"]), ffn_in_b=np.zeros(2 * cfg.intermediate_size, np.float32),

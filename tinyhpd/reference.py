@@ -93,15 +93,22 @@ def bucket(rel: np.ndarray, num_buckets: int, max_distance: int = 128) -> np.nda
     return ret + np.where(n < exact, n, np.minimum(large, half - 1))
 
 
-def bert_forward(p: BertParams, cfg: BertConfig, ids: Sequence[np.ndarray]) -> np.ndarray:
-    """Token embeddings `[B, L, H]` (float64) for a list of token-id arrays, padded to the longest; any family but
-    ModernBERT (`modernbert_forward`)."""
+def padded(ids: Sequence[np.ndarray]):
+    """The `[B, L]` grid of token ids padded to the longest (padding: token 0), which cells are real, and the additive
+    key mask (-inf on padding)."""
     B, L = len(ids), max(len(x) for x in ids)
-    grid = np.zeros((B, L), np.int64)  # [B, L] padding uses token 0: masked out below
+    grid = np.zeros((B, L), np.int64)
     real = np.zeros((B, L), bool)
     for i, x in enumerate(ids):
         grid[i, :len(x)], real[i, :len(x)] = x, True
-    mask = np.where(real, 0.0, -np.inf)  # [B, L]
+    return grid, real, np.where(real, 0.0, -np.inf)
+
+
+def bert_forward(p: BertParams, cfg: BertConfig, ids: Sequence[np.ndarray]) -> np.ndarray:
+    """Token embeddings `[B, L, H]` (float64) for a list of token-id arrays, padded to the longest; any family but
+    ModernBERT (`modernbert_forward`)."""
+    grid, real, mask = padded(ids)
+    L = grid.shape[1]
     x = p.word_emb[grid] + p.pos_emb[positions(grid, real, cfg)] + p.type_emb[0]  # [B, L, E]
     x = layer_norm(x.astype(np.float64), p.emb_ln_g, p.emb_ln_b, cfg.layer_norm_eps)
     if p.emb_proj_w is not None:
@@ -118,12 +125,8 @@ def bert_forward(p: BertParams, cfg: BertConfig, ids: Sequence[np.ndarray]) -> n
 
 def modernbert_forward(p: BertParams, cfg: BertConfig, ids: Sequence[np.ndarray]) -> np.ndarray:
     """ModernBERT's token embeddings `[B, L, H]` (float64): pre-LN layers, RoPE, gated MLP, sliding windows."""
-    B, L = len(ids), max(len(x) for x in ids)
-    grid = np.zeros((B, L), np.int64)
-    real = np.zeros((B, L), bool)
-    for i, x in enumerate(ids):
-        grid[i, :len(x)], real[i, :len(x)] = x, True
-    mask = np.where(real, 0.0, -np.inf)  # [B, L]
+    grid, real, mask = padded(ids)
+    L = grid.shape[1]
     eps, d = cfg.layer_norm_eps, cfg.head_dim
     x = layer_norm(p.word_emb[grid].astype(np.float64), p.emb_ln_g, p.emb_ln_b, eps)  # [B, L, H]
     pos = np.arange(L)

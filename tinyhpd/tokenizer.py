@@ -64,6 +64,11 @@ def tokenize(tok, texts: Sequence[str], lowercase: bool) -> List[np.ndarray]:
     return tokenize_info(tok, texts, lowercase)[0]
 
 
+def _prepare(text: str, lowercase: bool) -> str:
+    """What the tokenizer is given, as sentence-transformers prepares it: stripped, lower-cased if the model asks."""
+    return text.strip().lower() if lowercase else text.strip()
+
+
 def _encode_batch(tok, prepared: Sequence[Any], texts_of: Callable[[int], List[Tuple[str, str]]]) -> list:
     """`tok.encode_batch`, whose own error names no item: on failure, the item it refused is named (`texts_of(k)`:
     the (label, text) pieces of item k)."""
@@ -92,8 +97,7 @@ def _bounded(tok, text: str, lowercase: bool, max_len: int):
     where that cannot be told (a tokenizer without word ids): the caller tokenises the whole text."""
     size = max_len * _CHARS_PER_TOKEN
     while size < len(text):
-        prefix = text[:size].strip().lower() if lowercase else text[:size].strip()
-        enc = tok.encode(prefix, add_special_tokens=True)
+        enc = tok.encode(_prepare(text[:size], lowercase), add_special_tokens=True)
         if enc.overflowing:
             kept = [w for w in enc.word_ids if w is not None]
             rest = [w for o in enc.overflowing for w in o.word_ids if w is not None]
@@ -118,7 +122,7 @@ def tokenize_info(tok, texts: Sequence[str], lowercase: bool) -> Tuple[List[np.n
                 if enc is not None:
                     long_encs[i] = enc
     todo = [i for i in range(len(texts)) if i not in long_encs]
-    prepared = [texts[i].strip().lower() if lowercase else texts[i].strip() for i in todo]
+    prepared = [_prepare(texts[i], lowercase) for i in todo]
     batch = _encode_batch(tok, prepared, lambda k: [(f"sentences[{todo[k]}]", prepared[k])])
     encs = dict(zip(todo, batch))
     encs.update(long_encs)
@@ -130,10 +134,7 @@ def tokenize_pairs(tok, pairs: Sequence[Tuple[str, str]], lowercase: bool) -> Tu
     """(token ids, token types) of each (a, b) pair, `[CLS] a [SEP] b [SEP]` (or the family's own template) with
     type 1 on the second segment, truncated `longest_first` to max_seq_length, as sentence-transformers' CrossEncoder
     tokenises them."""
-    def prep(t: str) -> str:
-        return t.strip().lower() if lowercase else t.strip()
-
-    prepared = [(prep(a), prep(b)) for a, b in pairs]
+    prepared = [(_prepare(a, lowercase), _prepare(b, lowercase)) for a, b in pairs]
     encs = _encode_batch(tok, prepared, lambda k: [(f"pairs[{k}] ({side})", text)
                                                    for side, text in zip("ab", prepared[k])])
     return ([np.asarray(e.ids, dtype=np.int64) for e in encs], [np.asarray(e.type_ids, dtype=np.int64) for e in encs])

@@ -422,9 +422,10 @@ def _next_pickle(head: io.BytesIO, source: str, what: str) -> bytes:
     return head.getvalue()[start:head.tell()]
 
 
-def _plain(data: bytes, source: str, what: str) -> Any:
-    """A pickle of plain values only (numbers, strings, lists, dicts): the legacy header and the storage key list."""
-    obj, storages = _unpickle(data, f"{source} ({what})", legacy=True)
+def _next_plain(head: io.BytesIO, source: str, what: str) -> Any:
+    """The next pickle of `head`, of plain values only (numbers, strings, lists, dicts): the legacy header and the
+    storage key list."""
+    obj, storages = _unpickle(_next_pickle(head, source, what), f"{source} ({what})", legacy=True)
     if storages:
         raise ValueError(f"{source}: the {what} pickle names storages")
     return obj
@@ -437,18 +438,18 @@ def read_torch_legacy(path: Path) -> Tensors:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = io.BytesIO(f.read(min(size, MAX_PICKLE_BYTES)))  # read(n) would allocate n bytes up front
-        if _plain(_next_pickle(head, source, "magic number"), source, "magic number") != LEGACY_MAGIC:
+        if _next_plain(head, source, "magic number") != LEGACY_MAGIC:
             raise ValueError(f"{path}: not a torch checkpoint (a pickle, but without torch's magic number)")
-        protocol = _plain(_next_pickle(head, source, "protocol version"), source, "protocol version")
+        protocol = _next_plain(head, source, "protocol version")
         if protocol != _LEGACY_PROTOCOL:
             raise ValueError(f"{path}: torch legacy protocol {protocol!r:.40} is not supported (expected "
                              f"{_LEGACY_PROTOCOL})")
-        info = _plain(_next_pickle(head, source, "sys info"), source, "sys info")
+        info = _next_plain(head, source, "sys info")
         if not isinstance(info, dict) or info.get("little_endian") is not True:
             raise ValueError(f"{path}: big-endian or unknown-platform checkpoints are not supported")
         obj, storages = _unpickle(_next_pickle(head, source, "state dict"), source, legacy=True)
         refs = _tensor_refs(obj, source)
-        keys = _plain(_next_pickle(head, source, "storage keys"), source, "storage keys")
+        keys = _next_plain(head, source, "storage keys")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
             raise ValueError(f"{path}: the storage key list is malformed")
         if set(keys) != set(storages):

@@ -60,8 +60,8 @@ from tinyhpd.index.checks import (_ADD_BLOCK_ROWS, _as_matrix, _check_dim, _chec
                                   FORMAT_NAME, FORMAT_VERSION, Hits, Id, IDS, MANIFEST, VECTORS)
 from tinyhpd._io import exchange_paths, remove_stale_siblings
 from tinyhpd._io import fsync_dir as _fsync_dir
-from tinyhpd.index.store import (FolderChanged, FolderFiles, _check_manifest, _encode, _load_model, _model_identity,
-                                 _open_tensor, _read_safetensors_header, _write_bytes)
+from tinyhpd.index.store import (FolderChanged, FolderFiles, sha256_of, _check_manifest, _encode, _load_model,
+                                 _model_identity, _open_tensor, _read_safetensors_header, _write_bytes)
 from tinyhpd.index.topk import _hamming, _rank, _TopC, _word_view
 
 
@@ -72,13 +72,8 @@ _LOAD_ATTEMPTS = 8  # a load that meets a concurrent save opens the folder again
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return sha256_of(f)
 
 
 class Index:
@@ -289,9 +284,8 @@ class Index:
         self._n = len(self._ids)
 
     def _new_ids(self, ids: Optional[Sequence[Id]], n: int) -> List[Id]:
-        if ids is None:
-            start = max(self._next_id, 1 + max((i for i in self._ids if isinstance(i, int)), default=-1))
-            return list(range(start, start + n))
+        if ids is None:  # _next_id is past every int id ever added (add and load keep it so)
+            return list(range(self._next_id, self._next_id + n))
         if isinstance(ids, (str, bytes)):
             raise TypeError("ids must be a sequence of ids, not a single str")
         new_ids = [_normalise_id(i) for i in ids]

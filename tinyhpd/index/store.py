@@ -38,6 +38,16 @@ def _write_bytes(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def sha256_of(f) -> str:
+    """The sha256 of an open binary file, from where it stands to its end, read in 1 MB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    return h.hexdigest()
+
+
 class FolderChanged(Exception):
     """The folder was replaced (or removed) while its files were being opened: open it again."""
 
@@ -90,13 +100,9 @@ class FolderFiles:
         return f.read()
 
     def sha256(self, name: str) -> str:
-        import hashlib
-
-        f, h = self._files[name], hashlib.sha256()
+        f = self._files[name]
         f.seek(0)
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-        return h.hexdigest()
+        return sha256_of(f)
 
 
 def _read_safetensors_header(path: Path, f=None) -> Tuple[dict, int]:

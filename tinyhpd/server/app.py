@@ -9,6 +9,7 @@ Errors are OpenAI-style objects `{"error": {"message", "type", "param", "code"}}
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hmac
@@ -214,11 +215,7 @@ class _Service:
         limit = self.model.max_seq_length
         if not token_ids:
             for i, x in enumerate(items):
-                try:
-                    x.encode("utf-8")
-                except UnicodeEncodeError as bad:
-                    raise ApiError(400, f"'{field}[{i}]' is not valid Unicode text (a lone surrogate at character "
-                                        f"{bad.start})", param=f"{field}[{i}]") from None
+                _check_unicode(x, f"{field}[{i}]")
             ids, truncated = self.model.tokenize_info(items)
             if not truncate and any(truncated):
                 i = truncated.index(True)
@@ -301,8 +298,6 @@ async def _wait_disconnect(request: Any) -> None:
 
 async def _unless_disconnected(work, request: Any):
     """`await work`, unless the client disconnects first: then `work` is cancelled (its queued job with it)."""
-    import asyncio
-
     task = asyncio.ensure_future(work)
     if request is None:
         return await task
@@ -355,8 +350,6 @@ def create_app(model: Any, cfg: ServeConfig):
                 if len(raw) > cfg.max_payload_bytes:
                     raise ApiError(413, f"payload is over the limit of {cfg.max_payload_bytes} bytes",
                                    code="payload_too_large")
-
-        import asyncio
 
         try:  # a client that trickles its body holds a connection slot: it gets this long, in all
             await asyncio.wait_for(read(), timeout=cfg.body_timeout)
