@@ -164,7 +164,7 @@ def test_int8_dequantisation_error_is_within_half_a_step(corpus):
     index = Index(48, "int8")
     index.add(corpus)
     err = np.abs(index.vectors(dtype=np.float64) - unit64(corpus))
-    assert (err <= index._scale.astype(np.float64) / 2 + 1e-6).all()
+    assert (err <= index.codec.scale.astype(np.float64) / 2 + 1e-6).all()
 
 
 def test_int8_clips_later_vectors_outside_the_calibrated_range_and_warns(rng):
@@ -173,7 +173,7 @@ def test_int8_clips_later_vectors_outside_the_calibrated_range_and_warns(rng):
     with pytest.warns(RuntimeWarning, match="clipped"):
         index.add(np.array([[0.0, 1.0, 0.0, 0.0]]), ids=["outside"])
     v = index.vectors(["outside"], dtype=np.float64)[0]
-    hi = index._offset.astype(np.float64) + 127 * index._scale.astype(np.float64)
+    hi = index.codec.offset.astype(np.float64) + 127 * index.codec.scale.astype(np.float64)
     assert v[1] == pytest.approx(hi[1])
 
 
@@ -188,7 +188,7 @@ def test_int8_vectors_inside_the_range_do_not_warn(corpus):
 def test_int8_explicit_calibration_sample(corpus):
     index = Index(48, "int8", calibration=corpus)
     index.add(corpus[:1])
-    assert index._calibration_count == len(corpus)
+    assert index.codec.calibration_count == len(corpus)
 
 
 def test_binary_codes_are_packed_sign_bits(rng):

@@ -13,8 +13,6 @@ MANIFEST = "manifest.json"
 VECTORS = "vectors.safetensors"
 IDS = "ids.json"
 
-_STORAGE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "int8": np.dtype("i1"), "binary": np.dtype("u1")}
-_U32 = 2.0 ** -24  # unit roundoff of float32
 _DEFAULT_CHUNK_BYTES = 16 << 20  # score-matrix chunks stay cache-friendly (measured: 16 MB beat 1, 4 and 64 MB)
 _MAX_QUERY_GROUP = 256
 _ADD_BLOCK_ROWS = 65536
@@ -85,7 +83,7 @@ def _as_matrix(values: Any, dim: int, what: str) -> np.ndarray:
     return arr
 
 
-def _unit_rows(block: np.ndarray, first_row: int, what: str) -> np.ndarray:
+def unit_rows(block: np.ndarray, first_row: int, what: str) -> np.ndarray:
     """L2-normalise rows in float64; NaN/inf and all-zero rows are errors naming the row."""
     x = np.asarray(block, dtype=np.float64)
     finite = np.isfinite(x).all(axis=1)

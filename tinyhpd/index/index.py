@@ -55,9 +55,11 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from tinyhpd.index import kernels
 from tinyhpd.index.checks import (_ADD_BLOCK_ROWS, _as_matrix, _check_dim, _check_dtype, _check_top_k,
-                                  _DEFAULT_CHUNK_BYTES, _MAX_QUERY_GROUP, _normalise_id, _STORAGE, _U32, _unit_rows,
+                                  _DEFAULT_CHUNK_BYTES, _MAX_QUERY_GROUP, _normalise_id, unit_rows,
                                   FORMAT_NAME, FORMAT_VERSION, Hits, Id, IDS, MANIFEST, VECTORS)
+from tinyhpd.index.codecs import Codec, CODECS
 from tinyhpd._io import exchange_paths, remove_stale_siblings
 from tinyhpd._io import fsync_dir as _fsync_dir
 from tinyhpd.index.store import (FolderChanged, FolderFiles, sha256_of, _check_manifest, _encode, _load_model,
@@ -86,6 +88,8 @@ class Index:
             and checked on every text search; it also encodes text queries). Optional for vector-only use.
         calibration: int8 only: sample vectors to calibrate the per-dimension range on (default: the first ``add``).
         chunk_bytes: bound on the temporary memory a search allocates per chunk of corpus rows.
+        threads: threads an exact search splits a large corpus between (default: the cores this process may use,
+            at most 8; each thread takes at least 65,536 rows).
     """
 
     def __init__(
@@ -96,21 +100,21 @@ class Index:
         model: Any = None,
         calibration: Optional[np.ndarray] = None,
         chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+        threads: Optional[int] = None,
     ) -> None:
         self._dim = _check_dim(dim)
-        self._dtype = _check_dtype(dtype)
-        self._width = (self._dim + 7) // 8 if self._dtype == "binary" else self._dim
-        self._codes = np.empty((0, self._width), dtype=_STORAGE[self._dtype])
+        self._codec: Codec = CODECS[_check_dtype(dtype)](self._dim)
+        self._codes = np.empty((0, self._codec.width), dtype=self._codec.storage)
         self._n = 0
         self._next_id = 0  # default ids start here: past every int id ever added, so a removed id is never reused
         self._ids: List[Id] = []
         self._rows: dict = {}
-        self._scale: Optional[np.ndarray] = None
-        self._offset: Optional[np.ndarray] = None
-        self._calibration_count = 0
         self._model: Any = None
         self._model_info: Optional[dict] = None
         self.chunk_bytes = int(chunk_bytes)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive int or None; got {threads!r}")
+        self.threads = kernels.default_threads() if threads is None else threads
         if model is not None:
             info = _model_identity(model)
             if info["embedding_dim"] is not None and info["embedding_dim"] != self._dim:
@@ -118,9 +122,9 @@ class Index:
                                  f"the index has dimension {self._dim}")
             self._model, self._model_info = model, info
         if calibration is not None:
-            if self._dtype != "int8":
+            if not self._codec.calibrated:
                 raise ValueError("calibration applies to dtype='int8' only")
-            self._calibrate(_as_matrix(calibration, self._dim, "calibration vectors"))
+            self._codec.calibrate(_as_matrix(calibration, self._dim, "calibration vectors"))
 
     # ------------------------------------------------------------------------------------------------ properties
 
@@ -130,7 +134,12 @@ class Index:
 
     @property
     def dtype(self) -> str:
-        return self._dtype
+        return self._codec.name
+
+    @property
+    def codec(self) -> Codec:
+        """The storage codec (encode, decode, score bound, calibration); see :mod:`tinyhpd.index.codecs`."""
+        return self._codec
 
     @property
     def ids(self) -> List[Id]:
@@ -157,13 +166,12 @@ class Index:
     @property
     def bytes_per_vector(self) -> int:
         """Bytes of stored code per vector (the per-dimension int8 scale/offset are in :attr:`nbytes`)."""
-        return self._width * _STORAGE[self._dtype].itemsize
+        return self._codec.bytes_per_vector
 
     @property
     def nbytes(self) -> int:
         """Bytes of vector storage: codes of the ``len(self)`` vectors plus int8 calibration (ids not counted)."""
-        extra = 0 if self._scale is None else self._scale.nbytes + self._offset.nbytes
-        return self._n * self.bytes_per_vector + extra
+        return self._n * self.bytes_per_vector + self._codec.extra_nbytes
 
     def __len__(self) -> int:
         return self._n
@@ -176,7 +184,7 @@ class Index:
 
     def __repr__(self) -> str:
         name = None if self._model_info is None else self._model_info.get("name_or_path")
-        return f"Index(dim={self._dim}, dtype={self._dtype!r}, count={self._n}, model={name!r})"
+        return f"Index(dim={self._dim}, dtype={self.dtype!r}, count={self._n}, model={name!r})"
 
     # ------------------------------------------------------------------------------------------------ building
 
@@ -210,11 +218,45 @@ class Index:
         index.add(embeddings, ids)
         return index
 
+    @classmethod
+    def from_codes(
+        cls,
+        codec: Codec,
+        codes: np.ndarray,
+        ids: Sequence[Id],
+        *,
+        next_id: int = 0,
+        model_info: Optional[dict] = None,
+        chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+        threads: Optional[int] = None,
+    ) -> "Index":
+        """An index over codes already encoded by ``codec`` (a ready codec; ``codes`` (n, codec.width) of its
+        storage type, kept as given: a memory map stays one) under unique ``ids``. :meth:`load` opens a folder
+        through this; ``next_id`` is raised past the largest int id."""
+        if not isinstance(codec, Codec) or not codec.ready:
+            raise ValueError("codec must be a calibrated tinyhpd.index.codecs.Codec")
+        if codes.ndim != 2 or codes.shape[1] != codec.width or codes.dtype != codec.storage:
+            raise ValueError(f"codes must be {codec.storage} of shape (n, {codec.width}); got {codes.dtype} "
+                             f"{list(codes.shape)}")
+        ids = [_normalise_id(i) for i in ids]
+        if len(ids) != codes.shape[0]:
+            raise ValueError(f"{len(ids)} ids for {codes.shape[0]} vectors")
+        rows = {id_: row for row, id_ in enumerate(ids)}
+        if len(rows) != len(ids):
+            raise ValueError("ids are not unique")
+        if model_info is not None and not isinstance(model_info, dict):
+            raise ValueError("model_info must be a dict or None")
+        index = cls(codec.dim, codec.name, chunk_bytes=chunk_bytes, threads=threads)
+        index._codec, index._codes, index._n, index._ids, index._rows = codec, codes, len(ids), ids, rows
+        index._next_id = max(int(next_id), 1 + max((i for i in ids if isinstance(i, int)), default=-1))
+        index._model_info = None if model_info is None else dict(model_info)
+        return index
+
     def reserve(self, capacity: int) -> None:
         """Pre-allocate room for ``capacity`` vectors (avoids regrowth copies when adding in many batches)."""
         if capacity <= self._codes.shape[0] and not isinstance(self._codes, np.memmap):
             return
-        grown = np.empty((max(int(capacity), self._n), self._width), dtype=self._codes.dtype)
+        grown = np.empty((max(int(capacity), self._n), self._codec.width), dtype=self._codes.dtype)
         grown[: self._n] = self._codes[: self._n]
         self._codes = grown
 
@@ -227,16 +269,16 @@ class Index:
         x = _as_matrix(embeddings, self._dim, "embeddings")
         n = x.shape[0]
         new_ids = self._new_ids(ids, n)
-        if self._dtype == "int8" and self._scale is None:
-            self._calibrate(x)
+        if not self._codec.ready:
+            self._codec.calibrate(x)
         needed = self._n + n
         if needed > self._codes.shape[0] or isinstance(self._codes, np.memmap):
             self.reserve(max(needed, self._n * 3 // 2) if self._n else needed)
         clipped = 0
         for start in range(0, n, _ADD_BLOCK_ROWS):
             stop = min(n, start + _ADD_BLOCK_ROWS)
-            unit = _unit_rows(x[start:stop], start, "embeddings")
-            codes, c = self._encode_block(unit)
+            unit = unit_rows(x[start:stop], start, "embeddings")
+            codes, c = self._codec.encode(unit)
             self._codes[self._n + start : self._n + stop] = codes
             clipped += c
         # commit only now: a failure above leaves the index as it was
@@ -248,7 +290,7 @@ class Index:
         if clipped:
             warnings.warn(
                 f"int8 index: {clipped} of {n * self._dim} components of the added vectors lie outside the range "
-                f"calibrated on {self._calibration_count} vectors and were clipped to it",
+                f"calibrated on {getattr(self._codec, 'calibration_count', 0)} vectors and were clipped to it",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -300,40 +342,7 @@ class Index:
             seen.add(id_)
         return new_ids
 
-    # ------------------------------------------------------------------------------------------------ codecs
-
-    def _calibrate(self, x: np.ndarray) -> None:
-        lo = np.full(self._dim, np.inf)
-        hi = np.full(self._dim, -np.inf)
-        for start in range(0, x.shape[0], _ADD_BLOCK_ROWS):
-            unit = _unit_rows(x[start : start + _ADD_BLOCK_ROWS], start, "calibration vectors")
-            lo = np.minimum(lo, unit.min(axis=0))
-            hi = np.maximum(hi, unit.max(axis=0))
-        flat = ~(hi > lo)
-        lo[flat], hi[flat] = -1.0, 1.0
-        scale = (hi - lo) / 255.0
-        self._scale = scale.astype(np.float32)
-        self._offset = (lo + 128.0 * scale).astype(np.float32)
-        self._calibration_count = int(x.shape[0])
-
-    def _encode_block(self, unit: np.ndarray) -> Tuple[np.ndarray, int]:
-        """Storage codes for unit rows (float64) and the number of clipped components (int8)."""
-        if self._dtype in ("float32", "float16"):
-            return unit.astype(_STORAGE[self._dtype]), 0
-        if self._dtype == "binary":
-            return np.packbits(unit > 0, axis=1), 0
-        q = np.rint((unit - self._offset.astype(np.float64)) / self._scale.astype(np.float64))
-        clipped = int(np.count_nonzero((q < -128) | (q > 127)))
-        return np.clip(q, -128, 127).astype(np.int8), clipped
-
-    def _decode(self, codes: np.ndarray, dtype: Any) -> np.ndarray:
-        """Dequantised vectors of a block of codes, in ``dtype`` (float32 or float64)."""
-        if self._dtype in ("float32", "float16"):
-            return codes.astype(dtype)
-        if self._dtype == "binary":
-            bits = np.unpackbits(codes, axis=-1, count=self._dim).astype(dtype)
-            return bits * dtype(2.0 / math.sqrt(self._dim)) - dtype(1.0 / math.sqrt(self._dim))
-        return codes.astype(dtype) * self._scale.astype(dtype) + self._offset.astype(dtype)
+    # ------------------------------------------------------------------------------------------------ codes
 
     def vectors(self, ids: Optional[Sequence[Id]] = None, dtype: Any = np.float32) -> np.ndarray:
         """The stored (dequantised) unit vectors, all in insertion order or for ``ids``; binary gives sign/sqrt(d)."""
@@ -347,19 +356,7 @@ class Index:
                     raise ValueError(f"id {id_!r} is not in the index")
                 rows.append(self._rows[id_])
             codes = self._codes[np.asarray(rows, dtype=np.int64)]
-        return self._decode(np.asarray(codes), np.dtype(dtype).type).astype(dtype, copy=False)
-
-    def _score_error_bound(self) -> float:
-        """Bound on |float32 chunk score - float64 score of the dequantised vector| for a unit query.
-
-        Higham's bound for a dot product in any summation order, gamma_d * sum |q_i x_i|, plus the rounding of the
-        query (and for int8 of q * scale, q . offset and the final addition), doubled for safety.
-        """
-        d, u = self._dim, _U32
-        if self._dtype != "int8":
-            return 2.0 * u * (2 * d + 16) * (1.0 + 1e-3) + 1e-12
-        scaled = 128.0 * float(np.linalg.norm(self._scale.astype(np.float64)))  # >= |scale * code|
-        return 2.0 * u * (2 * d + 16) * (scaled + float(np.linalg.norm(self._offset.astype(np.float64)))) + 1e-12
+        return self._codec.decode(np.asarray(codes), np.dtype(dtype).type).astype(dtype, copy=False)
 
     # ------------------------------------------------------------------------------------------------ search
 
@@ -398,15 +395,15 @@ class Index:
         k = _check_top_k(top_k)
         if not 1 <= k <= self._n:
             raise ValueError(f"top_k must be between 1 and len(index) = {self._n}; got {k}")
-        q = _unit_rows(_as_matrix(queries, self._dim, "query vectors"), 0, "query vectors")
+        q = unit_rows(_as_matrix(queries, self._dim, "query vectors"), 0, "query vectors")
         rows = np.empty((q.shape[0], k), dtype=np.int64)
         scores = np.empty((q.shape[0], k), dtype=np.float64)
         for start in range(0, q.shape[0], _MAX_QUERY_GROUP):
             stop = min(q.shape[0], start + _MAX_QUERY_GROUP)
-            if self._dtype == "binary":
-                rows[start:stop], scores[start:stop] = self._search_binary(q[start:stop], k, rescore_multiplier)
-            else:
+            if self._codec.exact:
                 rows[start:stop], scores[start:stop] = self._search_exact(q[start:stop], k)
+            else:
+                rows[start:stop], scores[start:stop] = self._search_binary(q[start:stop], k, rescore_multiplier)
         return rows, scores
 
     def _query_matrix(self, queries: Any, model: Any, batch_size: int) -> Tuple[bool, np.ndarray]:
@@ -455,41 +452,39 @@ class Index:
         per_row = 8 * nq + per_row_extra  # float32 scores + comparison mask / partition scratch, + decode buffer
         return int(max(1024, min(1 << 22, self.chunk_bytes // per_row)))
 
-    def _chunks(self, step: int, c: int) -> Iterable[Tuple[int, int]]:
-        """Row ranges covering the corpus, doubling from a small first range up to ``step`` rows: each query's
-        threshold is known early, so few rows per chunk pass it (about c per doubling)."""
-        start, size = 0, min(step, max(1024, 8 * c, step // 16))
-        while start < self._n:
-            stop = min(self._n, start + size)
+    def _chunks(self, step: int, c: int, lo: int = 0, hi: Optional[int] = None) -> Iterable[Tuple[int, int]]:
+        """Row ranges covering rows lo..hi (default: the corpus), doubling from a small first range up to ``step``
+        rows: each query's threshold is known early, so few rows per chunk pass it (about c per doubling)."""
+        hi = self._n if hi is None else hi
+        start, size = lo, min(step, max(1024, 8 * c, step // 16))
+        while start < hi:
+            stop = min(hi, start + size)
             yield start, stop
             start, size = stop, min(step, 2 * size)
 
     def _search_exact(self, q: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Exact top-k for float storage: float32 candidates, float64 rescoring, error-bound proof, fallback."""
+        """Exact top-k: float32 candidates (the corpus split between threads), float64 rescoring, error-bound proof,
+        brute-force fallback."""
         nq, n = q.shape[0], self._n
         c = min(n, 2 * k + 16)
-        if self._dtype == "int8":  # q . (code * scale + offset) = (q * scale) . code + q . offset
-            q_eff = (q * self._scale.astype(np.float64)).astype(np.float32)
-            q_off = (q @ self._offset.astype(np.float64)).astype(np.float32)[:, None]
-        else:
-            q_eff, q_off = q.astype(np.float32), None
-        step = self._chunk_rows(nq, 0 if self._dtype == "float32" else 4 * self._dim)
-        buf = None if self._dtype == "float32" else np.empty((step, self._dim), dtype=np.float32)
-        top = _TopC(nq, c, np.float32)
-        for start, stop in self._chunks(step, c):
-            block = self._codes[start:stop]
-            if buf is None:
-                x = block
-            else:
-                x = buf[: stop - start]
-                np.copyto(x, block, casting="unsafe")  # float16 -> float32 is exact, int8 -> float32 too
-            s = q_eff @ x.T  # (nq, m): one matrix product per chunk of corpus rows
-            if q_off is not None:
-                s += q_off
-            top.push(s, start)
+        prepared = self._codec.prepare(q)
+        step = self._chunk_rows(nq, 0)
+
+        def part(lo: int, hi: int) -> "_TopC":
+            scratch = kernels.thread_scratch()
+            top = _TopC(nq, c, np.float32)
+            for start, stop in self._chunks(step, c, lo, hi):
+                top.push(self._codec.scores(prepared, self._codes[start:stop], scratch), start)
+            return top
+
+        threads = self.threads if self._codec.converts and nq <= kernels.SMALL_BATCH else 1
+        tops = kernels.run_ranges(part, n, threads)
+        top = tops[0]
+        for other in tops[1:]:
+            top.merge(other)
         rows, scores = self._rescore(q, top.rows, k)
         if c < n:  # every excluded row scored <= the smallest candidate score in float32
-            proven = top.scores[:, -1].astype(np.float64) + self._score_error_bound() < scores[:, -1]
+            proven = top.scores[:, -1].astype(np.float64) + self._codec.error_bound() < scores[:, -1]
             for i in np.flatnonzero(~proven).tolist():  # rare near-tie at the candidate boundary: brute force
                 rows[i], scores[i] = self._exact_one(q[i], k)
         return rows, scores
@@ -506,9 +501,9 @@ class Index:
             r = cand_r[start:stop]
             flat = r.reshape(-1)
             order = np.argsort(flat, kind="stable")  # gather in row order: sequential reads on a memmap
-            gathered = np.empty((flat.size, self._width), dtype=self._codes.dtype)
+            gathered = np.empty((flat.size, self._codec.width), dtype=self._codes.dtype)
             gathered[order] = self._codes[flat[order]]
-            x = self._decode(gathered, np.float64).reshape(r.shape + (self._dim,))
+            x = self._codec.decode(gathered, np.float64).reshape(r.shape + (self._dim,))
             s = np.matmul(x, q[start:stop, :, None])[..., 0]
             out_r[start:stop], out_s[start:stop] = _rank(s, r, k)
         return out_r, out_s
@@ -519,7 +514,7 @@ class Index:
         step = self._chunk_rows(1, 8 * self._dim)
         for start in range(0, self._n, step):
             stop = min(self._n, start + step)
-            s[start:stop] = self._decode(self._codes[start:stop], np.float64) @ q
+            s[start:stop] = self._codec.decode(self._codes[start:stop], np.float64) @ q
         threshold = np.partition(s, self._n - k)[self._n - k]
         cand = np.flatnonzero(s >= threshold)
         order = cand[np.lexsort((cand, -s[cand]))][:k]
@@ -547,7 +542,7 @@ class Index:
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "dim": self._dim,
-            "dtype": self._dtype,
+            "dtype": self.dtype,
             "count": self._n,
             "metric": "cosine",
             "normalization": "l2 (float64, on add)",
@@ -555,11 +550,9 @@ class Index:
             "model": None if self._model_info is None else dict(self._model_info),
             "next_id": self._next_id,
         }
-        if self._dtype == "int8":
-            info["int8"] = {"decode": "code * scale + offset, per dimension", "codes": [-128, 127],
-                            "calibration_count": self._calibration_count, "out_of_range": "clip"}
-        if self._dtype == "binary":
-            info["binary"] = {"bit": "x > 0", "packbits_bitorder": "big", "rescoring": "float query . sign vector"}
+        part = self._codec.manifest_part()
+        if part is not None:
+            info[self.dtype] = part
         return info
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
@@ -598,10 +591,8 @@ class Index:
         from safetensors.numpy import save_file
 
         tensors = {"vectors": np.ascontiguousarray(self._codes[: self._n])}
-        if self._dtype == "int8":
-            tensors["scale"] = self._scale
-            tensors["offset"] = self._offset
-        save_file(tensors, str(folder / VECTORS), metadata={"format": FORMAT_NAME, "dtype": self._dtype})
+        tensors.update(self._codec.tensors())
+        save_file(tensors, str(folder / VECTORS), metadata={"format": FORMAT_NAME, "dtype": self.dtype})
         with open(folder / VECTORS, "rb+") as f:
             os.fsync(f.fileno())
         _write_bytes(folder / IDS, json.dumps(self._ids, ensure_ascii=False).encode("utf-8"))
@@ -660,46 +651,32 @@ class Index:
                     raise ValueError(f"{manifest_path}: records no sha256 for {name} (saved by an older tinyhpd)")
                 if files.sha256(name) != want:
                     raise ValueError(f"{file}: content differs from the sha256 in the manifest (corrupted)")
-        index = cls(manifest["dim"], manifest["dtype"], chunk_bytes=chunk_bytes)
+        dim, count = manifest["dim"], manifest["count"]
+        codec = CODECS[manifest["dtype"]](dim)
         vec = files.file(VECTORS)
         header, start = _read_safetensors_header(folder / VECTORS, vec)
         codes = _open_tensor(folder / VECTORS, header, start, "vectors", mmap, vec)
-        count, dim = manifest["count"], manifest["dim"]
-        if codes.shape != (count, index._width) or codes.dtype != _STORAGE[index._dtype]:
+        if codes.shape != (count, codec.width) or codes.dtype != codec.storage:
             raise ValueError(f"{folder / VECTORS}: vectors are {codes.dtype} {list(codes.shape)}, the manifest says "
                              f"{manifest['dtype']} with count {count} and dim {dim}")
-        if index._dtype in ("float32", "float16"):  # a NaN row would break every search later, far from its cause
-            for begin in range(0, count, _ADD_BLOCK_ROWS):
-                finite = np.isfinite(codes[begin:begin + _ADD_BLOCK_ROWS]).all(axis=1)
-                if not finite.all():
-                    row = begin + int(np.argmin(finite))
-                    raise ValueError(f"{folder / VECTORS}: row {row} holds NaN or infinite values (corrupted)")
-        if index._dtype == "int8":
-            index._scale = np.array(_open_tensor(folder / VECTORS, header, start, "scale", False, vec),
-                                    dtype=np.float32)
-            index._offset = np.array(_open_tensor(folder / VECTORS, header, start, "offset", False, vec),
-                                     dtype=np.float32)
-            if index._scale.shape != (dim,) or index._offset.shape != (dim,):
-                raise ValueError(f"{folder / VECTORS}: int8 scale/offset must have shape [{dim}]")
-            if not (np.isfinite(index._scale).all() and np.isfinite(index._offset).all() and (index._scale > 0).all()):
-                raise ValueError(f"{folder / VECTORS}: int8 scale/offset must be finite (and the scales positive)")
-            index._calibration_count = int(manifest.get("int8", {}).get("calibration_count", 0))
+        codec.check_finite(codes, str(folder / VECTORS))
+        extra = {name: _open_tensor(folder / VECTORS, header, start, name, False, vec)
+                 for name in codec.tensor_names if name in header}
+        codec.restore(extra, manifest, str(folder / VECTORS))
         try:
             ids = json.loads(files.read(IDS).decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"{folder / IDS}: invalid JSON ({exc})") from None
         if not isinstance(ids, list) or len(ids) != count:
             raise ValueError(f"{folder / IDS}: expected a list of {count} ids")
-        index._ids = [_normalise_id(i) for i in ids]
-        index._rows = {id_: row for row, id_ in enumerate(index._ids)}
-        if len(index._rows) != count:
-            raise ValueError(f"{folder / IDS}: ids are not unique")
-        index._codes, index._n = codes, count
         next_id = manifest.get("next_id", 0)
         if isinstance(next_id, bool) or not isinstance(next_id, int):
             raise ValueError(f"{manifest_path}: next_id must be an integer, got {next_id!r}")
-        index._next_id = max(next_id, 1 + max((i for i in index._ids if isinstance(i, int)), default=-1))
-        index._model_info = manifest.get("model")
+        try:
+            index = cls.from_codes(codec, codes, ids, next_id=next_id, model_info=manifest.get("model"),
+                                   chunk_bytes=chunk_bytes)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{folder / IDS}: {exc}") from None
         if model is not None:
             index.model = model
         return index

@@ -70,6 +70,12 @@ class _TopC:
         queries = np.repeat(np.arange(nq), scores.shape[1])
         self._merge(queries, scores.reshape(-1), rows.reshape(-1))
 
+    def merge(self, other: "_TopC") -> None:
+        """Take in another running top-c over other rows (a thread's share of the corpus)."""
+        nq, have = other.scores.shape
+        if have:
+            self._merge(np.repeat(np.arange(nq), have), other.scores.reshape(-1), other.rows.reshape(-1))
+
     def _merge(self, queries: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> None:
         nq, have = self.scores.shape
         all_q = np.concatenate([np.repeat(np.arange(nq), have), queries])

@@ -1,0 +1,111 @@
+"""Storage codecs (tinyhpd/index/codecs.py) and score kernels (tinyhpd/index/kernels.py)."""
+import numpy as np
+import pytest
+
+from tinyhpd.index import Index, kernels
+from tinyhpd.index.codecs import CODECS, BinaryCodec, Float16Codec, Int8Codec
+
+
+def _unit(n, d, seed=0):
+    x = np.random.default_rng(seed).standard_normal((n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_every_float16_bit_pattern_scores_as_its_value():
+    """All 63,488 finite float16 values (subnormals, both zeros, the largest) go through the bit-shift conversion:
+    each 1-hot query reads back exactly the float16 value."""
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    values = bits.view(np.float16)
+    finite = values[np.isfinite(values)]
+    d = 8
+    codes = np.zeros((len(finite) // d * d,), np.float16)
+    codes[:] = finite[: codes.size]
+    codes = codes.reshape(-1, d)
+    scratch = kernels.Scratch()
+    for j in range(d):
+        q = np.zeros((1, d))
+        q[0, j] = 1.0
+        got = kernels.f16_scores(kernels.f16_query(q), codes, scratch)[0]
+        np.testing.assert_array_equal(got, codes[:, j].astype(np.float32))
+
+
+@pytest.mark.parametrize("nq", [1, 3, 40])
+def test_float16_and_int8_chunk_scores_within_their_bound(nq):
+    d = 96
+    x = _unit(3000, d, 1)
+    q = _unit(nq, d, 2)
+    for name in ("float16", "int8", "float32"):
+        codec = CODECS[name](d)
+        codec.calibrate(x)
+        codes, _ = codec.encode(x)
+        got = codec.scores(codec.prepare(q), codes, kernels.Scratch()).astype(np.float64)
+        want = q @ codec.decode(codes, np.float64).T
+        assert got.shape == (nq, len(x))
+        assert np.abs(got - want).max() <= codec.error_bound(), name
+
+
+def test_int8_codec_saves_and_restores_its_calibration():
+    x = _unit(500, 16, 3)
+    codec = Int8Codec(16)
+    codec.calibrate(x)
+    again = Int8Codec(16)
+    again.restore(codec.tensors(), {"int8": codec.manifest_part()}, "here")
+    np.testing.assert_array_equal(again.scale, codec.scale)
+    assert again.calibration_count == 500
+    with pytest.raises(ValueError, match="here: tensor 'offset' is missing"):
+        Int8Codec(16).restore({"scale": codec.scale}, {}, "here")
+    with pytest.raises(ValueError, match="scales positive"):
+        Int8Codec(16).restore({"scale": -codec.scale, "offset": codec.offset}, {}, "here")
+
+
+def test_binary_codec_decodes_to_sign_vectors():
+    x = _unit(10, 13, 4)
+    codec = BinaryCodec(13)
+    codes, _ = codec.encode(x)
+    assert codes.shape == (10, 2)
+    np.testing.assert_allclose(codec.decode(codes, np.float64), np.where(x > 0, 1, -1) / np.sqrt(13))
+    assert not codec.exact and Float16Codec(4).exact
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+def test_threads_give_the_single_thread_answer(monkeypatch, dtype):
+    """The corpus split between threads (forced on a small corpus) returns the same rows and scores."""
+    x = _unit(5000, 32, 5)
+    x[4000] = x[10]  # an exact tie across the split: the earlier row wins in both
+    q = _unit(3, 32, 6)
+    q[0] = x[10]
+    one = Index(32, dtype, threads=1)
+    one.add(x)
+    many = Index(32, dtype, threads=3)
+    many.add(x)
+    monkeypatch.setattr(kernels, "MIN_ROWS_PER_THREAD", 1000)
+    assert len(kernels.split_rows(5000, 3)) == 3
+    r1, s1 = one.search_rows(q, 7)
+    r3, s3 = many.search_rows(q, 7)
+    np.testing.assert_array_equal(r1, r3)
+    np.testing.assert_array_equal(s1, s3)
+    assert r3[0, 0] == 10
+    brute = q @ many.vectors(dtype=np.float64).T
+    np.testing.assert_allclose(s3, -np.sort(-brute, axis=1)[:, :7], atol=1e-12)
+
+
+def test_threads_argument_is_checked():
+    with pytest.raises(ValueError, match="threads must be a positive int"):
+        Index(4, threads=0)
+
+
+def test_from_codes_is_the_public_way_in():
+    x = _unit(20, 8, 7)
+    codec = Int8Codec(8)
+    codec.calibrate(x)
+    codes, _ = codec.encode(x)
+    index = Index.from_codes(codec, codes, [f"d{i}" for i in range(20)], next_id=5)
+    assert index.search(x[3], top_k=1).ids == ["d3"]
+    with pytest.raises(ValueError, match="calibrated"):
+        Index.from_codes(Int8Codec(8), codes, list(range(20)))
+    with pytest.raises(ValueError, match="ids are not unique"):
+        Index.from_codes(codec, codes, [1] * 20)
+    with pytest.raises(ValueError, match="19 ids for 20 vectors"):
+        Index.from_codes(codec, codes, list(range(19)))
+    with pytest.raises(ValueError, match=r"codes must be int8 of shape \(n, 8\)"):
+        Index.from_codes(codec, codes.astype(np.float32), list(range(20)))

@@ -1,0 +1,239 @@
+"""Storage codecs: how an index turns unit vectors into stored codes and back, one small class per storage type.
+
+Each codec owns its encoding (``encode``), decoding (``decode``), the float32 chunk scores the exact search ranks
+candidates with (``prepare`` / ``scores``), the bound on their rounding error (``error_bound``), its part of the
+manifest and the extra tensors it saves (int8's per-dimension scale and offset). ``Index`` holds one codec and never
+branches on the storage type.
+
+* ``Float32Codec``: 4 d bytes; codes are the unit vectors.
+* ``Float16Codec``: 2 d bytes; codes are the unit vectors rounded to float16. Chunk scores read the float16 bits
+  as float32 bits shifted into place (an exact conversion, see ``kernels.f16_scores``), not through NumPy's cast.
+* ``Int8Codec``: d bytes plus a float32 scale and offset per dimension, calibrated on the first vectors it sees:
+  decode = code * scale + offset, codes in [-128, 127]; later components outside the range are clipped and counted.
+* ``BinaryCodec``: ceil(d / 8) bytes, sign bits (``x > 0``) packed big-endian with ``np.packbits``; it decodes to the
+  sign vector / sqrt(d). It is not exact: ``Index`` finds Hamming candidates and rescores them.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Tuple, Type
+
+import numpy as np
+
+from tinyhpd.index import kernels
+from tinyhpd.index.checks import unit_rows
+
+U32 = 2.0 ** -24  # unit roundoff of float32
+CALIBRATION_BLOCK_ROWS = 65536
+
+
+class Codec:
+    """The interface every storage type implements (see the module docs)."""
+
+    name = ""
+    storage = np.dtype("<f4")
+    exact = True  # the index can prove its top-k over these codes (binary cannot)
+    calibrated = False  # fitted to sample vectors before its first encode (int8)
+    tensor_names: Tuple[str, ...] = ()  # tensors saved beside "vectors"
+    converts = False  # scoring converts codes to float32 (worth threads for a few queries; float32 is memory-bound)
+
+    def __init__(self, dim: int) -> None:
+        self.dim = int(dim)
+
+    @property
+    def width(self) -> int:
+        """Columns of the code matrix."""
+        return self.dim
+
+    @property
+    def bytes_per_vector(self) -> int:
+        return self.width * self.storage.itemsize
+
+    @property
+    def extra_nbytes(self) -> int:
+        """Bytes kept besides the codes (int8's calibration)."""
+        return 0
+
+    @property
+    def ready(self) -> bool:
+        """False while the codec still needs calibration data (int8 before its first add)."""
+        return True
+
+    def calibrate(self, x: np.ndarray) -> None:
+        """Fit the codec to sample vectors (only int8 needs it)."""
+
+    def encode(self, unit: np.ndarray) -> Tuple[np.ndarray, int]:
+        """Codes for unit rows (float64 (m, d)) and how many components were clipped."""
+        return unit.astype(self.storage), 0
+
+    def decode(self, codes: np.ndarray, dtype: Any) -> np.ndarray:
+        """The stored vectors of a block of codes, in ``dtype`` (float32 or float64)."""
+        return np.asarray(codes).astype(dtype)
+
+    def prepare(self, q: np.ndarray) -> Any:
+        """What :meth:`scores` needs of unit queries (float64 (nq, d)), computed once per search."""
+        return q.astype(np.float32)
+
+    def scores(self, prepared: Any, codes: np.ndarray, scratch: "kernels.Scratch") -> np.ndarray:
+        """float32 scores (nq, m) of a block of codes; their error is within :meth:`error_bound`."""
+        return kernels.f32_scores(prepared, codes)
+
+    def error_bound(self) -> float:
+        """Bound on |float32 chunk score - float64 score of the decoded vector| for a unit query.
+
+        Higham's bound for a dot product in any summation order, gamma_d * sum |q_i x_i|, plus the rounding of the
+        query, doubled for safety.
+        """
+        return 2.0 * U32 * (2 * self.dim + 16) * (1.0 + 1e-3) + 1e-12
+
+    def check_finite(self, codes: np.ndarray, where: str) -> None:
+        """Float codes: a NaN or infinite row is corruption (it would break every later search far from its cause)."""
+        for begin in range(0, codes.shape[0], CALIBRATION_BLOCK_ROWS):
+            finite = np.isfinite(codes[begin:begin + CALIBRATION_BLOCK_ROWS]).all(axis=1)
+            if not finite.all():
+                row = begin + int(np.argmin(finite))
+                raise ValueError(f"{where}: row {row} holds NaN or infinite values (corrupted)")
+
+    def manifest_part(self) -> Optional[dict]:
+        """What the manifest records under the codec's name (None: nothing)."""
+        return None
+
+    def tensors(self) -> Dict[str, np.ndarray]:
+        """Tensors saved beside ``vectors`` (int8: scale and offset)."""
+        return {}
+
+    def restore(self, tensors: Dict[str, np.ndarray], manifest: dict, where: str) -> None:
+        """Take back what :meth:`tensors` and :meth:`manifest_part` saved, checked; errors name ``where``."""
+
+
+class Float32Codec(Codec):
+    name = "float32"
+    storage = np.dtype("<f4")
+
+
+class Float16Codec(Codec):
+    name = "float16"
+    storage = np.dtype("<f2")
+    converts = True
+
+    def prepare(self, q: np.ndarray) -> Any:
+        return kernels.f16_query(q)
+
+    def scores(self, prepared: Any, codes: np.ndarray, scratch: "kernels.Scratch") -> np.ndarray:
+        return kernels.f16_scores(prepared, codes, scratch)
+
+
+class Int8Codec(Codec):
+    name = "int8"
+    storage = np.dtype("i1")
+    calibrated = True
+    tensor_names = ("scale", "offset")
+    converts = True
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.scale: Optional[np.ndarray] = None  # float32 (d,)
+        self.offset: Optional[np.ndarray] = None  # float32 (d,)
+        self.calibration_count = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.scale is not None
+
+    @property
+    def extra_nbytes(self) -> int:
+        return 0 if self.scale is None else self.scale.nbytes + self.offset.nbytes
+
+    def calibrate(self, x: np.ndarray) -> None:
+        """Per dimension, the minimum and maximum over the unit rows of ``x`` map to the codes -128 and 127; a
+        dimension constant in ``x`` gets [-1, 1] (the range of any component of a unit vector)."""
+        lo = np.full(self.dim, np.inf)
+        hi = np.full(self.dim, -np.inf)
+        for start in range(0, x.shape[0], CALIBRATION_BLOCK_ROWS):
+            unit = unit_rows(x[start:start + CALIBRATION_BLOCK_ROWS], start, "calibration vectors")
+            lo = np.minimum(lo, unit.min(axis=0))
+            hi = np.maximum(hi, unit.max(axis=0))
+        flat = ~(hi > lo)
+        lo[flat], hi[flat] = -1.0, 1.0
+        scale = (hi - lo) / 255.0
+        self.scale = scale.astype(np.float32)
+        self.offset = (lo + 128.0 * scale).astype(np.float32)
+        self.calibration_count = int(x.shape[0])
+
+    def encode(self, unit: np.ndarray) -> Tuple[np.ndarray, int]:
+        q = np.rint((unit - self.offset.astype(np.float64)) / self.scale.astype(np.float64))
+        clipped = int(np.count_nonzero((q < -128) | (q > 127)))
+        return np.clip(q, -128, 127).astype(np.int8), clipped
+
+    def decode(self, codes: np.ndarray, dtype: Any) -> np.ndarray:
+        return np.asarray(codes).astype(dtype) * self.scale.astype(dtype) + self.offset.astype(dtype)
+
+    def prepare(self, q: np.ndarray) -> Any:
+        # q . (code * scale + offset) = (q * scale) . code + q . offset
+        q_eff = (q * self.scale.astype(np.float64)).astype(np.float32)
+        q_off = (q @ self.offset.astype(np.float64)).astype(np.float32)[:, None]
+        return q_eff, q_off
+
+    def scores(self, prepared: Any, codes: np.ndarray, scratch: "kernels.Scratch") -> np.ndarray:
+        q_eff, q_off = prepared
+        s = kernels.i8_scores(q_eff, codes, scratch)
+        s += q_off
+        return s
+
+    def error_bound(self) -> float:
+        """As for float codes, with |scale * code| <= 128 |scale| and the rounding of q * scale, q . offset and the
+        final addition."""
+        scaled = 128.0 * float(np.linalg.norm(self.scale.astype(np.float64)))
+        return 2.0 * U32 * (2 * self.dim + 16) * (scaled + float(np.linalg.norm(self.offset.astype(np.float64)))) \
+            + 1e-12
+
+    def check_finite(self, codes: np.ndarray, where: str) -> None:
+        """Every int8 code is a valid value."""
+
+    def manifest_part(self) -> Optional[dict]:
+        return {"decode": "code * scale + offset, per dimension", "codes": [-128, 127],
+                "calibration_count": self.calibration_count, "out_of_range": "clip"}
+
+    def tensors(self) -> Dict[str, np.ndarray]:
+        return {"scale": self.scale, "offset": self.offset}
+
+    def restore(self, tensors: Dict[str, np.ndarray], manifest: dict, where: str) -> None:
+        for key in ("scale", "offset"):
+            if key not in tensors:
+                raise ValueError(f"{where}: tensor {key!r} is missing (an int8 index needs its scale and offset)")
+        scale = np.array(tensors["scale"], dtype=np.float32)
+        offset = np.array(tensors["offset"], dtype=np.float32)
+        if scale.shape != (self.dim,) or offset.shape != (self.dim,):
+            raise ValueError(f"{where}: int8 scale/offset must have shape [{self.dim}]")
+        if not (np.isfinite(scale).all() and np.isfinite(offset).all() and (scale > 0).all()):
+            raise ValueError(f"{where}: int8 scale/offset must be finite (and the scales positive)")
+        part = manifest.get("int8")
+        count = part.get("calibration_count", 0) if isinstance(part, dict) else 0
+        self.scale, self.offset = scale, offset
+        self.calibration_count = int(count) if isinstance(count, int) and not isinstance(count, bool) else 0
+
+
+class BinaryCodec(Codec):
+    name = "binary"
+    storage = np.dtype("u1")
+    exact = False
+
+    @property
+    def width(self) -> int:
+        return (self.dim + 7) // 8
+
+    def encode(self, unit: np.ndarray) -> Tuple[np.ndarray, int]:
+        return np.packbits(unit > 0, axis=1), 0
+
+    def decode(self, codes: np.ndarray, dtype: Any) -> np.ndarray:
+        bits = np.unpackbits(np.asarray(codes), axis=-1, count=self.dim).astype(dtype)
+        return bits * dtype(2.0 / math.sqrt(self.dim)) - dtype(1.0 / math.sqrt(self.dim))
+
+    def check_finite(self, codes: np.ndarray, where: str) -> None:
+        """Every bit pattern is a valid value."""
+
+    def manifest_part(self) -> Optional[dict]:
+        return {"bit": "x > 0", "packbits_bitorder": "big", "rescoring": "float query . sign vector"}
+
+
+CODECS: Dict[str, Type[Codec]] = {c.name: c for c in (Float32Codec, Float16Codec, Int8Codec, BinaryCodec)}
