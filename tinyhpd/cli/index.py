@@ -35,10 +35,16 @@ def run_build(args: argparse.Namespace) -> int:
 
     model = common.load_from_args(args)
     index = Index.build(texts, model=model, ids=ids, dtype=args.dtype, batch_size=args.batch_size,
-                        show_progress_bar=not args.quiet and sys.stderr.isatty())
+                        show_progress_bar=not args.quiet and sys.stderr.isatty(), ann=args.ann,
+                        target_recall=args.target_recall)
     index.save(args.out)
+    graph = ""
+    if index.ann_info is not None:
+        info = index.ann_info
+        graph = (f"; HNSW graph: connectivity {info['connectivity']}, expansion {info['expansion_search']}, "
+                 f"measured recall@10 {info['measured']['recall'] if info['measured'] else 'n/a'}")
     print(f"indexed {len(index)} lines of {corpus} ({index.dim}-d, {index.dtype}, {index.bytes_per_vector} bytes per "
-          f"vector, {index.nbytes} bytes of vectors) into {args.out}; ids are line numbers")
+          f"vector, {index.nbytes} bytes of vectors and graph) into {args.out}; ids are line numbers{graph}")
     return 0
 
 
@@ -52,7 +58,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.index}: the index records no model; pass --model")
     model = common.load_model(name, args.revision if args.model else info.get("revision"), args.threads)
     index.model = model
-    hits = index.search(args.query, top_k=args.top_k)
+    hits = index.search(args.query, top_k=args.top_k, exact=args.exact)
     if args.json:
         print(json.dumps([{"rank": r + 1, "id": i, "score": float(s)} for r, (i, s) in
                           enumerate(zip(hits.ids, hits.scores))], ensure_ascii=False))
@@ -72,6 +78,10 @@ def add_cli(subparsers: Any) -> None:
     p_build.add_argument("--out", required=True, help="index folder to write (replaced atomically if it is an index)")
     add_model_args(p_build)
     p_build.add_argument("--dtype", default="float16", choices=DTYPES, help="vector storage (default: float16)")
+    p_build.add_argument("--ann", choices=("hnsw",), default=None,
+                         help="add an HNSW graph for approximate search (needs: pip install 'tinyhpd[ann]')")
+    p_build.add_argument("--target-recall", type=float, default=0.95,
+                         help="recall@10 the graph's parameters are chosen to reach (default 0.95)")
     p_build.add_argument("--batch-size", type=int, default=32)
     p_build.add_argument("--quiet", action="store_true", help="no progress bar")
     p_build.set_defaults(func=run_build)
@@ -82,4 +92,5 @@ def add_cli(subparsers: Any) -> None:
     p_search.add_argument("--top-k", type=int, default=10, help="results to show (clamped to the index size)")
     add_model_args(p_search, model_help="model to encode the query (default: the index's model)")
     p_search.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, score}")
+    p_search.add_argument("--exact", action="store_true", help="search exactly even if the index has a graph")
     p_search.set_defaults(func=run_search)

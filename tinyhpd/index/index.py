@@ -55,10 +55,12 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from tinyhpd.index import ann as ann_mod
 from tinyhpd.index import kernels
 from tinyhpd.index.checks import (_ADD_BLOCK_ROWS, _as_matrix, _check_dim, _check_dtype, _check_top_k,
                                   _DEFAULT_CHUNK_BYTES, _MAX_QUERY_GROUP, _normalise_id, unit_rows,
                                   FORMAT_NAME, FORMAT_VERSION, Hits, Id, IDS, MANIFEST, VECTORS)
+from tinyhpd.index.ann import GRAPH
 from tinyhpd.index.codecs import Codec, CODECS
 from tinyhpd._io import exchange_paths, remove_stale_siblings
 from tinyhpd._io import fsync_dir as _fsync_dir
@@ -90,6 +92,11 @@ class Index:
         chunk_bytes: bound on the temporary memory a search allocates per chunk of corpus rows.
         threads: threads an exact search splits a large corpus between (default: the cores this process may use,
             at most 8; each thread takes at least 65,536 rows).
+        ann: None (exact search, the default) or ``"hnsw"``: an HNSW graph (usearch, ``pip install 'tinyhpd[ann]'``)
+            proposes candidates that are rescored exactly from the stored codes. Its parameters are chosen from
+            ``target_recall`` (recall@10 against the exact path, measured on sample rows when the index is built and
+            each time it has doubled since); ``search(..., exact=True)`` still searches exactly.
+        target_recall: the recall@10 the ANN parameters must reach (default 0.95).
     """
 
     def __init__(
@@ -101,6 +108,8 @@ class Index:
         calibration: Optional[np.ndarray] = None,
         chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
         threads: Optional[int] = None,
+        ann: Optional[str] = None,
+        target_recall: float = ann_mod.DEFAULT_TARGET_RECALL,
     ) -> None:
         self._dim = _check_dim(dim)
         self._codec: Codec = CODECS[_check_dtype(dtype)](self._dim)
@@ -115,6 +124,10 @@ class Index:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive int or None; got {threads!r}")
         self.threads = kernels.default_threads() if threads is None else threads
+        self._ann: Optional[ann_mod.HNSW] = None
+        self._tuned_size = 0
+        if ann_mod.check_kind(ann) is not None:
+            self._ann = ann_mod.HNSW(self._dim, self.dtype, target_recall=target_recall, threads=self.threads)
         if model is not None:
             info = _model_identity(model)
             if info["embedding_dim"] is not None and info["embedding_dim"] != self._dim:
@@ -135,6 +148,16 @@ class Index:
     @property
     def dtype(self) -> str:
         return self._codec.name
+
+    @property
+    def ann(self) -> Optional[str]:
+        """``"hnsw"`` for an index with a graph, else None (exact search)."""
+        return None if self._ann is None else "hnsw"
+
+    @property
+    def ann_info(self) -> Optional[dict]:
+        """The graph's parameters and the recall measured when they were chosen (the manifest's ``ann`` part)."""
+        return None if self._ann is None else self._ann.manifest_part()
 
     @property
     def codec(self) -> Codec:
@@ -170,8 +193,10 @@ class Index:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of vector storage: codes of the ``len(self)`` vectors plus int8 calibration (ids not counted)."""
-        return self._n * self.bytes_per_vector + self._codec.extra_nbytes
+        """Bytes of vector storage: codes of the ``len(self)`` vectors plus int8 calibration, plus the serialised
+        ANN graph if there is one (ids not counted)."""
+        graph = 0 if self._ann is None else self._ann.nbytes
+        return self._n * self.bytes_per_vector + self._codec.extra_nbytes + graph
 
     def __len__(self) -> int:
         return self._n
@@ -199,9 +224,12 @@ class Index:
         batch_size: int = 32,
         show_progress_bar: Optional[bool] = None,
         chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+        ann: Optional[str] = None,
+        target_recall: float = ann_mod.DEFAULT_TARGET_RECALL,
     ) -> "Index":
         """Encode ``texts`` with ``model`` (a loaded model, a name/path for :func:`tinyhpd.load`, or None for the
-        default model) and index them; ids default to 0..n-1. int8 is calibrated on the whole corpus."""
+        default model) and index them; ids default to 0..n-1. int8 is calibrated on the whole corpus. ``ann`` and
+        ``target_recall``: as for :class:`Index`."""
         _check_dtype(dtype)
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not a single str")
@@ -214,7 +242,8 @@ class Index:
         if model is None or isinstance(model, (str, os.PathLike)):
             model = _load_model(None if model is None else str(model))
         embeddings = _encode(model, texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
-        index = cls(embeddings.shape[1], dtype, model=model, chunk_bytes=chunk_bytes)
+        index = cls(embeddings.shape[1], dtype, model=model, chunk_bytes=chunk_bytes, ann=ann,
+                    target_recall=target_recall)
         index.add(embeddings, ids)
         return index
 
@@ -275,18 +304,25 @@ class Index:
         if needed > self._codes.shape[0] or isinstance(self._codes, np.memmap):
             self.reserve(max(needed, self._n * 3 // 2) if self._n else needed)
         clipped = 0
+        graph_blocks = []
         for start in range(0, n, _ADD_BLOCK_ROWS):
             stop = min(n, start + _ADD_BLOCK_ROWS)
             unit = unit_rows(x[start:stop], start, "embeddings")
             codes, c = self._codec.encode(unit)
             self._codes[self._n + start : self._n + stop] = codes
             clipped += c
+            if self._ann is not None:
+                graph_blocks.append(self._ann.graph_input(unit, codes))
         # commit only now: a failure above leaves the index as it was
+        for i, block in enumerate(graph_blocks):
+            self._ann.add(self._n + i * _ADD_BLOCK_ROWS, block)
         self._n = needed
         for i, id_ in enumerate(new_ids):
             self._rows[id_] = len(self._ids) + i
         self._ids.extend(new_ids)
         self._next_id = max([self._next_id] + [i + 1 for i in new_ids if isinstance(i, int)])
+        if self._ann is not None and self._n >= ann_mod.RETUNE_GROWTH * self._tuned_size:
+            self.tune()
         if clipped:
             warnings.warn(
                 f"int8 index: {clipped} of {n * self._dim} components of the added vectors lie outside the range "
@@ -319,7 +355,10 @@ class Index:
         if not targets:
             return
         keep = np.ones(self._n, dtype=bool)
-        keep[[self._rows[i] for i in targets]] = False
+        removed = np.sort(np.array([self._rows[i] for i in targets], dtype=np.int64))
+        keep[removed] = False
+        if self._ann is not None:
+            self._ann.remove_rows(removed, self._n)
         self._codes = np.ascontiguousarray(self._codes[: self._n][keep])
         self._ids = [i for i, k in zip(self._ids, keep.tolist()) if k]
         self._rows = {id_: row for row, id_ in enumerate(self._ids)}
@@ -368,6 +407,7 @@ class Index:
         model: Any = None,
         rescore_multiplier: int = 10,
         batch_size: int = 32,
+        exact: bool = False,
     ) -> Union[Hits, List[Hits]]:
         """Top-k ids and cosine scores, best first.
 
@@ -375,6 +415,7 @@ class Index:
         list of :class:`Hits`). Text needs a model (``model=`` here, or the one the index was built/loaded with);
         its fingerprint and dim must match the index's. ``top_k`` larger than the index is clamped to ``len(index)``.
         ``rescore_multiplier`` (binary only): Hamming candidates per result rescored against the float query.
+        ``exact``: an ANN index searches exactly (as without a graph) instead of through its graph.
         """
         k = _check_top_k(top_k)
         if isinstance(rescore_multiplier, bool) or not isinstance(rescore_multiplier, (int, np.integer)) \
@@ -383,11 +424,12 @@ class Index:
         single, q = self._query_matrix(queries, model, batch_size)
         if self._n == 0:
             raise ValueError("the index is empty: add vectors before searching")
-        rows, scores = self.search_rows(q, min(k, self._n), rescore_multiplier=int(rescore_multiplier))
+        rows, scores = self.search_rows(q, min(k, self._n), rescore_multiplier=int(rescore_multiplier), exact=exact)
         hits = [Hits([self._ids[r] for r in row.tolist()], s) for row, s in zip(rows, scores)]
         return hits[0] if single else hits
 
-    def search_rows(self, queries: np.ndarray, top_k: int, *, rescore_multiplier: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+    def search_rows(self, queries: np.ndarray, top_k: int, *, rescore_multiplier: int = 10,
+                    exact: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """Vector queries (nq, dim) -> (rows (nq, k) int64, scores (nq, k) float64); rows index :attr:`ids`.
 
         ``top_k`` must be in 1..len(index). This is the batched core of :meth:`search` (no id lookup).
@@ -400,7 +442,9 @@ class Index:
         scores = np.empty((q.shape[0], k), dtype=np.float64)
         for start in range(0, q.shape[0], _MAX_QUERY_GROUP):
             stop = min(q.shape[0], start + _MAX_QUERY_GROUP)
-            if self._codec.exact:
+            if self._ann is not None and not exact:
+                rows[start:stop], scores[start:stop] = self._search_ann(q[start:stop], k)
+            elif self._codec.exact:
                 rows[start:stop], scores[start:stop] = self._search_exact(q[start:stop], k)
             else:
                 rows[start:stop], scores[start:stop] = self._search_binary(q[start:stop], k, rescore_multiplier)
@@ -489,6 +533,56 @@ class Index:
                 rows[i], scores[i] = self._exact_one(q[i], k)
         return rows, scores
 
+    def _search_ann(self, q: np.ndarray, k: int, expansion: Optional[int] = None,
+                    per_result: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Graph candidates rescored exactly from the stored codes; a query the graph gives fewer than k rows (a
+        graph with many removals) is searched exactly."""
+        cand, counts = self._ann.candidates(q, k, self._n, expansion, per_result)
+        full = counts >= cand.shape[1]
+        if full.all():
+            return self._rescore(q, cand, k)
+        rows = np.empty((q.shape[0], k), dtype=np.int64)
+        scores = np.empty((q.shape[0], k), dtype=np.float64)
+        if full.any():
+            rows[full], scores[full] = self._rescore(q[full], cand[full], k)
+        for i in np.flatnonzero(~full).tolist():
+            if counts[i] >= k:
+                rows[i], scores[i] = self._rescore(q[i:i + 1], cand[i:i + 1, :counts[i]], k)
+            else:
+                rows[i], scores[i] = self._exact_one(q[i], k)
+        return rows, scores
+
+    def tune(self) -> Optional[dict]:
+        """(ANN index) Choose the graph's parameters from ``target_recall`` again, measured on the current contents
+        (done by ``add`` when the index was built and whenever it has doubled since). Returns what was measured."""
+        if self._ann is None:
+            return None
+        if self._n <= ann_mod.TUNE_K + 1:  # a search then rescores every row: exact
+            self._tuned_size = self._n
+            return None
+        rng = np.random.default_rng(0)
+        pairs = rng.choice(self._n, size=(ann_mod.TUNE_SAMPLE, 2))
+        queries = sum(self._codec.decode(np.asarray(self._codes[pairs[:, j]]), np.float64) for j in (0, 1))
+        norms = np.linalg.norm(queries, axis=1)
+        queries = queries[norms > 1e-6] / norms[norms > 1e-6, None]  # a pair of opposite vectors has no midpoint
+
+        def exact(q: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+            return self.search_rows(q, k, exact=True)
+
+        def approximate(q: np.ndarray, k: int, expansion: int, per_result: int) -> np.ndarray:
+            return self._search_ann(q, k, expansion, per_result)[0]
+
+        def rebuild() -> None:
+            for start in range(0, self._n, _ADD_BLOCK_ROWS):
+                codes = np.asarray(self._codes[start:start + _ADD_BLOCK_ROWS])
+                unit = self._codec.decode(codes, np.float64)
+                unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+                self._ann.add(start, self._ann.graph_input(unit, codes))
+
+        measured = self._ann.tune(queries, exact, approximate, rebuild)
+        self._tuned_size = self._n
+        return dict(measured)
+
     def _rescore(self, q: np.ndarray, cand_r: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """float64 scores of candidate rows against the queries (query groups bounded by chunk_bytes), ranked."""
         nq, c = cand_r.shape
@@ -553,6 +647,8 @@ class Index:
         part = self._codec.manifest_part()
         if part is not None:
             info[self.dtype] = part
+        if self._ann is not None:
+            info["ann"] = self._ann.manifest_part()
         return info
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
@@ -593,12 +689,17 @@ class Index:
         tensors = {"vectors": np.ascontiguousarray(self._codes[: self._n])}
         tensors.update(self._codec.tensors())
         save_file(tensors, str(folder / VECTORS), metadata={"format": FORMAT_NAME, "dtype": self.dtype})
-        with open(folder / VECTORS, "rb+") as f:
-            os.fsync(f.fileno())
+        names = [VECTORS, IDS]
+        if self._ann is not None:
+            self._ann.save(str(folder / GRAPH))
+            names.append(GRAPH)
+        for name in (n for n in names if n != IDS):  # written by safetensors / usearch: fsync them here
+            with open(folder / name, "rb+") as f:
+                os.fsync(f.fileno())
         _write_bytes(folder / IDS, json.dumps(self._ids, ensure_ascii=False).encode("utf-8"))
         manifest = self.manifest()
-        manifest["files"] = {name: (folder / name).stat().st_size for name in (VECTORS, IDS)}
-        manifest["sha256"] = {name: _sha256(folder / name) for name in (VECTORS, IDS)}
+        manifest["files"] = {name: (folder / name).stat().st_size for name in names}
+        manifest["sha256"] = {name: _sha256(folder / name) for name in names}
         _write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))
 
     @classmethod
@@ -622,7 +723,7 @@ class Index:
             raise FileNotFoundError(f"{folder}: no {MANIFEST}; not a tinyhpd index (or an incomplete one)")
         for attempt in range(_LOAD_ATTEMPTS):
             try:
-                with FolderFiles(folder, (MANIFEST, VECTORS, IDS)) as files:
+                with FolderFiles(folder, (MANIFEST, VECTORS, IDS), optional=(GRAPH,)) as files:
                     return cls._load_files(folder, files, mmap, model, chunk_bytes, verify)
             except FolderChanged:
                 if attempt == _LOAD_ATTEMPTS - 1:
@@ -643,6 +744,8 @@ class Index:
         _check_manifest(manifest, manifest_path)
         for name, size in manifest["files"].items():
             file = folder / name
+            if not files.has(name):
+                raise ValueError(f"{file}: missing (the manifest lists it)")
             if files.size(name) != size:
                 raise ValueError(f"{file}: size {files.size(name)} bytes, the manifest says {size}")
             if verify:
@@ -677,6 +780,10 @@ class Index:
                                    chunk_bytes=chunk_bytes)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{folder / IDS}: {exc}") from None
+        if manifest.get("ann") is not None:
+            index._ann = ann_mod.HNSW.open(files.path(GRAPH), manifest["ann"], dim, codec.name, count, mmap,
+                                           str(folder / GRAPH), threads=index.threads)
+            index._tuned_size = count
         if model is not None:
             index.model = model
         return index

@@ -11,6 +11,7 @@ from tinyhpd._io import safetensors_header
 
 from tinyhpd import dtypes
 from tinyhpd.index.checks import _check_dim, _check_dtype, FORMAT_NAME, FORMAT_VERSION, IDS, VECTORS
+from tinyhpd.index.ann import GRAPH
 from tinyhpd.index.codecs import CODECS
 
 
@@ -60,7 +61,7 @@ class FolderFiles:
     stays readable even when a writer unlinks it. A file missing at open time means a writer is at work:
     `FolderChanged` (the caller opens the folder again)."""
 
-    def __init__(self, folder: Path, names: Tuple[str, ...]) -> None:
+    def __init__(self, folder: Path, names: Tuple[str, ...], optional: Tuple[str, ...] = ()) -> None:
         self.folder = folder
         self._files = {}
         try:
@@ -68,10 +69,12 @@ class FolderFiles:
         except FileNotFoundError:
             raise FolderChanged(str(folder)) from None
         try:
-            for name in names:
+            for name in names + optional:
                 try:
                     fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
                 except FileNotFoundError:
+                    if name in optional:
+                        continue
                     self.close()
                     raise FolderChanged(f"{folder / name}") from None
                 self._files[name] = os.fdopen(fd, "rb")
@@ -91,6 +94,14 @@ class FolderFiles:
 
     def file(self, name: str):
         return self._files[name]
+
+    def has(self, name: str) -> bool:
+        return name in self._files
+
+    def path(self, name: str) -> str:
+        """A path that opens this very file (the open descriptor's /proc entry where there is one)."""
+        proc = f"/proc/self/fd/{self._files[name].fileno()}"
+        return proc if os.path.exists(proc) else str(self.folder / name)
 
     def size(self, name: str) -> int:
         return os.fstat(self._files[name].fileno()).st_size
@@ -156,8 +167,9 @@ def _check_manifest(manifest: Any, where: Path) -> None:
     _check_dim(manifest["dim"])
     if manifest["count"] < 0:
         raise ValueError(f"{where}: negative count")
-    if set(manifest["files"]) != {VECTORS, IDS}:
-        raise ValueError(f"{where}: 'files' must list {VECTORS} and {IDS}")
+    expected = {VECTORS, IDS} | ({GRAPH} if manifest.get("ann") is not None else set())
+    if set(manifest["files"]) != expected:
+        raise ValueError(f"{where}: 'files' must list {', '.join(sorted(expected))}")
     if manifest.get("model") is not None and not isinstance(manifest["model"], dict):
         raise ValueError(f"{where}: key 'model' must be an object or null")
 

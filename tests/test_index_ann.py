@@ -1,0 +1,191 @@
+"""ANN indexes (tinyhpd/index/ann.py through Index(..., ann="hnsw")): recall on real embeddings, parameters chosen
+from the target, add/remove, save/load (memory-mapped or not), verify, pickling, a damaged or foreign graph."""
+import json
+import pickle
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+
+from helpers import need
+from tinyhpd.index import Index
+from tinyhpd.index.ann import GRAPH
+
+need("usearch")
+
+
+@pytest.fixture(scope="session")
+def real_embeddings(shared_dir, stsb_test_sentences):
+    """8,000 distillation sentences (corpus) and the STS-B test sentences (queries), embedded by the bundled model."""
+    import tinyhpd
+
+    model = tinyhpd.load(None)
+    path = shared_dir / "data" / "distill" / "sentences.txt"
+    corpus = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                corpus.append(line.rstrip("\n"))
+            if len(corpus) == 8000:
+                break
+    return model.encode(corpus, batch_size=64), model.encode(stsb_test_sentences[:600], batch_size=64)
+
+
+def _recall(found, truth):
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found.tolist(), truth.tolist())]))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_recall_target_met_on_real_queries(real_embeddings, dtype):
+    corpus, queries = real_embeddings
+    exact = Index(corpus.shape[1], "float32")
+    exact.add(corpus)
+    truth, _ = exact.search_rows(queries, 10)
+    index = Index(corpus.shape[1], dtype, ann="hnsw", target_recall=0.95)
+    index.add(corpus)
+    measured = index.ann_info["measured"]
+    assert measured["recall"] >= 0.95 and measured["sample"] == 500
+    rows, scores = index.search_rows(queries, 10)
+    assert _recall(rows, truth) >= 0.95
+    # scores are the exact path's scores of the same rows (rescored from the stored codes)
+    ex_rows, ex_scores = index.search_rows(queries, 10, exact=True)
+    same = rows == ex_rows
+    np.testing.assert_array_equal(scores[same], ex_scores[same])
+
+
+def test_a_higher_target_gets_a_larger_expansion(real_embeddings):
+    corpus, _ = real_embeddings
+    low = Index(corpus.shape[1], "int8", ann="hnsw", target_recall=0.5)
+    low.add(corpus)
+    high = Index(corpus.shape[1], "int8", ann="hnsw", target_recall=0.999)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 0.999 may be out of reach: the best setting is kept
+        high.add(corpus)
+    lo, hi = low.ann_info, high.ann_info
+    assert (hi["connectivity"], hi["expansion_search"] * hi["candidates_per_result"]) > \
+        (lo["connectivity"], lo["expansion_search"] * lo["candidates_per_result"])
+    assert hi["measured"]["recall"] > lo["measured"]["recall"]
+
+
+def _clustered(n, d, seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((50, d))
+    return centres[rng.integers(0, 50, n)] + 0.5 * rng.standard_normal((n, d))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8", "binary"])
+@pytest.mark.parametrize("mmap", [True, False])
+def test_save_load_verify_and_pickle_give_the_same_answers(tmp_path, dtype, mmap):
+    x = _clustered(3000, 24, 1)
+    q = _clustered(20, 24, 2)
+    index = Index(24, dtype, ann="hnsw")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 24 sign bits cannot reach recall 0.95: best kept
+        index.add(x, ids=[f"doc{i}" for i in range(3000)])
+    hits = index.search(q, top_k=5)
+    index.save(tmp_path / "ix")
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert manifest["ann"]["kind"] == "hnsw" and GRAPH in manifest["files"] and GRAPH in manifest["sha256"]
+    loaded = Index.load(tmp_path / "ix", mmap=mmap, verify=True)
+    assert loaded.ann == "hnsw" and loaded.ann_info["expansion_search"] == index.ann_info["expansion_search"]
+    again = pickle.loads(pickle.dumps(loaded))
+    for other in (loaded, again):
+        for a, b in zip(hits, other.search(q, top_k=5)):
+            assert a.ids == b.ids
+            np.testing.assert_array_equal(a.scores, b.scores)
+    # a loaded (memory-mapped) index still takes adds and removals
+    loaded.add(x[:3] * 1.0001, ids=["new0", "new1", "new2"])
+    loaded.remove(["doc0", "new1"])
+    assert loaded.search(x[1], top_k=1).ids == ["doc1"]
+    assert loaded.search(x[2] * 1.0001, top_k=2).ids[0] in ("doc2", "new2")
+
+
+def test_remove_renames_graph_keys_and_results_stay_exact_rescored():
+    x = _clustered(2000, 16, 3)
+    index = Index(16, "float32", ann="hnsw")
+    index.add(x)
+    gone = list(range(0, 2000, 3))
+    index.remove(gone)
+    assert len(index) == 2000 - len(gone)
+    rows, scores = index.search_rows(x[1::3], 1)  # each query is a kept vector: it should find itself
+    found_self = np.array([index.ids[r] for r in rows[:, 0].tolist()]) == np.arange(1, 2000, 3)
+    assert found_self.mean() >= 0.99  # keys renamed wrongly would send nearly every query elsewhere
+    np.testing.assert_allclose(scores[found_self, 0], 1.0, atol=1e-6)
+    q = _clustered(30, 16, 4)
+    got, _ = index.search_rows(q, 10)
+    want, _ = index.search_rows(q, 10, exact=True)
+    assert _recall(got, want) >= 0.9
+    index.add(x[:5])  # default ids continue past every id ever used
+    assert index.ids[-5:] == list(range(2000, 2005))
+
+
+def test_small_index_and_top_k_larger_than_the_graph_answer():
+    index = Index(8, "float16", ann="hnsw")
+    x = _clustered(7, 8, 5)
+    index.add(x)
+    hits = index.search(x[0], top_k=50)
+    assert sorted(hits.ids) == list(range(7)) and hits.ids[0] == 0
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    index = Index(16, "int8", ann="hnsw")
+    index.add(_clustered(1500, 16, 6))
+    index.save(tmp_path / "ix")
+    return tmp_path / "ix"
+
+
+def test_damaged_graph_is_an_error_naming_it(saved):
+    graph = saved / GRAPH
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64  # same size: only the checksum sees it
+    graph.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"{GRAPH}: content differs from the sha256"):
+        Index.load(saved, verify=True)
+    graph.write_bytes(bytes(data[:1000]))
+    with pytest.raises(ValueError, match=f"{GRAPH}: size 1000 bytes, the manifest says"):
+        Index.load(saved)
+
+
+def test_missing_or_foreign_graph_is_an_error_naming_it(saved, tmp_path):
+    other = Index(16, "int8", ann="hnsw")
+    other.add(_clustered(1400, 16, 7))
+    other.save(tmp_path / "other")
+    manifest = json.loads((saved / "manifest.json").read_text())
+    shutil.copy(tmp_path / "other" / GRAPH, saved / GRAPH)  # another index's graph, sizes patched to match
+    manifest["files"][GRAPH] = (saved / GRAPH).stat().st_size
+    (saved / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=f"{GRAPH}: graph count_present is 1400, the index needs 1500"):
+        Index.load(saved)
+    (saved / GRAPH).unlink()
+    with pytest.raises(ValueError, match=f"{GRAPH}: missing"):
+        Index.load(saved)
+
+
+def test_arguments_are_checked():
+    with pytest.raises(ValueError, match="ann must be None or one of hnsw"):
+        Index(8, ann="ivf")
+    with pytest.raises(ValueError, match="target_recall must be a number in"):
+        Index(8, ann="hnsw", target_recall=1.5)
+
+
+def test_cli_builds_an_ann_index_and_searches_it(tmp_path, capsys, shared_dir):
+    from tinyhpd.cli import main
+
+    lines = []
+    with open(shared_dir / "data" / "distill" / "sentences.txt", encoding="utf-8") as f:
+        for line in f:
+            lines.append(line)
+            if len(lines) == 400:
+                break
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(lines), encoding="utf-8")
+    assert main(["index", "build", str(corpus), "--out", str(tmp_path / "ix"), "--ann", "hnsw", "--quiet"]) == 0
+    assert "HNSW graph: connectivity" in capsys.readouterr().out
+    assert Index.load(tmp_path / "ix").ann == "hnsw"
+    query = lines[17].strip()
+    for extra in ([], ["--exact"]):
+        assert main(["search", str(tmp_path / "ix"), query, "--top-k", "3", "--json"] + extra) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert rows[0]["id"] == 18 and rows[0]["score"] > 0.999
