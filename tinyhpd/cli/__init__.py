@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "tinyhpd.cli.embed",  # embed (corpus job)
     "tinyhpd.cli.convert",  # convert
     "tinyhpd.cli.index",  # index build, search
+    "tinyhpd.cli.export",  # export (PostgreSQL + pgvector)
     "tinyhpd.cli.eval",  # eval sts
     "tinyhpd.cli.distill",  # distill
     "tinyhpd.cli.bench",  # bench

@@ -397,6 +397,13 @@ class Index:
             codes = self._codes[np.asarray(rows, dtype=np.int64)]
         return self._codec.decode(np.asarray(codes), np.dtype(dtype).type).astype(dtype, copy=False)
 
+    def vectors_range(self, start: int, stop: int, dtype: Any = np.float32) -> np.ndarray:
+        """The stored (dequantised) vectors of rows ``start``..``stop`` in insertion order (the ids of
+        ``ids[start:stop]``): a block of a large index without an id lookup."""
+        if not 0 <= start <= stop <= self._n:
+            raise ValueError(f"rows {start}..{stop} are outside 0..{self._n}")
+        return self._codec.decode(np.asarray(self._codes[start:stop]), np.dtype(dtype).type).astype(dtype, copy=False)
+
     # ------------------------------------------------------------------------------------------------ search
 
     def search(
