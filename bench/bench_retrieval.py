@@ -10,8 +10,11 @@ quality  real text: queries = first sentences of STS-B test and SICK test pairs 
          in weights/ (or --hpd), in every storage type. Embeddings come from tinyhpd and are cached (resumable chunks)
          under --cache (default /work/bench_cache/retrieval), outside the repository.
 encode   only fill the embedding cache for the quality run.
+scale    every method at 131k real and 1M+ vectors: exact float32/float16/int8/binary, tinyhpd HNSW (usearch) over
+         float16/int8/binary, faiss-cpu HNSW-SQ8 and pgvector HNSW: build time, bytes per vector, p50/p99 single-query
+         latency, batched queries/s, recall@10 against exact float32 (see bench/retrieval_scale.py).
 
-Run it as:  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE nice -n 10 python bench/bench_retrieval.py speed|quality
+Run it as:  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE nice -n 10 python bench/bench_retrieval.py speed|quality|scale
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ sys.path.insert(0, str(REPO))
 from tinyhpd.index import DTYPES, Index  # noqa: E402
 
 SHARED = Path(os.environ.get("TINYHPD_SHARED", REPO.parent / "shared"))
+SCALE_METHODS = ["float32", "float16", "int8", "binary", "float16+hnsw", "int8+hnsw", "binary+hnsw", "faiss",
+                 "pgvector"]
 DEFAULT_CACHE = Path(os.environ.get("TINYHPD_BENCH_CACHE", "/work/bench_cache")) / "retrieval"
 
 
@@ -366,7 +371,7 @@ def run_quality(cache: Path, hpd: Optional[Sequence[str]], pca_sample: int, enco
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("speed", "quality", "encode", "table"))
+    parser.add_argument("part", choices=("speed", "quality", "encode", "scale", "table"))
     parser.add_argument("--from-json", type=Path, default=None, help="table: re-render the tables of a saved run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 384, 768, 1024])
@@ -381,6 +386,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="quality: only the HPD models (no all-MiniLM-L6-v2 and PCA-128 rows)")
     parser.add_argument("--threads", type=int, default=None, help="limit BLAS threads (threadpoolctl)")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the raw results as JSON here")
+    parser.add_argument("--scale-sizes", type=int, nargs="+", default=[130_956, 1_000_000, 2_000_000],
+                        help="scale: corpus sizes (130956 = the real sentences alone)")
+    parser.add_argument("--scale-methods", nargs="+", default=SCALE_METHODS, help="scale: methods below --big-from")
+    parser.add_argument("--big-methods", nargs="+", default=["float16", "int8+hnsw"],
+                        help="scale: methods at sizes >= --big-from (growth towards 10M)")
+    parser.add_argument("--big-from", type=int, default=1_500_000)
+    parser.add_argument("--pg-max", type=int, default=1_000_000, help="scale: largest size given to pgvector")
+    parser.add_argument("--queries", type=int, default=1000, help="scale: STS-B test queries for recall and batches")
+    parser.add_argument("--single", type=int, default=300, help="scale: queries timed one at a time")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -389,7 +403,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         threadpool_limits(args.threads)  # BLAS threads for the whole run (recorded below)
     if args.part == "table":
         saved = json.loads(args.from_json.read_text())
-        print(speed_tables(saved["speed"]) if "speed" in saved else quality_table(saved["results"]))
+        if "speed" in saved:
+            print(speed_tables(saved["speed"]))
+        elif "real_rows" in saved:
+            from retrieval_scale import scale_table
+
+            print(scale_table(saved["results"]))
+        else:
+            print(quality_table(saved["results"]))
         return 0
     env = environment()
     print(json.dumps(env), flush=True)
@@ -397,6 +418,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rows = run_speed(args.sizes, args.dims, args.batches, args.top_k, args.repeats, args.budget)
         report = {"env": env, "speed": rows}
         text = speed_tables(rows)
+    elif args.part == "scale":
+        from retrieval_scale import run_scale, scale_table
+
+        scale = run_scale(SHARED, args.cache, args.scale_sizes, args.scale_methods, args.pg_max, args.big_methods,
+                          args.big_from, args.queries, args.single, cached_encode)
+        report = {"env": env, **scale}
+        text = scale_table(scale["results"])
     else:
         quality = run_quality(args.cache, args.hpd, args.pca_sample, encode_only=args.part == "encode",
                               baselines=not args.no_baselines)

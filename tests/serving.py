@@ -22,7 +22,7 @@ def free_socket() -> socket.socket:
 class Server:
     """uvicorn in a thread of this process, on a socket bound to 127.0.0.1, stopped at the end of the module."""
 
-    def __init__(self, model, header_timeout: float = 10.0, **cfg) -> None:
+    def __init__(self, model, header_timeout: float = 10.0, index=None, **cfg) -> None:
         import uvicorn
 
         from tinyhpd.server import ServeConfig, create_app
@@ -31,7 +31,7 @@ class Server:
         self.sock = free_socket()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         cfg.setdefault("engine", "thread")  # the model in this process: tests can replace its encode_ids
-        app = self.app = create_app(model, ServeConfig(served_model_name=NAME, **cfg))
+        app = self.app = create_app(model, ServeConfig(served_model_name=NAME, **cfg), index=index)
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                                     http=with_header_timeout(header_timeout)))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)

@@ -32,6 +32,9 @@ def add_cli(sub) -> None:
     p.add_argument("--idle-timeout", type=int, default=5, help="seconds an idle keep-alive connection is kept")
     p.add_argument("--header-timeout", type=float, default=10.0,
                    help="seconds a connection has to send a whole request head (closed after)")
+    p.add_argument("--index", default=None,
+                   help="an index folder of this model's embeddings, searched by POST /v1/search (without --model, "
+                        "the index's recorded model is served)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run)
 
@@ -47,4 +50,4 @@ def run(args) -> int:
                  normalize=not args.no_normalize, auto_truncate=not args.no_auto_truncate, threads=args.threads,
                  revision=args.revision, log_level=args.log_level, openai_token_ids=args.openai_token_ids,
                  graceful_timeout=args.graceful_timeout, body_timeout=args.body_timeout,
-                 idle_timeout=args.idle_timeout, header_timeout=args.header_timeout)
+                 idle_timeout=args.idle_timeout, header_timeout=args.header_timeout, index=args.index)

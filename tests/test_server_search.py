@@ -1,0 +1,119 @@
+"""`POST /v1/search` (tinyhpd/server/search.py): a served index answers like Index.search does, through the batcher,
+limits, auth and metrics; errors are OpenAI-style objects the real openai client raises as its own error types.
+Servers listen on 127.0.0.1 only and stop by themselves."""
+from __future__ import annotations
+
+import pytest
+
+import tinyhpd
+from serving import KEY, NAME, Server, metrics, post
+
+DOCS = ["A man is playing a guitar.", "Two dogs run through a park.", "The stock market fell sharply today.",
+        "A recipe for tomato soup with basil.", "The cat sleeps on the warm mat.", "Heavy rain is expected tonight.",
+        "She plays the violin in an orchestra.", "Puppies chase each other on the grass."]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tinyhpd.load(None)
+
+
+@pytest.fixture(scope="module")
+def index(model):
+    return tinyhpd.Index.build(DOCS, model=model, ids=[f"doc{i}" for i in range(len(DOCS))], dtype="float16")
+
+
+@pytest.fixture(scope="module")
+def server(model, index):
+    s = Server(model, index=index, api_key=KEY, max_client_batch_size=4)
+    yield s
+    s.stop()
+
+
+def test_search_answers_as_the_index_does(server, index):
+    queries = ["someone strums a guitar", "dogs playing outside"]
+    r = post(server, "/v1/search", {"query": queries, "top_k": 3})
+    assert r.status_code == 200
+    body = r.json()
+    want = index.search(queries, top_k=3)
+    assert [d["index"] for d in body["data"]] == [0, 1] and body["model"] == NAME
+    for got, hits in zip(body["data"], want):
+        assert got["ids"] == hits.ids
+        assert got["scores"] == pytest.approx(hits.scores.tolist(), abs=1e-6)
+        assert got["scores"] == sorted(got["scores"], reverse=True)
+    assert body["data"][0]["ids"][0] == "doc0" and body["data"][1]["ids"][0] in ("doc1", "doc7")
+    assert body["usage"]["prompt_tokens"] > 0
+
+
+def test_a_single_string_and_a_filter(server):
+    r = post(server, "/v1/search", {"query": "a small dog", "top_k": 5, "filter": {"ids": ["doc2", "doc7", "doc4"]}})
+    assert r.status_code == 200
+    data = r.json()["data"]
+    assert len(data) == 1 and sorted(data[0]["ids"]) == ["doc2", "doc4", "doc7"]  # top_k clamped to the filter
+    assert data[0]["ids"][0] == "doc7"
+
+
+@pytest.mark.parametrize("body,status,param", [
+    ({"top_k": 3}, 400, "query"),
+    ({"query": ""}, 400, "query"),
+    ({"query": ["ok", 3]}, 400, "query[1]"),
+    ({"query": ["a", "b", "c", "d", "e"]}, 413, "query"),
+    ({"query": "x", "top_k": 0}, 400, "top_k"),
+    ({"query": "x", "top_k": True}, 400, "top_k"),
+    ({"query": "x", "filter": ["doc1"]}, 400, "filter"),
+    ({"query": "x", "filter": {"ids": []}}, 400, "filter.ids"),
+    ({"query": "x", "filter": {"ids": ["doc1", "nope"]}}, 400, "filter.ids"),
+    ({"query": "x", "model": "other"}, 404, "model"),
+])
+def test_bad_requests_get_openai_error_objects(server, body, status, param):
+    r = post(server, "/v1/search", body)
+    assert r.status_code == status
+    err = r.json()["error"]
+    assert err["param"] == param and err["message"]
+    if body.get("filter", {}) == {"ids": ["doc1", "nope"]}:
+        assert "'nope' is not in the index" in err["message"]
+
+
+def test_the_openai_client_raises_its_own_error_types(server):
+    """The real openai SDK pointed at the server (its generic post): 4xx answers become BadRequestError /
+    AuthenticationError carrying our error object."""
+    import httpx
+    import openai
+
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=30)
+    ok = client.post("/search", body={"query": "guitar music", "top_k": 2}, cast_to=httpx.Response)
+    assert ok.json()["data"][0]["ids"][0] == "doc0"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.post("/search", body={"query": "x", "top_k": -1}, cast_to=httpx.Response)
+    assert bad.value.status_code == 400 and bad.value.body["param"] == "top_k"
+    wrong = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0, timeout=30)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.post("/search", body={"query": "x"}, cast_to=httpx.Response)
+
+
+def test_search_is_counted_in_metrics(server):
+    post(server, "/v1/search", {"query": "rain"})
+    assert 'path="/v1/search",status="200"' in metrics(server)
+
+
+def test_a_server_without_an_index_says_so(model):
+    s = Server(model)
+    try:
+        r = post(s, "/v1/search", {"query": "x"}, key=None)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "no_index"
+    finally:
+        s.stop()
+
+
+def test_an_index_of_another_model_is_refused(tmp_path, model):
+    import numpy as np
+
+    from tinyhpd.server import ServeConfig, create_app
+
+    class Elsewhere:  # another model of the same dimension
+        name_or_path, revision, fingerprint, embedding_dim = "elsewhere", None, "f" * 64, model.embedding_dim
+
+    other = tinyhpd.Index(model.embedding_dim, "float32", model=Elsewhere())
+    other.add(np.eye(model.embedding_dim)[:3])
+    with pytest.raises(ValueError, match="is not the model the index was built with"):
+        create_app(model, ServeConfig(served_model_name=NAME), index=other)
