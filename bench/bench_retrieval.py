@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO))
 from tinyhpd.index import DTYPES, Index  # noqa: E402
 
 SHARED = Path(os.environ.get("TINYHPD_SHARED", REPO.parent / "shared"))
-SCALE_METHODS = ["float32", "float16", "int8", "binary", "float16+hnsw", "int8+hnsw", "binary+hnsw", "faiss",
-                 "pgvector"]
+SCALE_METHODS = ["float32", "float16", "int8", "binary", "float16+hnsw", "int8+hnsw", "int8+hnsw+tuned",
+                 "binary+hnsw", "faiss", "pgvector"]
 DEFAULT_CACHE = Path(os.environ.get("TINYHPD_BENCH_CACHE", "/work/bench_cache")) / "retrieval"
 
 
@@ -389,7 +389,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--scale-sizes", type=int, nargs="+", default=[130_956, 1_000_000, 2_000_000],
                         help="scale: corpus sizes (130956 = the real sentences alone)")
     parser.add_argument("--scale-methods", nargs="+", default=SCALE_METHODS, help="scale: methods below --big-from")
-    parser.add_argument("--big-methods", nargs="+", default=["float16", "int8+hnsw"],
+    parser.add_argument("--big-methods", nargs="+", default=["float16", "int8", "int8+hnsw", "int8+hnsw+tuned"],
                         help="scale: methods at sizes >= --big-from (growth towards 10M)")
     parser.add_argument("--big-from", type=int, default=1_500_000)
     parser.add_argument("--pg-max", type=int, default=1_000_000, help="scale: largest size given to pgvector")

@@ -189,3 +189,21 @@ def test_cli_builds_an_ann_index_and_searches_it(tmp_path, capsys, shared_dir):
         assert main(["search", str(tmp_path / "ix"), query, "--top-k", "3", "--json"] + extra) == 0
         rows = json.loads(capsys.readouterr().out)
         assert rows[0]["id"] == 18 and rows[0]["score"] > 0.999
+
+
+def test_tuning_on_given_queries(real_embeddings):
+    """tune(queries): parameters measured on real queries given by the caller (a query log), recorded as such; the
+    target holds on other queries of the same kind."""
+    corpus, queries = real_embeddings
+    exact = Index(corpus.shape[1], "float32")
+    exact.add(corpus)
+    index = Index(corpus.shape[1], "int8", ann="hnsw")
+    index.add(corpus)
+    measured = index.tune(queries[:300])
+    assert measured["queries"] == "300 query vectors given by the caller" and measured["recall"] >= 0.95
+    assert index.ann_info["measured"] == measured
+    held_out = queries[300:]
+    rows, _ = index.search_rows(held_out, 10)
+    assert _recall(rows, exact.search_rows(held_out, 10)[0]) >= 0.93  # 300 other queries: sampling noise
+    with pytest.raises(ValueError, match="tuning queries have dimension 3"):
+        index.tune(np.ones((2, 3)))

@@ -145,7 +145,8 @@ class HNSW:
 
     # ------------------------------------------------------------------------------------------------ tuning
 
-    def tune(self, queries: np.ndarray, exact_search: Any, ann_search: Any, rebuild: Any) -> Dict[str, Any]:
+    def tune(self, queries: np.ndarray, exact_search: Any, ann_search: Any, rebuild: Any,
+             source: str = "midpoints of two random stored vectors") -> Dict[str, Any]:
         """Choose the expansion (and connectivity) reaching ``target_recall`` for recall@10 against the exact path.
 
         ``queries``: unit sample queries (see the module docs); ``exact_search(q, k)`` and
@@ -164,7 +165,7 @@ class HNSW:
                                 "connectivity": self.connectivity}
                     if recall >= self.target_recall:
                         return self._tuned({"recall": recall, "expansion_search": ef,
-                                            "candidates_per_result": per_result}, len(queries), k)
+                                            "candidates_per_result": per_result}, len(queries), k, source)
             if self.connectivity * 2 > MAX_CONNECTIVITY:
                 break
             self.connectivity *= 2
@@ -175,14 +176,14 @@ class HNSW:
                       f"{self.target_recall} even at connectivity {self.connectivity} and expansion {EXPANSIONS[-1]}; "
                       "using the best setting found (search with exact=True for exact results)", RuntimeWarning,
                       stacklevel=4)
-        return self._tuned(best, len(queries), k)
+        return self._tuned(best, len(queries), k, source)
 
-    def _tuned(self, chosen: Dict[str, Any], sample: int, k: int) -> Dict[str, Any]:
+    def _tuned(self, chosen: Dict[str, Any], sample: int, k: int, source: str) -> Dict[str, Any]:
         self.expansion_search = int(chosen["expansion_search"])
         self.candidates_per_result = int(chosen["candidates_per_result"])
         self.tuned = {"sample": sample, "k": k, "recall": round(float(chosen["recall"]), 4), "size": len(self),
                       "connectivity": self.connectivity, "expansion_search": self.expansion_search,
-                      "queries": "midpoints of two random stored vectors"}
+                      "queries": source}
         return self.tuned
 
     # ------------------------------------------------------------------------------------------------ persistence

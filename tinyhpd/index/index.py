@@ -72,7 +72,8 @@ from tinyhpd.index.topk import _hamming, _rank, _TopC, _word_view
 # ----------------------------------------------------------------------------------------------------------------
 
 
-_LOAD_ATTEMPTS = 8  # a load that meets a concurrent save opens the folder again (the new version)
+_LOAD_ATTEMPTS = 8
+_SMALL_RESCORE = 4096  # candidates of one query rescored without the grouped, memmap-ordered gather  # a load that meets a concurrent save opens the folder again (the new version)
 
 
 def _sha256(path: Path) -> str:
@@ -589,19 +590,26 @@ class Index:
                 rows[i], scores[i] = self._exact_one(q[i], k)
         return rows, scores
 
-    def tune(self) -> Optional[dict]:
+    def tune(self, queries: Any = None) -> Optional[dict]:
         """(ANN index) Choose the graph's parameters from ``target_recall`` again, measured on the current contents
-        (done by ``add`` when the index was built and whenever it has doubled since). Returns what was measured."""
+        (done by ``add`` when the index was built and whenever it has doubled since). ``queries``: sample query
+        vectors to measure on (real queries, e.g. from a log; default: midpoints of random stored vectors, a
+        conservative stand-in). Returns what was measured."""
         if self._ann is None:
             return None
         if self._n <= ann_mod.TUNE_K + 1:  # a search then rescores every row: exact
             self._tuned_size = self._n
             return None
-        rng = np.random.default_rng(0)
-        pairs = rng.choice(self._n, size=(ann_mod.TUNE_SAMPLE, 2))
-        queries = sum(self._codec.decode(np.asarray(self._codes[pairs[:, j]]), np.float64) for j in (0, 1))
-        norms = np.linalg.norm(queries, axis=1)
-        queries = queries[norms > 1e-6] / norms[norms > 1e-6, None]  # a pair of opposite vectors has no midpoint
+        source = "midpoints of two random stored vectors"
+        if queries is not None:
+            queries = unit_rows(_as_matrix(queries, self._dim, "tuning queries"), 0, "tuning queries")
+            source = f"{len(queries)} query vectors given by the caller"
+        else:
+            rng = np.random.default_rng(0)
+            pairs = rng.choice(self._n, size=(ann_mod.TUNE_SAMPLE, 2))
+            queries = sum(self._codec.decode(np.asarray(self._codes[pairs[:, j]]), np.float64) for j in (0, 1))
+            norms = np.linalg.norm(queries, axis=1)
+            queries = queries[norms > 1e-6] / norms[norms > 1e-6, None]  # opposite vectors have no midpoint
 
         def exact(q: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
             return self.search_rows(q, k, exact=True)
@@ -616,13 +624,19 @@ class Index:
                 unit /= np.linalg.norm(unit, axis=1, keepdims=True)
                 self._ann.add(start, self._ann.graph_input(unit, codes))
 
-        measured = self._ann.tune(queries, exact, approximate, rebuild)
+        measured = self._ann.tune(queries, exact, approximate, rebuild, source)
         self._tuned_size = self._n
         return dict(measured)
 
     def _rescore(self, q: np.ndarray, cand_r: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """float64 scores of candidate rows against the queries (query groups bounded by chunk_bytes), ranked."""
         nq, c = cand_r.shape
+        if nq == 1 and c <= _SMALL_RESCORE:  # one query, few candidates (the ANN path): the same, with less NumPy
+            r = cand_r[0]
+            x = self._codec.decode(self._codes[r], np.float64)
+            s = x @ q[0]
+            order = np.lexsort((r, -s))[:k]
+            return r[order][None, :], s[order][None, :]
         per_query = max(1, c * self._dim * 8)
         group = max(1, self.chunk_bytes // per_query)
         out_r = np.empty((nq, k), dtype=np.int64)
