@@ -99,7 +99,8 @@ def tinyhpd_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: 
         dtype, _, ann = method.partition("+")
         ann, _, tuned = ann.partition("+")
         t0 = time.perf_counter()
-        index = Index(x.shape[1], dtype, ann=ann or None)
+        index = Index(x.shape[1], dtype, ann=ann or None,  # int8: calibrated on the whole corpus, as build does
+                      calibration=x if dtype == "int8" else None)
         index.reserve(n)
         for start in range(0, n, 250_000):
             index.add(x[start:start + 250_000])
@@ -211,7 +212,7 @@ def run_scale(shared: Path, cache: Path, sizes: Sequence[int], methods: Sequence
     single = queries[:n_single]
     results: List[dict] = []
     for n in sizes:
-        x = real if n == len(real) else extend(real, n)
+        x = extend(real, n)  # L2-normalised (faiss's inner product needs unit rows), real rows first
         exact = Index(x.shape[1], "float32")
         exact.add(x)
         truth = exact.search_rows(queries, TOP_K)[0]
