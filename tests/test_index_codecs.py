@@ -109,3 +109,23 @@ def test_from_codes_is_the_public_way_in():
         Index.from_codes(codec, codes, list(range(19)))
     with pytest.raises(ValueError, match=r"codes must be int8 of shape \(n, 8\)"):
         Index.from_codes(codec, codes.astype(np.float32), list(range(20)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8", "binary"])
+def test_indexes_pickled_by_0_2_unpickle_and_search(dtype):
+    """tests/data/index_pickles: pickles written by the Index of commit 2de6d1e (make_files.py there)."""
+    import pickle
+    from pathlib import Path
+
+    folder = Path(__file__).parent / "data" / "index_pickles"
+    old = pickle.loads((folder / f"{dtype}.pickle").read_bytes())
+    x = np.load(folder / "vectors.npy")
+    fresh = Index(12, dtype)
+    fresh.add(x, ids=[f"d{i}" for i in range(40)])
+    assert old.dtype == dtype and old.codec.name == dtype and len(old) == 40
+    np.testing.assert_array_equal(old.vectors(), fresh.vectors())
+    for a, b in zip(old.search(x[:5], top_k=3), fresh.search(x[:5], top_k=3)):
+        assert a.ids == b.ids
+        np.testing.assert_array_equal(a.scores, b.scores)
+    old.add(x[:2], ids=["n0", "n1"])  # and it keeps working
+    assert old.search(x[0], top_k=2).ids[0] in ("d0", "n0")

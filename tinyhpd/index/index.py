@@ -140,6 +140,23 @@ class Index:
                 raise ValueError("calibration applies to dtype='int8' only")
             self._codec.calibrate(_as_matrix(calibration, self._dim, "calibration vectors"))
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle; an Index pickled before storage codecs (tinyhpd 0.2: ``_dtype``, ``_scale``, ``_offset``) gets
+        its codec rebuilt from those fields."""
+        if "_codec" not in state:
+            codec = CODECS[state.pop("_dtype")](state["_dim"])
+            scale, offset = state.pop("_scale", None), state.pop("_offset", None)
+            count = state.pop("_calibration_count", 0)
+            state.pop("_width", None)
+            if scale is not None:
+                codec.restore({"scale": scale, "offset": offset}, {"int8": {"calibration_count": count}},
+                              "a pickled 0.2 index")
+            state["_codec"] = codec
+        state.setdefault("threads", kernels.default_threads())
+        state.setdefault("_ann", None)
+        state.setdefault("_tuned_size", 0)
+        self.__dict__.update(state)
+
     # ------------------------------------------------------------------------------------------------ properties
 
     @property
