@@ -207,3 +207,23 @@ def test_tuning_on_given_queries(real_embeddings):
     assert _recall(rows, exact.search_rows(held_out, 10)[0]) >= 0.93  # 300 other queries: sampling noise
     with pytest.raises(ValueError, match="tuning queries have dimension 3"):
         index.tune(np.ones((2, 3)))
+
+
+def test_a_rebuild_after_reserve_adds_only_the_vectors(monkeypatch):
+    """A connectivity raise rebuilds the graph from the stored codes: only the len(index) rows, never the room
+    reserve() keeps past them (that once put garbage rows and later duplicate keys into the graph)."""
+    from tinyhpd.index import ann
+
+    monkeypatch.setattr(ann, "EXPANSIONS", (16,))  # the target is out of reach at 16: every tuning rebuilds
+    x = _clustered(3000, 16, 8)
+    index = Index(16, "float16", ann="hnsw", target_recall=1.0)
+    index.reserve(10_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for start in range(0, 3000, 700):
+            index.add(x[start:start + 700])
+    assert index.ann_info["connectivity"] == 64
+    assert len(index._ann) == 3000
+    rows, scores = index.search_rows(x[:50], 1)
+    assert (rows[:, 0] == np.arange(50)).mean() >= 0.98
+    assert np.isfinite(scores).all()

@@ -29,6 +29,10 @@ Storage types (``dtype``) and what a search returns for each:
   query with the stored bits only: score = cos(query, sign vector) = q . s / sqrt(d), s in {-1, +1}^d. No float copy of
   the corpus is stored, so the reported bytes per vector are the whole cost. Binary search is approximate.
 
+Approximate search (``ann="hnsw"``, see ann.py): a usearch HNSW graph proposes candidates that are rescored exactly
+from the stored codes; its parameters are chosen from ``target_recall`` measured against the exact path. Storage
+codecs live in codecs.py, the float16/int8 score kernels and the search threads in kernels.py.
+
 Edge cases: an empty corpus or an empty batch of vectors, an empty list of queries, a blank query string, NaN or
 infinite components and all-zero vectors raise ``ValueError``; ``top_k`` must be a positive int, and a ``top_k`` larger
 than the index is clamped to the number of vectors (every result then holds ``len(index)`` hits). Ids are ints or
@@ -635,8 +639,8 @@ class Index:
             return self._search_ann(q, k, expansion, per_result)[0]
 
         def rebuild() -> None:
-            for start in range(0, self._n, _ADD_BLOCK_ROWS):
-                codes = np.asarray(self._codes[start:start + _ADD_BLOCK_ROWS])
+            for start in range(0, self._n, _ADD_BLOCK_ROWS):  # rows past _n are reserved room, not vectors
+                codes = np.asarray(self._codes[start:min(self._n, start + _ADD_BLOCK_ROWS)])
                 unit = self._codec.decode(codes, np.float64)
                 unit /= np.linalg.norm(unit, axis=1, keepdims=True)
                 self._ann.add(start, self._ann.graph_input(unit, codes))
