@@ -95,16 +95,21 @@ def tinyhpd_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: 
                  methods: Sequence[str], tune_queries: np.ndarray) -> List[dict]:
     rows = []
     n = len(x)
+    index, build_s = None, 0.0
     for method in methods:
         dtype, _, ann = method.partition("+")
         ann, _, tuned = ann.partition("+")
         t0 = time.perf_counter()
-        index = Index(x.shape[1], dtype, ann=ann or None,  # int8: calibrated on the whole corpus, as build does
-                      calibration=x if dtype == "int8" else None)
-        index.add(x)  # one add, as Index.build: the graph is tuned once, on the whole corpus
-        if tuned:  # parameters measured on held-out real queries instead of midpoints
-            index.tune(tune_queries)
-        build_s = time.perf_counter() - t0
+        if tuned and index is not None and index.dtype == dtype and index.ann == ann:
+            index.tune(tune_queries)  # the previous row's index, parameters measured on held-out real queries
+            build_s += time.perf_counter() - t0
+        else:
+            index = Index(x.shape[1], dtype, ann=ann or None,  # int8: calibrated on the whole corpus, as build does
+                          calibration=x if dtype == "int8" else None)
+            index.add(x)  # one add, as Index.build: the graph is tuned once, on the whole corpus
+            if tuned:
+                index.tune(tune_queries)
+            build_s = time.perf_counter() - t0
         extra = {}
         if ann:
             info = index.ann_info
@@ -117,7 +122,6 @@ def tinyhpd_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: 
             label += f", tuned on {len(tune_queries)} held-out STS-B queries"
         rows.append(measure(label, n, build_s, index.nbytes, lambda q: index.search_rows(q, TOP_K)[0],
                             lambda q: index.search_rows(q[None], TOP_K), queries, single, truth, extra))
-        del index
     return rows
 
 

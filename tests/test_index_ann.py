@@ -222,7 +222,7 @@ def test_a_rebuild_after_reserve_adds_only_the_vectors(monkeypatch):
         warnings.simplefilter("ignore", RuntimeWarning)
         for start in range(0, 3000, 700):
             index.add(x[start:start + 700])
-    assert index.ann_info["connectivity"] == 64
+    assert index.ann_info["connectivity"] == 32
     assert len(index._ann) == 3000
     rows, scores = index.search_rows(x[:50], 1)
     assert (rows[:, 0] == np.arange(50)).mean() >= 0.98
