@@ -97,6 +97,8 @@ def tinyhpd_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: 
     n = len(x)
     index, build_s = None, 0.0
     for method in methods:
+        if method in ("faiss", "pgvector"):
+            continue
         dtype, _, ann = method.partition("+")
         ann, _, tuned = ann.partition("+")
         t0 = time.perf_counter()
@@ -143,7 +145,8 @@ def faiss_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: np
         index.hnsw.efSearch = ef
         found = index.search(queries.astype(np.float32), TOP_K)[1]
         r = recall_at(found, truth)
-        sweep.append((ef, round(r, 4)))
+        p50 = latencies(lambda q: index.search(q[None].astype(np.float32), TOP_K), single)["p50_ms"]
+        sweep.append((ef, round(r, 4), round(p50, 4)))  # every recall point with its single-query p50
         if recall_to_match is not None and r >= recall_to_match and chosen is None:
             chosen = ef
     ef = chosen if chosen is not None else sweep[-1][0]
@@ -220,8 +223,7 @@ def run_scale(shared: Path, cache: Path, sizes: Sequence[int], methods: Sequence
         truth = exact.search_rows(queries, TOP_K)[0]
         del exact
         use = big_methods if n >= big_from else methods
-        rows = tinyhpd_rows(x, queries, single, truth, [m for m in use if not m.startswith(("faiss", "pgvector"))],
-                            tune_queries)
+        rows = tinyhpd_rows(x, queries, single, truth, use, tune_queries)
         i8 = next((r["recall@10"] for r in rows if r["method"] == "tinyhpd HNSW int8 + rescoring"), None)
         if "faiss" in use:
             rows += faiss_rows(x, queries, single, truth, i8)
