@@ -548,7 +548,7 @@ class Index:
         nq, n = q.shape[0], self._n
         c = min(n, 2 * k + 16)
         prepared = self._codec.prepare(q)
-        step = self._chunk_rows(nq, 0)
+        step = self._chunk_rows(nq, 4 * self._dim if self._codec.converts else 0)  # + the float32 copy of a chunk
 
         def part(lo: int, hi: int) -> "_TopC":
             scratch = kernels.thread_scratch()
