@@ -622,6 +622,7 @@ class Index:
             self._tuned_size = self._n
             return None
         source = "midpoints of two random stored vectors"
+        given = queries
         if queries is not None:
             queries = unit_rows(_as_matrix(queries, self._dim, "tuning queries"), 0, "tuning queries")
             source = f"{len(queries)} query vectors given by the caller"
@@ -645,7 +646,7 @@ class Index:
                 unit /= np.linalg.norm(unit, axis=1, keepdims=True)
                 self._ann.add(start, self._ann.graph_input(unit, codes))
 
-        measured = self._ann.tune(queries, exact, approximate, rebuild, source)
+        measured = self._ann.tune(queries, exact, approximate, rebuild, source, proxy=given is None)
         self._tuned_size = self._n
         return dict(measured)
 
