@@ -2,11 +2,16 @@
 test_rerank)."""
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import httpx
+
+from helpers import REPO
 
 KEY = "test-key-123"
 NAME = "hpd-tiny"
@@ -36,20 +41,44 @@ class Server:
                                                     http=with_header_timeout(header_timeout)))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server did not become healthy")
+        wait_healthy(self.url)
 
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
         self.sock.close()
+
+
+def wait_healthy(url: str, timeout: float = 60.0) -> None:
+    """Returns once GET url/health answers 200; RuntimeError after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not become healthy within {timeout:g} s")
+
+
+def start_cli_server(args, timeout: float = 90.0):
+    """`python -m tinyhpd serve ARGS` (one thread, warnings only) in a child process on a free 127.0.0.1 port:
+    (process, url) once /health answers 200; the process is killed if it never does."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = subprocess.Popen([sys.executable, "-m", "tinyhpd", "serve", *args, "--port", str(port), "--threads", "1",
+                             "--log-level", "warning"], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, timeout)
+    except RuntimeError:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, url
 
 
 def post(server, path, body, key=KEY, **kw):

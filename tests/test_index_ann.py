@@ -96,6 +96,7 @@ def test_save_load_verify_and_pickle_give_the_same_answers(tmp_path, dtype, mmap
             np.testing.assert_array_equal(a.scores, b.scores)
     # a loaded (memory-mapped) index still takes adds and removals
     loaded.add(x[:3] * 1.0001, ids=["new0", "new1", "new2"])
+    assert loaded._ann._view is False  # copied into memory once, not again on every change
     loaded.remove(["doc0", "new1"])
     assert loaded.search(x[1], top_k=1).ids == ["doc1"]
     assert loaded.search(x[2] * 1.0001, top_k=2).ids[0] in ("doc2", "new2")

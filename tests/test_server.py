@@ -21,7 +21,7 @@ import tiny_models
 import tinyhpd
 from helpers import REPO
 
-from serving import KEY, NAME, Server, free_socket, metrics, post
+from serving import KEY, NAME, Server, metrics, post, start_cli_server
 
 
 @pytest.fixture(scope="module")
@@ -291,22 +291,8 @@ def test_health_is_ok_once_warm(server):
 # ------------------------------------------------------------------------------------------------ signals
 def test_cli_server_engine_process_matches_and_sigterm_drains(tmp_path):
     folder = tiny_models.build_new(tmp_path / "m", arch=tiny_models.SMALL_ARCH, dense_out=32)
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "tinyhpd", "serve", "--model", str(folder), "--port", str(port),
-                             "--threads", "1", "--log-level", "warning"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_cli_server(["--model", str(folder)])
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         r = httpx.post(url + "/v1/embeddings", json={"input": SENTS}, timeout=60)  # the forked engine process
         ref = tinyhpd.load(folder, num_threads=1).encode(SENTS, normalize_embeddings=True)
         assert np.abs(np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32) - ref).max() <= 1e-6

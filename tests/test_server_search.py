@@ -122,33 +122,16 @@ def test_an_index_of_another_model_is_refused(tmp_path, model):
 def test_the_cli_serves_an_index_folder_with_its_recorded_model(tmp_path, index):
     """`python -m tinyhpd serve --index DIR` without --model: the index's model is loaded and /v1/search answers as
     the index does. A real process on 127.0.0.1, stopped with SIGTERM."""
-    import os
     import signal
     import subprocess
-    import sys
-    import time
 
     import httpx
 
-    from helpers import REPO
-    from serving import free_socket
+    from serving import start_cli_server
 
     index.save(tmp_path / "ix")
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    proc = subprocess.Popen([sys.executable, "-m", "tinyhpd", "serve", "--index", str(tmp_path / "ix"), "--port",
-                             str(port), "--threads", "1", "--log-level", "warning"],
-                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_cli_server(["--index", str(tmp_path / "ix")])
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         r = httpx.post(url + "/v1/search", json={"query": "guitar music", "top_k": 2}, timeout=60)
         assert r.status_code == 200, r.text
         assert r.json()["data"][0]["ids"] == index.search("guitar music", top_k=2).ids

@@ -83,6 +83,7 @@ class HNSW:
         self.tuned: Optional[Dict[str, Any]] = None  # what tune measured
         self.threads = int(threads)
         self._graph = self._new_graph()
+        self._view = False  # a memory-mapped saved graph: read-only until copied into memory
 
     # ------------------------------------------------------------------------------------------------ the graph
 
@@ -105,26 +106,25 @@ class HNSW:
         return np.ascontiguousarray(codes) if self.graph_dtype == "b1" else unit.astype(np.float32)
 
     def add(self, first_row: int, vectors: np.ndarray) -> None:
-        if self._graph_is_view():
-            self._graph = self._graph.copy()
+        self._writable()
         keys = np.arange(first_row, first_row + len(vectors), dtype=np.uint64)
         self._graph.add(keys, vectors, threads=self.threads)
 
-    def remove_rows(self, removed: np.ndarray, n_before: int) -> None:
-        """Rows ``removed`` (sorted) left an index of ``n_before`` rows; later rows moved down: rename their keys."""
-        if self._graph_is_view():
-            self._graph = self._graph.copy()
-        self._graph.remove(removed.astype(np.uint64))
-        keep = np.ones(n_before, dtype=bool)
-        keep[removed] = False
+    def remove_rows(self, keep: np.ndarray) -> None:
+        """The rows where ``keep`` is False left the index; later rows moved down: rename their keys."""
+        self._writable()
+        self._graph.remove(np.flatnonzero(~keep).astype(np.uint64))
         old = np.flatnonzero(keep)
         new = np.arange(len(old))
         moved = old != new  # ascending: each target key is free (removed, or renamed away just before)
         if moved.any():
             self._graph.rename(old[moved].astype(np.uint64).tolist(), new[moved].astype(np.uint64).tolist())
 
-    def _graph_is_view(self) -> bool:
-        return bool(getattr(self, "_view", False))
+    def _writable(self) -> None:
+        """A memory-mapped graph is copied into memory once, before its first change."""
+        if self._view:
+            self._graph = self._graph.copy()
+            self._view = False
 
     def candidates(self, queries: np.ndarray, top_k: int, n: int,
                    expansion: Optional[int] = None, per_result: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:

@@ -48,7 +48,6 @@ straight from the page cache. ``add``/``remove`` on a memory-mapped index first 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -76,8 +75,8 @@ from tinyhpd.index.topk import _hamming, _rank, _TopC, _word_view
 # ----------------------------------------------------------------------------------------------------------------
 
 
-_LOAD_ATTEMPTS = 8
-_SMALL_RESCORE = 4096  # candidates of one query rescored without the grouped, memmap-ordered gather  # a load that meets a concurrent save opens the folder again (the new version)
+_LOAD_ATTEMPTS = 8  # a load that meets a concurrent save opens the folder again (the new version)
+_SMALL_RESCORE = 4096  # candidates of one query rescored without the grouped, memmap-ordered gather
 
 
 def _sha256(path: Path) -> str:
@@ -377,10 +376,9 @@ class Index:
         if not targets:
             return
         keep = np.ones(self._n, dtype=bool)
-        removed = np.sort(np.array([self._rows[i] for i in targets], dtype=np.int64))
-        keep[removed] = False
+        keep[[self._rows[i] for i in targets]] = False
         if self._ann is not None:
-            self._ann.remove_rows(removed, self._n)
+            self._ann.remove_rows(keep)
         self._codes = np.ascontiguousarray(self._codes[: self._n][keep])
         self._ids = [i for i, k in zip(self._ids, keep.tolist()) if k]
         self._rows = {id_: row for row, id_ in enumerate(self._ids)}
@@ -622,7 +620,7 @@ class Index:
             self._tuned_size = self._n
             return None
         source = "midpoints of two random stored vectors"
-        given = queries
+        proxy = queries is None  # midpoints stand in for real queries: a stricter target (see ann.py)
         if queries is not None:
             queries = unit_rows(_as_matrix(queries, self._dim, "tuning queries"), 0, "tuning queries")
             source = f"{len(queries)} query vectors given by the caller"
@@ -646,7 +644,7 @@ class Index:
                 unit /= np.linalg.norm(unit, axis=1, keepdims=True)
                 self._ann.add(start, self._ann.graph_input(unit, codes))
 
-        measured = self._ann.tune(queries, exact, approximate, rebuild, source, proxy=given is None)
+        measured = self._ann.tune(queries, exact, approximate, rebuild, source, proxy=proxy)
         self._tuned_size = self._n
         return dict(measured)
 
