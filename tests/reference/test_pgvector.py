@@ -139,3 +139,33 @@ def test_embed_output_exports_through_the_cli(pg_url, tmp_path, capsys):
     assert "must be a postgresql:// URL" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nothing"), "--to", pg_url, "--table", "t"]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_a_killed_export_of_embed_shards_resumes_inside_a_shard(pg_url, tmp_path):
+    """Embed output in shards of 50 rows, batches of 40 (a batch never crosses a shard): killed after 90 rows (40
+    rows into the second shard), the rerun starts there and every line is in the table once, with its own vector."""
+    import tinyhpd
+    from tinyhpd.corpus import embed_corpus
+
+    lines = [f"line {i} says something about item {i % 11}" for i in range(120)]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    model = tinyhpd.load(None)
+    embed_corpus(tmp_path / "in.txt", tmp_path / "emb", model, shard_size=50, progress=False)
+    calls = []
+
+    def die_after_three(done, total):
+        calls.append(done)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export(tmp_path / "emb", pg_url, "shards", batch_size=40, progress=die_after_three)
+    more = []
+    export(tmp_path / "emb", pg_url, "shards", batch_size=40, progress=lambda d, t: more.append(d))
+    assert calls == [40, 50, 90] and more == [100, 120]  # the second shard's rest, then the third
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT id, embedding::text FROM shards ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == list(range(1, 121))
+    want = model.encode(lines, normalize_embeddings=True)
+    got = np.array([json.loads(r[1]) for r in rows])
+    np.testing.assert_allclose(got, want, atol=1e-3)  # halfvec

@@ -72,8 +72,10 @@ def _embeddings_source(folder: Path, manifest: dict) -> Source:
     if not manifest.get("complete"):
         raise ValueError(f"{folder}: the embed job is not complete; run `tinyhpd embed` again to finish it first")
     dim, rows, shards = manifest.get("dim"), manifest.get("rows"), manifest.get("shards")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (dim, rows, shards)):
-        raise ValueError(f"{folder / 'manifest.json'}: dim, rows and shards must be integers")
+    shard_size = manifest.get("shard_size")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (dim, rows, shards, shard_size)) \
+            or shard_size < 1:
+        raise ValueError(f"{folder / 'manifest.json'}: dim, rows, shards and shard_size must be integers")
     fmt = manifest.get("shard_format", "npy")
     files = [folder / f"part-{i:05d}.{'parquet' if fmt == 'parquet' else 'npy'}" for i in range(shards)]
     for f in files:
@@ -96,10 +98,12 @@ def _embeddings_source(folder: Path, manifest: dict) -> Source:
         return ids, vecs
 
     def batches(start: int, size: int) -> Iterator[Tuple[List[Any], np.ndarray]]:
-        seen = 0
-        for i in range(shards):
+        first = start // shard_size  # every shard but the last holds shard_size rows: a resume reads none before
+        for i in range(first, shards):
             ids, vecs = shard(i)
-            lo = max(0, start - seen)
+            if i < shards - 1 and len(ids) != shard_size:
+                raise ValueError(f"{files[i]}: {len(ids)} rows, the manifest's shard_size is {shard_size}")
+            lo = start - i * shard_size if i == first else 0
             for begin in range(lo, len(ids), size):
                 stop = min(len(ids), begin + size)
                 block = np.asarray(vecs[begin:stop], dtype=np.float64)
@@ -108,7 +112,6 @@ def _embeddings_source(folder: Path, manifest: dict) -> Source:
                     bad = int(np.flatnonzero(~(np.isfinite(norms) & (norms > 0)))[0])
                     raise ValueError(f"{files[i]}: row {begin + bad} is zero, NaN or infinite")
                 yield ids[begin:stop].tolist(), (block / norms[:, None]).astype(np.float32)
-            seen += len(ids)
 
     identity = {"kind": "embeddings", "count": rows, "dim": dim, "fingerprint": manifest.get("fingerprint"),
                 "input": manifest.get("input"), "input_size": manifest.get("input_size")}
