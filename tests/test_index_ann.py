@@ -240,3 +240,19 @@ def test_usearch_then_onnxruntime_in_one_process():
     code = "import usearch.index, onnxruntime; print(onnxruntime.__version__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-500:]}"
+
+
+def test_build_refuses_a_bad_ann_setting_before_encoding():
+    class Counting:
+        embedding_dim, fingerprint, name_or_path, revision = 4, "0" * 64, "counting", None
+        calls = 0
+
+        def encode(self, texts, **kw):
+            Counting.calls += 1
+            return np.eye(4)[: len(texts)]
+
+    with pytest.raises(ValueError, match="target_recall must be a number"):
+        Index.build(["a", "b"], model=Counting(), ann="hnsw", target_recall=2.0)
+    with pytest.raises(ValueError, match="ann must be None or one of hnsw"):
+        Index.build(["a", "b"], model=Counting(), ann="ivf")
+    assert Counting.calls == 0

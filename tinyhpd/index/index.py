@@ -252,6 +252,9 @@ class Index:
         default model) and index them; ids default to 0..n-1. int8 is calibrated on the whole corpus. ``ann`` and
         ``target_recall``: as for :class:`Index`."""
         _check_dtype(dtype)
+        if ann_mod.check_kind(ann) is not None:  # before the corpus is encoded, not after
+            ann_mod.check_target_recall(target_recall)
+            ann_mod.require_usearch()
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not a single str")
         texts = list(texts)
