@@ -173,7 +173,7 @@ def test_int8_clips_later_vectors_outside_the_calibrated_range_and_warns(rng):
     with pytest.warns(RuntimeWarning, match="clipped"):
         index.add(np.array([[0.0, 1.0, 0.0, 0.0]]), ids=["outside"])
     v = index.vectors(["outside"], dtype=np.float64)[0]
-    hi = index.codec.offset.astype(np.float64) + 127 * index.codec.scale.astype(np.float64)
+    hi = index.codec.offset.astype(np.float64) + 255 * index.codec.scale.astype(np.float64)
     assert v[1] == pytest.approx(hi[1])
 
 
@@ -479,13 +479,13 @@ def test_saved_files_follow_the_documented_format(tmp_path, corpus):
     files = sorted(p.name for p in (tmp_path / "ix").iterdir())
     assert files == ["ids.json", "manifest.json", "vectors.safetensors"]
     manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
-    for key, value in {"format": "tinyhpd-index", "format_version": 1, "dim": 24, "dtype": "int8", "count": 3,
+    for key, value in {"format": "tinyhpd-index", "format_version": 2, "dim": 24, "dtype": "int8", "count": 3,
                        "metric": "cosine"}.items():
         assert manifest[key] == value
     assert manifest["model"]["fingerprint"] == index.model_info["fingerprint"]
     assert "l2" in manifest["normalization"]
     tensors = load_file(str(tmp_path / "ix" / "vectors.safetensors"))  # readable by the reference library
-    assert tensors["vectors"].dtype == np.int8 and tensors["vectors"].shape == (3, 24)
+    assert tensors["vectors"].dtype == np.uint8 and tensors["vectors"].shape == (3, 24)
     assert tensors["scale"].shape == (24,) and tensors["offset"].shape == (24,)
     assert json.loads((tmp_path / "ix" / "ids.json").read_text()) == [0, 1, 2]
 

@@ -1,4 +1,6 @@
 """Storage codecs (tinyhpd/index/codecs.py) and score kernels (tinyhpd/index/kernels.py)."""
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -107,7 +109,7 @@ def test_from_codes_is_the_public_way_in():
         Index.from_codes(codec, codes, [1] * 20)
     with pytest.raises(ValueError, match="19 ids for 20 vectors"):
         Index.from_codes(codec, codes, list(range(19)))
-    with pytest.raises(ValueError, match=r"codes must be int8 of shape \(n, 8\)"):
+    with pytest.raises(ValueError, match=r"codes must be uint8 of shape \(n, 8\)"):
         Index.from_codes(codec, codes.astype(np.float32), list(range(20)))
 
 
@@ -123,9 +125,34 @@ def test_indexes_pickled_by_0_2_unpickle_and_search(dtype):
     fresh = Index(12, dtype)
     fresh.add(x, ids=[f"d{i}" for i in range(40)])
     assert old.dtype == dtype and old.codec.name == dtype and len(old) == 40
-    np.testing.assert_array_equal(old.vectors(), fresh.vectors())
+    # int8 codes were signed then: converted (code + 128, offset - 128 scale), equal up to float32 rounding
+    check = np.testing.assert_array_equal if dtype != "int8" else partial(np.testing.assert_allclose, atol=1e-6)
+    check(old.vectors(), fresh.vectors())
+    assert old._codes.dtype == fresh.codec.storage
     for a, b in zip(old.search(x[:5], top_k=3), fresh.search(x[:5], top_k=3)):
         assert a.ids == b.ids
-        np.testing.assert_array_equal(a.scores, b.scores)
+        check(a.scores, b.scores)
     old.add(x[:2], ids=["n0", "n1"])  # and it keeps working
     assert old.search(x[0], top_k=2).ids[0] in ("d0", "n0")
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_format_1_folders_load_and_search(mmap, tmp_path):
+    """tests/data/index_format1: folders saved by the Index of commit 7dd828a (format 1: signed int8 codes; make_files.py
+    there). They load (int8 converted into memory), search like a fresh index and save again in format 2."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    x = np.load(data / "index_pickles" / "vectors.npy")
+    for dtype in ("int8", "float16"):
+        old = Index.load(data / "index_format1" / dtype, mmap=mmap, verify=True)
+        fresh = Index(12, dtype)
+        fresh.add(x, ids=[f"d{i}" for i in range(40)])
+        np.testing.assert_allclose(old.vectors(), fresh.vectors(), atol=1e-6)
+        for a, b in zip(old.search(x[:5], top_k=3), fresh.search(x[:5], top_k=3)):
+            assert a.ids == b.ids
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+        old.save(tmp_path / dtype)
+        again = Index.load(tmp_path / dtype)
+        assert again.manifest()["format_version"] == 2 and again._codes.dtype == fresh.codec.storage
+        np.testing.assert_array_equal(again.vectors(), old.vectors())

@@ -1,24 +1,32 @@
-"""Approximate nearest neighbours for `Index`: an HNSW graph (usearch) that proposes candidates, which the index then
-rescores exactly from its own stored codes, so scores stay those of the exact path.
+"""Approximate nearest neighbours for `Index`: an HNSW graph (faiss) that proposes candidates, which the index then
+rescores exactly from its stored codes, so scores stay those of the exact path.
 
-usearch is an optional dependency (``pip install 'tinyhpd[ann]'``); it is imported when an ANN index is made or
-loaded. Graph keys are the index's row numbers: removing rows removes their keys and renames the later ones.
+faiss-cpu is an optional dependency (``pip install 'tinyhpd[ann]'``); it is imported when an ANN index is made or
+loaded. Graph ids are the index's row numbers.
 
-The graph stores its own copy of the vectors in a compact type: float16 for float32/float16 indexes, int8 for int8
-indexes (usearch's symmetric scale, not the index's per-dimension calibration: it only steers the walk), packed sign
-bits under the Hamming metric for binary indexes.
+The graph's storage *is* the index's codes: faiss keeps the vectors of an HNSW graph in a flat code array, and each
+storage type has a faiss storage with the same bytes (``STORAGES``): float32 rows (``IndexHNSWFlat``), IEEE float16
+rows (8-bit scalar quantizer ``QT_fp16``), the int8 codec's unsigned bytes (``QT_8bit`` with the codec's range, see
+``Int8Codec.faiss_range``) and packed sign bits under the Hamming distance (``IndexBinaryHNSW``). So an ANN index
+holds one copy of the codes (which the index reads through :meth:`HNSW.codes`) plus the links; at connectivity 16 the
+links cost about 145 bytes per vector (32 neighbours at the bottom level, a few above, an offset and a level).
+
+Removing rows drops them from the graph in place: their codes and link lists go, the later rows' ids move down, and
+every other node's lists lose the removed neighbours (kept in order, without holes). After removals of more than
+``REBUILD_AFTER_REMOVED`` of the rows the graph is rebuilt from the codes.
 
 Parameters come from a recall target instead of the user: `tune` makes sample queries, asks the exact path for their
 top-k neighbours, and raises the search expansion (and, if the largest expansion is not enough, rebuilds with twice
 the connectivity) until the measured recall@k of graph + rescoring reaches the target. What was chosen and measured is
-recorded in the manifest. The default sample queries are midpoints of two random stored vectors: a stored vector
-itself is an easy query (the walk ends on it and its neighbours are linked to it: 0.95 claimed where real queries
-got 0.77), while real queries lie between documents. Measured on real sentence embeddings (the bundled model; STS-B
-test sentences as queries), midpoints came close but not always below: on 8,000 distillation sentences 0.848 / 0.889
-/ 0.940 / 0.972 against real 0.751 / 0.843 / 0.924 / 0.972 at expansion 16 / 32 / 64 / 128; on 131k, 0.786 against
-0.985 at 32. So midpoints must reach a stricter target, half the misses of ``target_recall`` (0.975 for 0.95); queries
-the caller gives (`Index.tune(queries)`) must reach ``target_recall`` itself. The pairs must be independent: pairing
-rows in corpus order (neighbours in a file are often about one topic) made the midpoints easy again.
+recorded in the manifest. The default sample queries are midpoints of two random stored vectors. Real queries are
+usually far from the corpus: STS-B test sentences against 8,000 distillation sentences (bundled model) have a median
+top-1 cosine of 0.39, stored rows have 0.73 to their nearest other row. So stored rows as queries are easy, even
+held out of the graph (unlinked, then searched for): faiss int8 graph, recall@10 at expansion 16 / 32 / 64 / 128,
+held-out rows 0.933 / 0.967 / 0.993 / 0.999, midpoints 0.866 / 0.904 / 0.950 / 0.980, real queries 0.758 / 0.847 /
+0.925 / 0.968. Midpoints come closest but still above, so they must reach a stricter target, half the misses of
+``target_recall`` (0.975 for 0.95); queries the caller gives (`Index.tune(queries)`) must reach ``target_recall``
+itself. The pairs must be independent: pairing rows in corpus order (neighbours in a file are often about one topic)
+made the midpoints easy again.
 """
 from __future__ import annotations
 
@@ -28,8 +36,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 ANN_KINDS = ("hnsw",)
-GRAPH = "graph.usearch"
-GRAPH_DTYPE = {"float32": "f16", "float16": "f16", "int8": "i8", "binary": "b1"}
+GRAPH = "graph.faiss"
 DEFAULT_TARGET_RECALL = 0.95
 DEFAULT_CONNECTIVITY = 16
 MAX_CONNECTIVITY = 32  # each raise rebuilds the graph (1M x 128: minutes); past 32 the expansion is cheaper
@@ -38,15 +45,24 @@ EXPANSIONS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 TUNE_K = 10
 TUNE_SAMPLE = 500
 RETUNE_GROWTH = 2.0  # tune again when the graph has grown this much since the last tuning
+REBUILD_AFTER_REMOVED = 0.25  # rebuild when this share of the rows present at the last build has been removed
+
+# storage type -> (faiss index class, scalar quantizer type or None, metric): the graph storage holding its codes
+STORAGES = {
+    "float32": ("IndexHNSWFlat", None, "inner_product"),
+    "float16": ("IndexHNSWSQ", "QT_fp16", "inner_product"),
+    "int8": ("IndexHNSWSQ", "QT_8bit", "inner_product"),
+    "binary": ("IndexBinaryHNSW", None, "hamming"),
+}
 
 
-def require_usearch() -> Any:
-    """The usearch module, or an ImportError that says how to get it."""
+def require_faiss() -> Any:
+    """The faiss module, or an ImportError that says how to get it."""
     try:
-        import usearch.index
+        import faiss
     except ImportError as exc:
-        raise ImportError("ann='hnsw' needs usearch: pip install 'tinyhpd[ann]'") from exc
-    return usearch.index
+        raise ImportError("ann='hnsw' needs faiss-cpu: pip install 'tinyhpd[ann]'") from exc
+    return faiss
 
 
 def proxy_target(target: float) -> float:
@@ -68,99 +84,187 @@ def check_target_recall(value: Any) -> float:
     return float(value)
 
 
-class HNSW:
-    """The graph of one index (see the module docs). ``storage``: the index's storage type; ``dim``: its dimension."""
+def _view(vector: Any, count: int, dtype: Any) -> np.ndarray:
+    """A NumPy view of the first ``count`` items (of type ``dtype``, the vector's own) of a faiss vector: valid until
+    the vector changes."""
+    if count == 0:
+        return np.empty(0, dtype=dtype)
+    out = require_faiss().rev_swig_ptr(vector.data(), count)
+    if out.dtype != np.dtype(dtype):
+        raise TypeError(f"a faiss vector of {out.dtype} read as {np.dtype(dtype)}")
+    return out
 
-    def __init__(self, dim: int, storage: str, *, target_recall: float = DEFAULT_TARGET_RECALL,
+
+class HNSW:
+    """The graph of one index and the home of its codes (see the module docs). ``codec``: the index's codec (int8:
+    calibrated before the first :meth:`add`)."""
+
+    def __init__(self, codec: Any, *, target_recall: float = DEFAULT_TARGET_RECALL,
                  connectivity: int = DEFAULT_CONNECTIVITY, threads: int = 1) -> None:
-        self.dim = int(dim)
-        self.storage = storage
-        self.graph_dtype = GRAPH_DTYPE[storage]
+        self.codec = codec
+        self.dim = codec.dim
+        self.storage = codec.name
         self.target_recall = check_target_recall(target_recall)
         self.connectivity = int(connectivity)
         self.expansion_search = 64
         self.candidates_per_result = 2  # rows rescored per requested result
         self.tuned: Optional[Dict[str, Any]] = None  # what tune measured
         self.threads = int(threads)
-        self._graph = self._new_graph()
-        self._view = False  # a memory-mapped saved graph: read-only until copied into memory
+        self.built_size = 0  # rows present at the last (re)build, for REBUILD_AFTER_REMOVED
+        self.removed = 0  # rows removed since then
+        self._index: Any = None  # made at the first add (int8 needs its calibration)
+        self._mapped = False  # loaded memory-mapped: read-only until copied into memory
 
     # ------------------------------------------------------------------------------------------------ the graph
 
-    def _new_graph(self) -> Any:
-        usearch = require_usearch()
-        metric = "hamming" if self.graph_dtype == "b1" else "cos"
-        return usearch.Index(ndim=self.dim, metric=metric, dtype=self.graph_dtype, connectivity=self.connectivity,
-                             expansion_add=EXPANSION_ADD, expansion_search=self.expansion_search)
+    def _new_index(self) -> Any:
+        faiss = require_faiss()
+        kind, qtype, _ = STORAGES[self.storage]
+        if kind == "IndexBinaryHNSW":
+            index = faiss.IndexBinaryHNSW(8 * self.codec.width, self.connectivity)
+        elif kind == "IndexHNSWFlat":
+            index = faiss.IndexHNSWFlat(self.dim, self.connectivity, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexHNSWSQ(self.dim, getattr(faiss.ScalarQuantizer, qtype), self.connectivity,
+                                      faiss.METRIC_INNER_PRODUCT)
+            if qtype == "QT_8bit":
+                storage = faiss.downcast_index(index.storage)
+                faiss.copy_array_to_vector(self.codec.faiss_range(), storage.sq.trained)
+                storage.is_trained = True
+            index.is_trained = True
+        index.hnsw.efConstruction = EXPANSION_ADD
+        return index
+
+    def _storage(self) -> Any:
+        faiss = require_faiss()
+        if self.storage == "binary":
+            return faiss.downcast_IndexBinary(self._index.storage)
+        return faiss.downcast_index(self._index.storage)
+
+    def _code_vector(self) -> Any:
+        storage = self._storage()
+        return storage.xb if self.storage == "binary" else storage.codes
 
     def __len__(self) -> int:
-        return len(self._graph)
+        return 0 if self._index is None else int(self._index.ntotal)
+
+    def codes(self) -> np.ndarray:
+        """The codes (n, codec.width) of the codec's storage type: a view of the graph's storage, valid until the
+        next change of the graph (the index asks again each time)."""
+        n = len(self)
+        flat = _view(self._code_vector(), n * self.codec.bytes_per_vector, np.uint8) if n else np.empty(0, np.uint8)
+        return flat.view(self.codec.storage).reshape(n, self.codec.width)
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the serialised graph (vectors + links), what a memory map of it holds."""
-        return int(self._graph.serialized_length)
+        """Bytes of the links (neighbour lists, offsets, levels): what the graph adds to the codes."""
+        if self._index is None:
+            return 0
+        h = self._index.hnsw
+        return 4 * int(h.neighbors.size()) + 8 * int(h.offsets.size()) + 4 * int(h.levels.size())
 
-    def graph_input(self, unit: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """What the graph stores for a block: float32 unit rows, or the packed sign bits for a binary graph."""
-        return np.ascontiguousarray(codes) if self.graph_dtype == "b1" else unit.astype(np.float32)
+    def _graph_input(self, codes: np.ndarray) -> np.ndarray:
+        """What faiss adds for a block of codes: the packed bits, or the decoded vectors (float32), which faiss's
+        storage encodes back to the same codes."""
+        if self.storage == "binary":
+            return np.ascontiguousarray(codes)
+        return np.ascontiguousarray(self.codec.decode(codes, np.float32))
 
-    def add(self, first_row: int, vectors: np.ndarray) -> None:
+    def add(self, codes: np.ndarray) -> None:
+        """Append rows (codes of the codec's storage type); their ids are the next row numbers."""
         self._writable()
-        keys = np.arange(first_row, first_row + len(vectors), dtype=np.uint64)
-        self._graph.add(keys, vectors, threads=self.threads)
+        if self._index is None:
+            self._index = self._new_index()
+        first = len(self)
+        self._index.add(self._graph_input(codes))
+        # the graph was linked on faiss's encoding of the decoded vectors; the stored codes are the codec's own
+        self.codes()[first:] = codes
+        if self.removed == 0:
+            self.built_size = len(self)
+
+    def rebuild(self) -> None:
+        """A new graph over the same codes (at the current connectivity)."""
+        codes = np.array(self.codes())  # a copy: the view dies with the old graph
+        self._index, self._mapped = None, False
+        self.removed = 0
+        for start in range(0, len(codes), 65536):
+            self.add(codes[start:start + 65536])
+        self.built_size = len(codes)
 
     def remove_rows(self, keep: np.ndarray) -> None:
-        """The rows where ``keep`` is False left the index; later rows moved down: rename their keys."""
+        """The rows where ``keep`` is False leave the graph and its storage; later rows move down."""
         self._writable()
-        self._graph.remove(np.flatnonzero(~keep).astype(np.uint64))
-        old = np.flatnonzero(keep)
-        new = np.arange(len(old))
-        moved = old != new  # ascending: each target key is free (removed, or renamed away just before)
-        if moved.any():
-            self._graph.rename(old[moved].astype(np.uint64).tolist(), new[moved].astype(np.uint64).tolist())
+        n = len(self)
+        if not keep.any():
+            self._index = None
+            self.built_size = self.removed = 0
+            return
+        faiss = require_faiss()
+        kept_codes = np.ascontiguousarray(self.codes()[keep])
+        h = self._index.hnsw
+        levels, offsets, neighbors, cum = self._tables()
+        new_neighbors, new_offsets, new_levels = remap_links(levels, offsets, neighbors, cum, keep)
+        entry = int(h.entry_point)
+        entry = int(np.cumsum(keep)[entry] - 1) if keep[entry] else int(np.argmax(new_levels))
+        faiss.copy_array_to_vector(new_levels.astype(np.int32), h.levels)
+        faiss.copy_array_to_vector(new_offsets.astype(np.uint64), h.offsets)
+        faiss.copy_array_to_vector(new_neighbors, h.neighbors)
+        h.entry_point = entry
+        h.max_level = int(new_levels[entry]) - 1  # the old entry was on the top level; else the new one is
+        faiss.copy_array_to_vector(kept_codes.view(np.uint8).reshape(-1), self._code_vector())
+        self._storage().ntotal = len(kept_codes)
+        self._index.ntotal = len(kept_codes)
+        self.removed += int(n - len(kept_codes))
+        if self.removed > REBUILD_AFTER_REMOVED * max(1, self.built_size):
+            self.rebuild()
 
     def _writable(self) -> None:
         """A memory-mapped graph is copied into memory once, before its first change."""
-        if self._view:
-            self._graph = self._graph.copy()
-            self._view = False
+        if self._mapped:
+            self._index = _deserialize(self.storage, _serialize(self.storage, self._index))
+            self._mapped = False
 
     def candidates(self, queries: np.ndarray, top_k: int, n: int,
                    expansion: Optional[int] = None, per_result: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """(rows (nq, c) int64, counts (nq,)) proposed by the graph for unit queries (float64); c <= n. A query
         with fewer than c proposals has its row padded with its first proposal (counts says how many are real)."""
         c = min(n, top_k * (self.candidates_per_result if per_result is None else per_result))
-        self._graph.expansion_search = max(c, self.expansion_search if expansion is None else expansion)
-        if self.graph_dtype == "b1":
-            vectors = np.packbits(queries > 0, axis=1)
+        ef = max(c, self.expansion_search if expansion is None else expansion)
+        if self.storage == "binary":
+            self._index.hnsw.efSearch = ef
+            _, keys = self._index.search(np.packbits(queries > 0, axis=1), c)
         else:
-            vectors = queries.astype(np.float32)
-        found = self._graph.search(vectors, c, threads=self.threads)
-        keys = np.asarray(found.keys).reshape(len(queries), -1)[:, :c].astype(np.int64)
-        if hasattr(found, "counts"):
-            counts = np.asarray(found.counts).reshape(-1).astype(np.int64)
-        else:  # one query: usearch answers with a single Matches
-            counts = np.array([len(found.keys)], dtype=np.int64)
-        if keys.shape[1] < c:  # fewer proposals than asked for in every query
-            keys = np.concatenate([keys, np.zeros((len(queries), c - keys.shape[1]), np.int64)], axis=1)
-        if (counts < c).any():
-            for i in np.flatnonzero(counts < c).tolist():
-                keys[i, counts[i]:] = keys[i, 0] if counts[i] else 0
+            faiss = require_faiss()
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = ef
+            _, keys = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), c, params=params)
+        keys = keys.astype(np.int64)
+        counts = (keys >= 0).sum(axis=1)
+        short = counts < c
+        if short.any():  # faiss fills the missing places with -1 (after the found ones)
+            first = np.where(counts > 0, keys[:, 0], 0)
+            keys = np.where(keys >= 0, keys, first[:, None])
         return keys, counts
 
     # ------------------------------------------------------------------------------------------------ tuning
 
-    def tune(self, queries: np.ndarray, exact_search: Any, ann_search: Any, rebuild: Any,
-             source: str = "midpoints of two random stored vectors", proxy: bool = True) -> Dict[str, Any]:
-        """Choose the expansion (and connectivity) reaching ``target_recall`` for recall@10 against the exact path.
+    def _tables(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(levels, offsets, neighbors, cum) of the links: views, valid until the graph changes."""
+        h, n = self._index.hnsw, len(self)
+        offsets = _view(h.offsets, n + 1, np.uint64)
+        cum = _view(h.cum_nneighbor_per_level, int(h.cum_nneighbor_per_level.size()), np.int32)
+        return _view(h.levels, n, np.int32), offsets, _view(h.neighbors, int(offsets[-1]), np.int32), cum
 
-        ``queries``: unit sample queries (see the module docs); ``exact_search(q, k)`` and
-        ``ann_search(q, k, expansion, per_result)`` return (nq, k) rows; ``rebuild()`` refills a fresh graph (called
-        when the connectivity is raised). Returns and records what was measured."""
-        k = TUNE_K
+    def tune(self, queries: np.ndarray, truth: np.ndarray, ann_search: Any, source: str,
+             proxy: bool) -> Dict[str, Any]:
+        """Choose the expansion (and connectivity) reaching ``target_recall`` for recall@k against the exact path.
+
+        ``queries``: unit sample queries; ``truth``: their exact top-k rows (nq, k); ``ann_search(q, k, expansion,
+        per_result)`` returns (nq, k) rows; ``proxy``: the queries are midpoints standing in for real ones (they must
+        reach :func:`proxy_target`). Raising the connectivity rebuilds the graph. Returns and records what was
+        measured."""
+        k = truth.shape[1]
         target = proxy_target(self.target_recall) if proxy else self.target_recall
-        truth, _ = exact_search(queries, k)
         while True:
             best: Dict[str, Any] = {}  # at this connectivity
             for per_result in (2, 4):
@@ -171,18 +275,15 @@ class HNSW:
                         best = {"recall": recall, "expansion_search": ef, "candidates_per_result": per_result,
                                 "connectivity": self.connectivity}
                     if recall >= target:
-                        return self._tuned({"recall": recall, "expansion_search": ef,
-                                            "candidates_per_result": per_result}, len(queries), k, source, target)
+                        return self._tuned(best, len(queries), k, source, target)
             if self.connectivity * 2 > MAX_CONNECTIVITY:
                 break
             self.connectivity *= 2
-            self._graph = self._new_graph()
-            self._view = False
-            rebuild()
+            self.rebuild()
         warnings.warn(f"ANN index: recall@{k} {best['recall']:.3f} on {len(queries)} sample queries ({source}) is "
-                      f"below the target {target:g} even at connectivity {self.connectivity} and expansion {EXPANSIONS[-1]}; "
-                      "using the best setting found (search with exact=True for exact results)", RuntimeWarning,
-                      stacklevel=4)
+                      f"below the target {target:g} even at connectivity {self.connectivity} and expansion "
+                      f"{EXPANSIONS[-1]}; using the best setting found (search with exact=True for exact results)",
+                      RuntimeWarning, stacklevel=4)
         return self._tuned(best, len(queries), k, source, target)
 
     def _tuned(self, chosen: Dict[str, Any], sample: int, k: int, source: str, target: float) -> Dict[str, Any]:
@@ -196,69 +297,163 @@ class HNSW:
     # ------------------------------------------------------------------------------------------------ persistence
 
     def manifest_part(self) -> Dict[str, Any]:
-        import usearch
-
-        return {"kind": "hnsw", "library": "usearch", "library_version": usearch.__version__,
-                "graph_dtype": self.graph_dtype, "metric": "hamming" if self.graph_dtype == "b1" else "cos",
+        faiss = require_faiss()
+        kind, qtype, metric = STORAGES[self.storage]
+        return {"kind": "hnsw", "library": "faiss", "library_version": faiss.__version__, "faiss_index": kind,
+                "scalar_quantizer": qtype, "metric": metric, "storage": "the index's codes (one copy)",
                 "connectivity": self.connectivity, "expansion_add": EXPANSION_ADD,
                 "expansion_search": self.expansion_search, "candidates_per_result": self.candidates_per_result,
                 "target_recall": self.target_recall, "measured": self.tuned,
                 "rescoring": "exact, from the index's stored codes"}
 
     def save(self, path: str) -> None:
-        self._graph.save(path)
+        faiss = require_faiss()
+        if self._index is None:
+            self._index = self._new_index()
+        (faiss.write_index_binary if self.storage == "binary" else faiss.write_index)(self._index, path)
 
     @classmethod
-    def open(cls, path: str, part: Any, dim: int, storage: str, count: int, view: bool, where: str,
+    def open(cls, path: str, part: Any, codec: Any, count: int, view: bool, where: str,
              threads: int = 1) -> "HNSW":
-        """The graph saved at ``path`` (a file name or /proc/self/fd/N), checked against the manifest's ``ann``
-        part and the index (dimension, type, metric, count, keys 0..count-1); errors name ``where``."""
-        usearch = require_usearch()
+        """The graph saved at ``path`` (a file name), checked against the manifest's ``ann`` part and the index
+        (storage type, dimension, count, quantizer range, the links' structure); errors name ``where``. With
+        ``view`` the file is memory-mapped. The caller compares :meth:`codes` with the index's saved codes."""
+        faiss = require_faiss()
         if not isinstance(part, dict) or part.get("kind") != "hnsw":
             raise ValueError(f"{where}: the manifest's 'ann' part is not an HNSW description")
+        if part.get("library") != "faiss":
+            raise ValueError(f"{where}: a graph of {part.get('library')!r} (an unreleased development format); "
+                             "build the index again")
         for key in ("connectivity", "expansion_search", "candidates_per_result"):
             value = part.get(key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{where}: manifest 'ann.{key}' must be a positive integer; got {value!r}")
-        meta = usearch.Index.metadata(path)
-        if not meta:
-            raise ValueError(f"{where}: not a usearch graph file (damaged?)")
-        graph_dtype = GRAPH_DTYPE[storage]
-        expected = {"dimensions": dim, "count_present": count}
-        for key, want in expected.items():
-            if meta.get(key) != want:
-                raise ValueError(f"{where}: graph {key} is {meta.get(key)!r}, the index needs {want} (damaged, or "
-                                 "the graph of another index)")
-        if str(meta.get("kind_scalar")).split(".")[-1].lower() != graph_dtype:
-            raise ValueError(f"{where}: graph stores {meta.get('kind_scalar')}, expected {graph_dtype}")
-        self = cls(dim, storage, target_recall=part.get("target_recall", DEFAULT_TARGET_RECALL),
+        self = cls(codec, target_recall=part.get("target_recall", DEFAULT_TARGET_RECALL),
                    connectivity=part["connectivity"], threads=threads)
+        flags = faiss.IO_FLAG_MMAP_IFC if view else 0
         try:
-            self._graph = usearch.Index.restore(path, view=view)
-        except Exception as exc:  # usearch raises RuntimeError/ValueError with its own words
-            raise ValueError(f"{where}: the graph cannot be read ({exc})") from None
-        if self._graph is None or len(self._graph) != count:
-            raise ValueError(f"{where}: the graph holds {None if self._graph is None else len(self._graph)} "
-                             f"vectors, the index {count}")
-        if count and not np.asarray(self._graph.contains(np.arange(count, dtype=np.uint64))).all():
-            raise ValueError(f"{where}: the graph's keys are not the rows 0..{count - 1} of the index")
-        self._view = bool(view)
+            read = faiss.read_index_binary if self.storage == "binary" else faiss.read_index
+            index = read(path, flags)
+        except Exception as exc:  # faiss raises RuntimeError with its own words
+            raise ValueError(f"{where}: the graph cannot be read ({str(exc).strip().splitlines()[-1]})") from None
+        kind, qtype, _ = STORAGES[self.storage]
+        if type(index).__name__ != kind:
+            raise ValueError(f"{where}: a faiss {type(index).__name__}, an index of {self.storage} storage needs "
+                             f"{kind} (the graph of another index?)")
+        self._index, self._mapped = index, bool(view)
+        storage = self._storage()
+        if kind != "IndexBinaryHNSW":
+            if index.metric_type != faiss.METRIC_INNER_PRODUCT or index.d != self.dim:
+                raise ValueError(f"{where}: graph of dimension {index.d} / metric {index.metric_type}, the index "
+                                 f"needs {self.dim} / inner product")
+            if qtype is not None:
+                if storage.sq.qtype != getattr(faiss.ScalarQuantizer, qtype):
+                    raise ValueError(f"{where}: graph storage is not faiss {qtype}")
+                if qtype == "QT_8bit":
+                    trained = np.array(_view(storage.sq.trained, 2 * self.dim, np.float32))
+                    if not np.array_equal(trained, self.codec.faiss_range()):
+                        raise ValueError(f"{where}: graph quantizer range differs from the index's int8 calibration "
+                                         "(the graph of another index, or damaged)")
+        elif index.d != 8 * self.codec.width:
+            raise ValueError(f"{where}: graph of {index.d} bits, the index needs {8 * self.codec.width}")
+        if index.ntotal != count or storage.ntotal != count:
+            raise ValueError(f"{where}: the graph holds {index.ntotal} vectors, the index {count} (damaged, or the "
+                             "graph of another index)")
+        check_links(index.hnsw, count, where)
+        self.built_size = count
         self.expansion_search = part["expansion_search"]
         self.candidates_per_result = part["candidates_per_result"]
         self.tuned = part.get("measured") if isinstance(part.get("measured"), dict) else None
         return self
 
     def __getstate__(self) -> dict:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_graph", "_view")}
-        state["graph_bytes"] = bytes(self._graph.save())
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_index", "_mapped", "codec")}
+        state["graph_bytes"] = None if self._index is None else _serialize(self.storage, self._index).tobytes()
         return state
 
     def __setstate__(self, state: dict) -> None:
-        usearch = require_usearch()
+        """Unpickle; the codec is given back by the owning index (:meth:`attach`)."""
+        if "graph_bytes" not in state or "built_size" not in state:
+            raise ValueError("this ANN index was pickled by an unreleased development version (usearch graph); "
+                             "build it again")
         graph = state.pop("graph_bytes")
         self.__dict__.update(state)
-        self._graph = usearch.Index.restore(bytearray(graph))
-        self._view = False
+        self.codec = None
+        self._index = None if graph is None else _deserialize(self.storage, np.frombuffer(graph, np.uint8))
+        self._mapped = False
+
+
+def _serialize(storage: str, index: Any) -> np.ndarray:
+    faiss = require_faiss()
+    return (faiss.serialize_index_binary if storage == "binary" else faiss.serialize_index)(index)
+
+
+def _deserialize(storage: str, data: np.ndarray) -> Any:
+    faiss = require_faiss()
+    return (faiss.deserialize_index_binary if storage == "binary" else faiss.deserialize_index)(np.asarray(data))
+
+
+def remap_links(levels: np.ndarray, offsets: np.ndarray, neighbors: np.ndarray, cum: np.ndarray,
+                keep: np.ndarray, block: int = 65536) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """faiss HNSW link tables without the nodes where ``keep`` is False.
+
+    Node i (``levels[i]`` levels, counting from 1) owns slots offsets[i]..offsets[i+1] = cum[levels[i]] slots; level
+    l's neighbours sit at offsets[i] + cum[l] .. offsets[i] + cum[l + 1], -1 after the last one. Returns (neighbors,
+    offsets, levels) of the kept nodes with ids renumbered, dropped neighbours taken out and each level's list packed
+    to the front (-1 after it). Works through ``block`` nodes at a time (bounded scratch memory)."""
+    n = len(levels)
+    new_id = np.where(keep, np.cumsum(keep) - 1, -1).astype(np.int64)
+    offsets = offsets.astype(np.int64)
+    cum = cum.astype(np.int64)
+    sizes = offsets[1:] - offsets[:-1]
+    new_offsets = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
+    np.cumsum(sizes[keep], out=new_offsets[1:])
+    node_start = np.zeros(n, dtype=np.int64)  # each kept node's first slot in the new table
+    node_start[keep] = new_offsets[:-1]
+    out = np.full(int(new_offsets[-1]), -1, dtype=np.int32)
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        lo, hi = int(offsets[a]), int(offsets[b])
+        nb = np.asarray(neighbors[lo:hi]).astype(np.int64)
+        node = np.repeat(np.arange(a, b), sizes[a:b])  # slot -> its node
+        pos = np.arange(lo, hi, dtype=np.int64) - offsets[node]  # slot -> place in its node
+        level = np.searchsorted(cum, pos, side="right") - 1  # slot -> its level
+        seg_first = offsets[node] + cum[level] - lo  # slot -> first slot of its level's list (in this block)
+        target = np.where(nb >= 0, new_id[np.maximum(nb, 0)], -1)
+        valid = (target >= 0) & keep[node]
+        before = np.cumsum(valid) - valid  # valid slots before each slot
+        rank = before - before[seg_first]  # place among the valid slots of its list
+        dest = node_start[node[valid]] + cum[level[valid]] + rank[valid]
+        out[dest] = target[valid]
+    return out, new_offsets, levels[keep]
+
+
+def check_links(h: Any, count: int, where: str) -> None:
+    """A damaged link table would send the search outside the graph (a crash, not an error): levels, offsets,
+    neighbour ids and the entry point are checked against each other."""
+    faiss = require_faiss()
+    if count == 0:
+        return
+    levels = _view(h.levels, min(count, int(h.levels.size())), np.int32)
+    if int(h.levels.size()) != count or int(h.offsets.size()) != count + 1:
+        raise ValueError(f"{where}: the graph's link tables do not hold {count} nodes (damaged)")
+    cum = np.array(_view(h.cum_nneighbor_per_level, int(h.cum_nneighbor_per_level.size()), np.int32))
+    offsets = _view(h.offsets, count + 1, np.uint64)
+    if (levels < 1).any() or (levels >= len(cum)).any() or offsets[0] != 0 or \
+            not np.array_equal(np.diff(offsets.astype(np.int64)), cum[levels]):
+        raise ValueError(f"{where}: the graph's levels and offsets disagree (damaged)")
+    if int(h.neighbors.size()) != int(offsets[-1]):
+        raise ValueError(f"{where}: the graph's neighbour table has {h.neighbors.size()} slots, its offsets "
+                         f"{int(offsets[-1])} (damaged)")
+    neighbors = _view(h.neighbors, int(offsets[-1]), np.int32)
+    for start in range(0, len(neighbors), 1 << 24):
+        block = neighbors[start:start + (1 << 24)]
+        if block.size and (int(block.min()) < -1 or int(block.max()) >= count):
+            raise ValueError(f"{where}: the graph links to nodes outside 0..{count - 1} (damaged)")
+    if not 0 <= int(h.entry_point) < count or int(h.max_level) != int(levels.max()) - 1 \
+            or levels[int(h.entry_point)] - 1 != int(h.max_level):
+        raise ValueError(f"{where}: the graph's entry point or top level is wrong (damaged)")
+    del faiss
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:

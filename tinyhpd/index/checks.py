@@ -8,7 +8,7 @@ import numpy as np
 
 DTYPES = ("float32", "float16", "int8", "binary")
 FORMAT_NAME = "tinyhpd-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: int8 codes unsigned (faiss SQ8 bytes), ANN graphs of faiss
 MANIFEST = "manifest.json"
 VECTORS = "vectors.safetensors"
 IDS = "ids.json"

@@ -9,7 +9,10 @@ branches on the storage type.
 * ``Float16Codec``: 2 d bytes; codes are the unit vectors rounded to float16. Chunk scores read the float16 bits
   as float32 bits shifted into place (an exact conversion, see ``kernels.f16_scores``), not through NumPy's cast.
 * ``Int8Codec``: d bytes plus a float32 scale and offset per dimension, calibrated on the first vectors it sees:
-  decode = code * scale + offset, codes in [-128, 127]; later components outside the range are clipped and counted.
+  decode = code * scale + offset, codes unsigned bytes in [0, 255]; later components outside the range are clipped and
+  counted. The bytes are faiss's 8-bit scalar quantizer's (``QT_8bit`` with vmin = offset - scale / 2 and
+  vdiff = 255 scale decodes them to the same values), so an ANN graph can use the index's codes as its storage.
+  Indexes written before format 2 stored signed codes (code + 128 now): :meth:`Int8Codec.from_signed` converts them.
 * ``BinaryCodec``: ceil(d / 8) bytes, sign bits (``x > 0``) packed big-endian with ``np.packbits``; it decodes to the
   sign vector / sqrt(d). It is not exact: ``Index`` finds Hamming candidates and rescores them.
 """
@@ -125,7 +128,7 @@ class Float16Codec(Codec):
 
 class Int8Codec(Codec):
     name = "int8"
-    storage = np.dtype("i1")
+    storage = np.dtype("u1")
     calibrated = True
     tensor_names = ("scale", "offset")
     converts = True
@@ -145,7 +148,7 @@ class Int8Codec(Codec):
         return 0 if self.scale is None else self.scale.nbytes + self.offset.nbytes
 
     def calibrate(self, x: np.ndarray) -> None:
-        """Per dimension, the minimum and maximum over the unit rows of ``x`` map to the codes -128 and 127; a
+        """Per dimension, the minimum and maximum over the unit rows of ``x`` map to the codes 0 and 255; a
         dimension constant in ``x`` gets [-1, 1] (the range of any component of a unit vector)."""
         lo = np.full(self.dim, np.inf)
         hi = np.full(self.dim, -np.inf)
@@ -155,18 +158,29 @@ class Int8Codec(Codec):
             hi = np.maximum(hi, unit.max(axis=0))
         flat = ~(hi > lo)
         lo[flat], hi[flat] = -1.0, 1.0
-        scale = (hi - lo) / 255.0
-        self.scale = scale.astype(np.float32)
-        self.offset = (lo + 128.0 * scale).astype(np.float32)
+        self.scale = ((hi - lo) / 255.0).astype(np.float32)
+        self.offset = lo.astype(np.float32)
         self.calibration_count = int(x.shape[0])
 
     def encode(self, unit: np.ndarray) -> Tuple[np.ndarray, int]:
         q = np.rint((unit - self.offset.astype(np.float64)) / self.scale.astype(np.float64))
-        clipped = int(np.count_nonzero((q < -128) | (q > 127)))
-        return np.clip(q, -128, 127).astype(np.int8), clipped
+        clipped = int(np.count_nonzero((q < 0) | (q > 255)))
+        return np.clip(q, 0, 255).astype(np.uint8), clipped
 
     def decode(self, codes: np.ndarray, dtype: Any) -> np.ndarray:
         return np.asarray(codes).astype(dtype) * self.scale.astype(dtype) + self.offset.astype(dtype)
+
+    def from_signed(self, codes: np.ndarray) -> np.ndarray:
+        """Codes and calibration of format 1 (signed codes c, decode c * scale + offset) in this layout (unsigned
+        c + 128, the offset lowered by 128 scale): an in-memory copy of the codes. Call after :meth:`restore`."""
+        self.offset = (self.offset.astype(np.float64) - 128.0 * self.scale.astype(np.float64)).astype(np.float32)
+        return np.bitwise_xor(np.asarray(codes).view(np.uint8), np.uint8(0x80))
+
+    def faiss_range(self) -> np.ndarray:
+        """faiss ScalarQuantizer QT_8bit parameters (vmin per dimension, then vdiff) decoding these codes to the
+        same values (faiss decodes vmin + (code + 0.5) / 255 vdiff)."""
+        vmin = self.offset.astype(np.float64) - 0.5 * self.scale.astype(np.float64)
+        return np.concatenate([vmin, 255.0 * self.scale.astype(np.float64)]).astype(np.float32)
 
     def prepare(self, q: np.ndarray) -> Any:
         # q . (code * scale + offset) = (q * scale) . code + q . offset
@@ -181,9 +195,9 @@ class Int8Codec(Codec):
         return s
 
     def error_bound(self) -> float:
-        """As for float codes, with |scale * code| <= 128 |scale| and the rounding of q * scale, q . offset and the
+        """As for float codes, with |scale * code| <= 255 |scale| and the rounding of q * scale, q . offset and the
         final addition."""
-        scaled = 128.0 * float(np.linalg.norm(self.scale.astype(np.float64)))
+        scaled = 255.0 * float(np.linalg.norm(self.scale.astype(np.float64)))
         return 2.0 * U32 * (2 * self.dim + 16) * (scaled + float(np.linalg.norm(self.offset.astype(np.float64)))) \
             + 1e-12
 
@@ -191,7 +205,7 @@ class Int8Codec(Codec):
         """Every int8 code is a valid value."""
 
     def manifest_part(self) -> Optional[dict]:
-        return {"decode": "code * scale + offset, per dimension", "codes": [-128, 127],
+        return {"decode": "code * scale + offset, per dimension", "codes": [0, 255],
                 "calibration_count": self.calibration_count, "out_of_range": "clip"}
 
     def tensors(self) -> Dict[str, np.ndarray]:
@@ -237,3 +251,5 @@ class BinaryCodec(Codec):
 
 
 CODECS: Dict[str, Type[Codec]] = {c.name: c for c in (Float32Codec, Float16Codec, Int8Codec, BinaryCodec)}
+# storage types an index file may hold: today's codecs', and format 1's signed int8 codes (see Int8Codec.from_signed)
+READABLE_STORAGE = frozenset({c.storage for c in CODECS.values()} | {np.dtype("i1")})

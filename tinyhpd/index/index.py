@@ -29,8 +29,9 @@ Storage types (``dtype``) and what a search returns for each:
   query with the stored bits only: score = cos(query, sign vector) = q . s / sqrt(d), s in {-1, +1}^d. No float copy of
   the corpus is stored, so the reported bytes per vector are the whole cost. Binary search is approximate.
 
-Approximate search (``ann="hnsw"``, see ann.py): a usearch HNSW graph proposes candidates that are rescored exactly
-from the stored codes; its parameters are chosen from ``target_recall`` measured against the exact path. Storage
+Approximate search (``ann="hnsw"``, see ann.py): a faiss HNSW graph, whose storage holds the index's codes (one copy),
+proposes candidates that are rescored exactly from those codes; its parameters are chosen from ``target_recall``
+measured against the exact path. Storage
 codecs live in codecs.py, the float16/int8 score kernels and the search threads in kernels.py.
 
 Edge cases: an empty corpus or an empty batch of vectors, an empty list of queries, a blank query string, NaN or
@@ -96,7 +97,7 @@ class Index:
         chunk_bytes: bound on the temporary memory a search allocates per chunk of corpus rows.
         threads: threads an exact search splits a large corpus between (default: the cores this process may use,
             at most 8; each thread takes at least 65,536 rows).
-        ann: None (exact search, the default) or ``"hnsw"``: an HNSW graph (usearch, ``pip install 'tinyhpd[ann]'``)
+        ann: None (exact search, the default) or ``"hnsw"``: an HNSW graph (faiss, ``pip install 'tinyhpd[ann]'``)
             proposes candidates that are rescored exactly from the stored codes. Its parameters are chosen from
             ``target_recall`` (recall@10 against the exact path, measured on sample rows when the index is built and
             each time it has doubled since); ``search(..., exact=True)`` still searches exactly.
@@ -117,7 +118,7 @@ class Index:
     ) -> None:
         self._dim = _check_dim(dim)
         self._codec: Codec = CODECS[_check_dtype(dtype)](self._dim)
-        self._codes = np.empty((0, self._codec.width), dtype=self._codec.storage)
+        self._store = np.empty((0, self._codec.width), dtype=self._codec.storage)  # the codes, unless a graph has them
         self._n = 0
         self._next_id = 0  # default ids start here: past every int id ever added, so a removed id is never reused
         self._ids: List[Id] = []
@@ -131,7 +132,7 @@ class Index:
         self._ann: Optional[ann_mod.HNSW] = None
         self._tuned_size = 0
         if ann_mod.check_kind(ann) is not None:
-            self._ann = ann_mod.HNSW(self._dim, self.dtype, target_recall=target_recall, threads=self.threads)
+            self._ann = ann_mod.HNSW(self._codec, target_recall=target_recall, threads=self.threads)
         if model is not None:
             info = _model_identity(model)
             if info["embedding_dim"] is not None and info["embedding_dim"] != self._dim:
@@ -143,9 +144,17 @@ class Index:
                 raise ValueError("calibration applies to dtype='int8' only")
             self._codec.calibrate(_as_matrix(calibration, self._dim, "calibration vectors"))
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self._ann is not None:
+            state["_store"] = None  # the graph pickles the codes
+        return state
+
     def __setstate__(self, state: dict) -> None:
         """Unpickle; an Index pickled before storage codecs (tinyhpd 0.2: ``_dtype``, ``_scale``, ``_offset``) gets
-        its codec rebuilt from those fields."""
+        its codec rebuilt from those fields, and signed int8 codes (before format 2) become unsigned ones."""
+        if "_codes" in state:
+            state["_store"] = state.pop("_codes")
         if "_codec" not in state:
             codec = CODECS[state.pop("_dtype")](state["_dim"])
             scale, offset = state.pop("_scale", None), state.pop("_offset", None)
@@ -158,7 +167,17 @@ class Index:
         state.setdefault("threads", kernels.default_threads())
         state.setdefault("_ann", None)
         state.setdefault("_tuned_size", 0)
+        store = state.get("_store")
+        if store is not None and store.dtype == np.int8 and state["_codec"].name == "int8":
+            state["_store"] = state["_codec"].from_signed(store)
         self.__dict__.update(state)
+        if self._ann is not None:
+            self._ann.codec = self._codec
+
+    @property
+    def _codes(self) -> np.ndarray:
+        """The stored codes (n or more rows): the index's own array, or a view of its graph's storage."""
+        return self._store if self._ann is None else self._ann.codes()
 
     # ------------------------------------------------------------------------------------------------ properties
 
@@ -216,7 +235,7 @@ class Index:
     def nbytes(self) -> int:
         """Bytes of vector storage: codes of the ``len(self)`` vectors plus int8 calibration, plus the serialised
         ANN graph if there is one (ids not counted)."""
-        graph = 0 if self._ann is None else self._ann.nbytes
+        graph = 0 if self._ann is None else self._ann.nbytes  # links only: the graph's storage is the codes
         return self._n * self.bytes_per_vector + self._codec.extra_nbytes + graph
 
     def __len__(self) -> int:
@@ -254,7 +273,7 @@ class Index:
         _check_dtype(dtype)
         if ann_mod.check_kind(ann) is not None:  # before the corpus is encoded, not after
             ann_mod.check_target_recall(target_recall)
-            ann_mod.require_usearch()
+            ann_mod.require_faiss()
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not a single str")
         texts = list(texts)
@@ -300,18 +319,19 @@ class Index:
         if model_info is not None and not isinstance(model_info, dict):
             raise ValueError("model_info must be a dict or None")
         index = cls(codec.dim, codec.name, chunk_bytes=chunk_bytes, threads=threads)
-        index._codec, index._codes, index._n, index._ids, index._rows = codec, codes, len(ids), ids, rows
+        index._codec, index._store, index._n, index._ids, index._rows = codec, codes, len(ids), ids, rows
         index._next_id = max(int(next_id), 1 + max((i for i in ids if isinstance(i, int)), default=-1))
         index._model_info = None if model_info is None else dict(model_info)
         return index
 
     def reserve(self, capacity: int) -> None:
-        """Pre-allocate room for ``capacity`` vectors (avoids regrowth copies when adding in many batches)."""
-        if capacity <= self._codes.shape[0] and not isinstance(self._codes, np.memmap):
+        """Pre-allocate room for ``capacity`` vectors (avoids regrowth copies when adding in many batches; an ANN
+        index's graph grows its storage itself)."""
+        if self._ann is not None or (capacity <= self._store.shape[0] and not isinstance(self._store, np.memmap)):
             return
-        grown = np.empty((max(int(capacity), self._n), self._codec.width), dtype=self._codes.dtype)
-        grown[: self._n] = self._codes[: self._n]
-        self._codes = grown
+        grown = np.empty((max(int(capacity), self._n), self._codec.width), dtype=self._store.dtype)
+        grown[: self._n] = self._store[: self._n]
+        self._store = grown
 
     def add(self, embeddings: Any, ids: Optional[Sequence[Id]] = None) -> None:
         """Add vectors (n, dim) under ``ids`` (default: consecutive ints after the largest int id ever added, removed
@@ -325,7 +345,7 @@ class Index:
         if not self._codec.ready:
             self._codec.calibrate(x)
         needed = self._n + n
-        if needed > self._codes.shape[0] or isinstance(self._codes, np.memmap):
+        if needed > self._store.shape[0] or isinstance(self._store, np.memmap):
             self.reserve(max(needed, self._n * 3 // 2) if self._n else needed)
         clipped = 0
         graph_blocks = []
@@ -333,13 +353,14 @@ class Index:
             stop = min(n, start + _ADD_BLOCK_ROWS)
             unit = unit_rows(x[start:stop], start, "embeddings")
             codes, c = self._codec.encode(unit)
-            self._codes[self._n + start : self._n + stop] = codes
+            if self._ann is None:
+                self._store[self._n + start : self._n + stop] = codes  # rows past _n: not yet part of the index
+            else:
+                graph_blocks.append(codes)
             clipped += c
-            if self._ann is not None:
-                graph_blocks.append(self._ann.graph_input(unit, codes))
         # commit only now: a failure above leaves the index as it was
-        for i, block in enumerate(graph_blocks):
-            self._ann.add(self._n + i * _ADD_BLOCK_ROWS, block)
+        for block in graph_blocks:
+            self._ann.add(block)
         self._n = needed
         for i, id_ in enumerate(new_ids):
             self._rows[id_] = len(self._ids) + i
@@ -382,7 +403,8 @@ class Index:
         keep[[self._rows[i] for i in targets]] = False
         if self._ann is not None:
             self._ann.remove_rows(keep)
-        self._codes = np.ascontiguousarray(self._codes[: self._n][keep])
+        else:
+            self._store = np.ascontiguousarray(self._store[: self._n][keep])
         self._ids = [i for i, k in zip(self._ids, keep.tolist()) if k]
         self._rows = {id_: row for row, id_ in enumerate(self._ids)}
         self._n = len(self._ids)
@@ -615,39 +637,30 @@ class Index:
     def tune(self, queries: Any = None) -> Optional[dict]:
         """(ANN index) Choose the graph's parameters from ``target_recall`` again, measured on the current contents
         (done by ``add`` when the index was built and whenever it has doubled since). ``queries``: sample query
-        vectors to measure on (real queries, e.g. from a log; default: midpoints of random stored vectors, a
-        conservative stand-in). Returns what was measured."""
+        vectors to measure on (real queries, e.g. from a log); default: midpoints of random stored vectors, a
+        conservative stand-in (see ann.py). Returns what was measured."""
         if self._ann is None:
             return None
-        if self._n <= ann_mod.TUNE_K + 1:  # a search then rescores every row: exact
+        k = ann_mod.TUNE_K
+        if self._n <= k + 1:  # a search then rescores every row: exact
             self._tuned_size = self._n
             return None
-        source = "midpoints of two random stored vectors"
         proxy = queries is None  # midpoints stand in for real queries: a stricter target (see ann.py)
         if queries is not None:
             queries = unit_rows(_as_matrix(queries, self._dim, "tuning queries"), 0, "tuning queries")
             source = f"{len(queries)} query vectors given by the caller"
         else:
-            rng = np.random.default_rng(0)
-            pairs = rng.choice(self._n, size=(ann_mod.TUNE_SAMPLE, 2))
+            pairs = np.random.default_rng(0).choice(self._n, size=(ann_mod.TUNE_SAMPLE, 2))
             queries = sum(self._codec.decode(np.asarray(self._codes[pairs[:, j]]), np.float64) for j in (0, 1))
             norms = np.linalg.norm(queries, axis=1)
             queries = queries[norms > 1e-6] / norms[norms > 1e-6, None]  # opposite vectors have no midpoint
-
-        def exact(q: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-            return self.search_rows(q, k, exact=True)
+            source = "midpoints of two random stored vectors"
+        truth = self.search_rows(queries, k, exact=True)[0]
 
         def approximate(q: np.ndarray, k: int, expansion: int, per_result: int) -> np.ndarray:
             return self._search_ann(q, k, expansion, per_result)[0]
 
-        def rebuild() -> None:
-            for start in range(0, self._n, _ADD_BLOCK_ROWS):  # rows past _n are reserved room, not vectors
-                codes = np.asarray(self._codes[start:min(self._n, start + _ADD_BLOCK_ROWS)])
-                unit = self._codec.decode(codes, np.float64)
-                unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-                self._ann.add(start, self._ann.graph_input(unit, codes))
-
-        measured = self._ann.tune(queries, exact, approximate, rebuild, source, proxy=proxy)
+        measured = self._ann.tune(queries, truth, approximate, source, proxy)
         self._tuned_size = self._n
         return dict(measured)
 
@@ -767,7 +780,7 @@ class Index:
         if self._ann is not None:
             self._ann.save(str(folder / GRAPH))
             names.append(GRAPH)
-        for name in (n for n in names if n != IDS):  # written by safetensors / usearch: fsync them here
+        for name in (n for n in names if n != IDS):  # written by safetensors / faiss: fsync them here
             with open(folder / name, "rb+") as f:
                 os.fsync(f.fileno())
         _write_bytes(folder / IDS, json.dumps(self._ids, ensure_ascii=False).encode("utf-8"))
@@ -833,13 +846,16 @@ class Index:
         vec = files.file(VECTORS)
         header, start = _read_safetensors_header(folder / VECTORS, vec)
         codes = _open_tensor(folder / VECTORS, header, start, "vectors", mmap, vec)
-        if codes.shape != (count, codec.width) or codes.dtype != codec.storage:
+        signed = codec.name == "int8" and manifest["format_version"] < 2 and codes.dtype == np.int8
+        if codes.shape != (count, codec.width) or (codes.dtype != codec.storage and not signed):
             raise ValueError(f"{folder / VECTORS}: vectors are {codes.dtype} {list(codes.shape)}, the manifest says "
                              f"{manifest['dtype']} with count {count} and dim {dim}")
         codec.check_finite(codes, str(folder / VECTORS))
         extra = {name: _open_tensor(folder / VECTORS, header, start, name, False, vec)
                  for name in codec.tensor_names if name in header}
         codec.restore(extra, manifest, str(folder / VECTORS))
+        if signed:  # format 1 stored int8 codes signed: converted into memory (save again to memory-map them)
+            codes = codec.from_signed(codes)
         try:
             ids = json.loads(files.read(IDS).decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
@@ -855,9 +871,15 @@ class Index:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{folder / IDS}: {exc}") from None
         if manifest.get("ann") is not None:
-            index._ann = ann_mod.HNSW.open(files.path(GRAPH), manifest["ann"], dim, codec.name, count, mmap,
-                                           str(folder / GRAPH), threads=index.threads)
-            index._tuned_size = count
+            graph = ann_mod.HNSW.open(files.path(GRAPH), manifest["ann"], codec, count, mmap, str(folder / GRAPH),
+                                      threads=index.threads)
+            for begin in range(0, count, _ADD_BLOCK_ROWS):  # the graph's codes serve: they must be the saved ones
+                end = min(count, begin + _ADD_BLOCK_ROWS)
+                if not np.array_equal(graph.codes()[begin:end], codes[begin:end]):
+                    raise ValueError(f"{folder / GRAPH}: the graph's vectors differ from {VECTORS} from row "
+                                     f"{begin} on (the graph of another index, or damaged)")
+            index._ann, index._tuned_size = graph, count
+            index._store = np.empty((0, codec.width), dtype=codec.storage)
         if model is not None:
             index.model = model
         return index

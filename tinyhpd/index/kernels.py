@@ -74,7 +74,8 @@ def f16_scores(q_shifted: np.ndarray, codes: np.ndarray, scratch: Scratch) -> np
 
 
 def i8_scores(q: np.ndarray, codes: np.ndarray, scratch: Scratch) -> np.ndarray:
-    """(nq, d) float32 . (m, d) int8 codes -> (nq, m) float32 (the codes cast exactly, block by block)."""
+    """(nq, d) float32 . (m, d) 8-bit codes (the int8 storage type's bytes) -> (nq, m) float32 (the codes cast exactly,
+    block by block)."""
     m, d = codes.shape
     block = block_rows(q.shape[0], m)
     if block >= m:  # one conversion, one product (NumPy's own output: faster than matmul's out= here)

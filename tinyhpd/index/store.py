@@ -12,7 +12,7 @@ from tinyhpd._io import safetensors_header
 from tinyhpd import dtypes
 from tinyhpd.index.checks import _check_dim, _check_dtype, FORMAT_NAME, FORMAT_VERSION, IDS, VECTORS
 from tinyhpd.index.ann import GRAPH
-from tinyhpd.index.codecs import CODECS
+from tinyhpd.index.codecs import READABLE_STORAGE
 
 
 def _model_identity(model: Any) -> dict:
@@ -130,7 +130,7 @@ def _open_tensor(path: Path, header: dict, start: int, name: str, mmap: bool, f=
     if not isinstance(entry, dict):
         raise ValueError(f"{path}: tensor {name!r} is missing")
     known = dtypes.by_safetensors(entry.get("dtype"))
-    dtype = known.numpy if known is not None and known.numpy in {c.storage for c in CODECS.values()} else None
+    dtype = known.numpy if known is not None and known.numpy in READABLE_STORAGE else None
     if dtype is None:
         raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {entry.get('dtype')!r}")
     shape = tuple(int(s) for s in entry["shape"])
