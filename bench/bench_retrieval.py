@@ -10,8 +10,8 @@ quality  real text: queries = first sentences of STS-B test and SICK test pairs 
          in weights/ (or --hpd), in every storage type. Embeddings come from tinyhpd and are cached (resumable chunks)
          under --cache (default /work/bench_cache/retrieval), outside the repository.
 encode   only fill the embedding cache for the quality run.
-scale    every method at 131k real and 1M+ vectors: exact float32/float16/int8/binary, tinyhpd HNSW (usearch) over
-         float16/int8/binary, faiss-cpu HNSW-SQ8 and pgvector HNSW: build time, bytes per vector, p50/p99 single-query
+scale    every method at 131k real and 1M+ vectors: exact float32/float16/int8/binary, tinyhpd HNSW (faiss graph over
+         the index's codes) over float16/int8/binary, faiss-cpu HNSW-SQ8 and pgvector HNSW: build time, bytes per vector, p50/p99 single-query
          latency, batched queries/s, recall@10 against exact float32 (see bench/retrieval_scale.py).
 
 Run it as:  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE nice -n 10 python bench/bench_retrieval.py speed|quality|scale

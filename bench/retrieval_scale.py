@@ -6,15 +6,16 @@ L2-normalised (stated as such in the table: synthetic rows have the real second 
 unique STS-B test sentences, embedded by the same model. Truth: exact float32 top-10 (tinyhpd's exact path, which is a
 float64 brute force up to a proven bound).
 
-Methods: tinyhpd exact float32/float16/int8/binary; tinyhpd HNSW (usearch) over float16, int8 and binary storage
-(target_recall 0.95, parameters chosen by the index from midpoint queries; int8 also tuned on 500 held-out STS-B
-queries, disjoint from the measured ones); faiss-cpu IndexHNSWSQ (8-bit scalar quantiser, M=16,
+Methods: tinyhpd exact float32/float16/int8/binary; tinyhpd HNSW (faiss graph over the index's own codes) over float16,
+int8 and binary storage (target_recall 0.95, parameters chosen by the index from midpoint queries; int8 also tuned on
+500 held-out STS-B queries, disjoint from the measured ones); faiss-cpu IndexHNSWSQ (8-bit scalar quantiser, M=16,
 efConstruction 128) over an efSearch sweep, the row shown being the first efSearch at or above the recall of tinyhpd's
 HNSW int8 ("equal recall"); pgvector HNSW (halfvec, m=16, ef_construction=64, through `tinyhpd export`) over an
 ef_search sweep, up to --pg-max rows.
 
-Per method: build seconds, bytes per vector (tinyhpd: codes + calibration + serialised graph; faiss: its serialised
-index; pgvector: pg_total_relation_size of table + indexes), p50/p99 single-query latency (one query at a time, top 10),
+Per method: build seconds, bytes per vector (tinyhpd: codes + calibration + graph links, ``Index.nbytes``; faiss: its
+serialised index; pgvector: pg_total_relation_size of table + indexes), for tinyhpd HNSW the memory a fresh process
+holds after ``Index.load(mmap=False)`` and one search (anonymous RSS growth, ids included: ``loaded_mb``), p50/p99 single-query latency (one query at a time, top 10),
 batched queries/s (all queries in one call; pgvector: one connection, sequential), recall@10 against exact float32.
 """
 from __future__ import annotations
@@ -122,9 +123,39 @@ def tinyhpd_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: 
         label = f"tinyhpd {'HNSW' if ann else 'exact'} {dtype}" + (" + rescoring" if ann or dtype == "binary" else "")
         if tuned:
             label += f", tuned on {len(tune_queries)} held-out STS-B queries"
+        if ann:
+            extra["loaded_mb"] = loaded_mb(index)
         rows.append(measure(label, n, build_s, index.nbytes, lambda q: index.search_rows(q, TOP_K)[0],
                             lambda q: index.search_rows(q[None], TOP_K), queries, single, truth, extra))
     return rows
+
+
+LOADED_MB = """
+import sys, numpy as np
+from tinyhpd.index import Index
+import faiss  # imported before the baseline: the library's own memory is not the index's
+
+def anon():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+
+base = anon()
+index = Index.load(sys.argv[1], mmap=False)
+index.search_rows(np.ones((1, index.dim)), 10)
+print((anon() - base) / 1e6)
+"""
+
+
+def loaded_mb(index: Index) -> float:
+    """Anonymous memory (MB) a fresh process holds after loading ``index`` into RAM and searching once."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="tinyhpd-bench-") as tmp:
+        index.save(Path(tmp) / "ix")
+        done = subprocess.run([sys.executable, "-c", LOADED_MB, str(Path(tmp) / "ix")], capture_output=True,
+                              text=True, check=True)
+    return round(float(done.stdout.split()[-1]), 1)
 
 
 def faiss_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: np.ndarray,
