@@ -247,19 +247,23 @@ def test_tuning_on_given_queries(real_embeddings):
         index.tune(np.ones((2, 3)))
 
 
-def test_a_rebuild_after_reserve_adds_only_the_vectors(monkeypatch):
-    """A connectivity raise rebuilds the graph from the stored codes: only the len(index) rows, never the room
-    reserve() keeps past them (that once put garbage rows and later duplicate keys into the graph)."""
+def test_only_real_queries_raise_the_connectivity_and_the_rebuild_keeps_every_row(monkeypatch):
+    """Midpoints below the target keep connectivity 16 (a warning says how to measure real queries); queries given
+    to tune() below it raise the connectivity: the graph is rebuilt from the stored codes, every row exactly once."""
     from tinyhpd.index import ann
 
-    monkeypatch.setattr(ann, "EXPANSIONS", (16,))  # the target is out of reach at 16: every tuning rebuilds
+    monkeypatch.setattr(ann, "EXPANSIONS", (16,))  # the target is out of reach at 16
     x = _clustered(3000, 16, 8)
     index = Index(16, "float16", ann="hnsw", target_recall=1.0)
     index.reserve(10_000)
+    with pytest.warns(RuntimeWarning, match=r"index.tune\(real query vectors\)"):
+        index.add(x[:700])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for start in range(0, 3000, 700):
+        for start in range(700, 3000, 700):
             index.add(x[start:start + 700])
+        assert index.ann_info["connectivity"] == 16
+        index.tune(_clustered(200, 16, 9))
     assert index.ann_info["connectivity"] == 32
     assert len(index._ann) == 3000
     rows, scores = index.search_rows(x[:50], 1)

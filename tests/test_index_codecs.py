@@ -105,7 +105,7 @@ def test_from_codes_is_the_public_way_in():
     assert index.search(x[3], top_k=1).ids == ["d3"]
     with pytest.raises(ValueError, match="calibrated"):
         Index.from_codes(Int8Codec(8), codes, list(range(20)))
-    with pytest.raises(ValueError, match="ids are not unique"):
+    with pytest.raises(ValueError, match="id .* is not unique"):
         Index.from_codes(codec, codes, [1] * 20)
     with pytest.raises(ValueError, match="19 ids for 20 vectors"):
         Index.from_codes(codec, codes, list(range(19)))

@@ -86,6 +86,9 @@ def _as_matrix(values: Any, dim: int, what: str) -> np.ndarray:
 def unit_rows(block: np.ndarray, first_row: int, what: str) -> np.ndarray:
     """L2-normalise rows in float64; NaN/inf and all-zero rows are errors naming the row."""
     x = np.asarray(block, dtype=np.float64)
+    squares = np.einsum("ij,ij->i", x, x)
+    if x.size and np.isfinite(squares).all() and squares.min() > 1e-200:  # the common case: one pass, no scaling
+        return x / np.sqrt(squares)[:, None]
     finite = np.isfinite(x).all(axis=1)
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])

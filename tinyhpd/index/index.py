@@ -66,6 +66,7 @@ from tinyhpd.index.checks import (_ADD_BLOCK_ROWS, _as_matrix, _check_dim, _chec
                                   FORMAT_NAME, FORMAT_VERSION, Hits, Id, IDS, MANIFEST, VECTORS)
 from tinyhpd.index.ann import GRAPH
 from tinyhpd.index.codecs import Codec, CODECS
+from tinyhpd.index.ids import IdTable
 from tinyhpd._io import exchange_paths, remove_stale_siblings
 from tinyhpd._io import fsync_dir as _fsync_dir
 from tinyhpd.index.store import (FolderChanged, FolderFiles, sha256_of, _check_manifest, _encode, _load_model,
@@ -121,8 +122,7 @@ class Index:
         self._store = np.empty((0, self._codec.width), dtype=self._codec.storage)  # the codes, unless a graph has them
         self._n = 0
         self._next_id = 0  # default ids start here: past every int id ever added, so a removed id is never reused
-        self._ids: List[Id] = []
-        self._rows: dict = {}
+        self._ids = IdTable()
         self._model: Any = None
         self._model_info: Optional[dict] = None
         self.chunk_bytes = int(chunk_bytes)
@@ -155,6 +155,9 @@ class Index:
         its codec rebuilt from those fields, and signed int8 codes (before format 2) become unsigned ones."""
         if "_codes" in state:
             state["_store"] = state.pop("_codes")
+        if isinstance(state.get("_ids"), list):  # before IdTable: a list and a dict
+            state.pop("_rows", None)
+            state["_ids"] = IdTable(state["_ids"])
         if "_codec" not in state:
             codec = CODECS[state.pop("_dtype")](state["_dim"])
             scale, offset = state.pop("_scale", None), state.pop("_offset", None)
@@ -207,7 +210,7 @@ class Index:
     @property
     def ids(self) -> List[Id]:
         """The ids in insertion order (a copy)."""
-        return list(self._ids)
+        return self._ids.tolist()
 
     @property
     def model_info(self) -> Optional[dict]:
@@ -243,7 +246,7 @@ class Index:
 
     def __contains__(self, item: Any) -> bool:
         try:
-            return _normalise_id(item) in self._rows
+            return _normalise_id(item) in self._ids
         except TypeError:
             return False
 
@@ -313,13 +316,11 @@ class Index:
         ids = [_normalise_id(i) for i in ids]
         if len(ids) != codes.shape[0]:
             raise ValueError(f"{len(ids)} ids for {codes.shape[0]} vectors")
-        rows = {id_: row for row, id_ in enumerate(ids)}
-        if len(rows) != len(ids):
-            raise ValueError("ids are not unique")
+        table = IdTable(ids)  # a ValueError names a repeated id
         if model_info is not None and not isinstance(model_info, dict):
             raise ValueError("model_info must be a dict or None")
         index = cls(codec.dim, codec.name, chunk_bytes=chunk_bytes, threads=threads)
-        index._codec, index._store, index._n, index._ids, index._rows = codec, codes, len(ids), ids, rows
+        index._codec, index._store, index._n, index._ids = codec, codes, len(ids), table
         index._next_id = max(int(next_id), 1 + max((i for i in ids if isinstance(i, int)), default=-1))
         index._model_info = None if model_info is None else dict(model_info)
         return index
@@ -362,8 +363,6 @@ class Index:
         for block in graph_blocks:
             self._ann.add(block)
         self._n = needed
-        for i, id_ in enumerate(new_ids):
-            self._rows[id_] = len(self._ids) + i
         self._ids.extend(new_ids)
         self._next_id = max([self._next_id] + [i + 1 for i in new_ids if isinstance(i, int)])
         if self._ann is not None and self._n >= ann_mod.RETUNE_GROWTH * self._tuned_size:
@@ -392,7 +391,7 @@ class Index:
         targets = [_normalise_id(i) for i in ids]
         seen = set()
         for id_ in targets:
-            if id_ not in self._rows:
+            if id_ not in self._ids:
                 raise ValueError(f"id {id_!r} is not in the index")
             if id_ in seen:
                 raise ValueError(f"id {id_!r} is listed twice")
@@ -400,13 +399,12 @@ class Index:
         if not targets:
             return
         keep = np.ones(self._n, dtype=bool)
-        keep[[self._rows[i] for i in targets]] = False
+        keep[[self._ids.row(i) for i in targets]] = False
         if self._ann is not None:
             self._ann.remove_rows(keep)
         else:
             self._store = np.ascontiguousarray(self._store[: self._n][keep])
-        self._ids = [i for i, k in zip(self._ids, keep.tolist()) if k]
-        self._rows = {id_: row for row, id_ in enumerate(self._ids)}
+        self._ids.keep(keep)
         self._n = len(self._ids)
 
     def _new_ids(self, ids: Optional[Sequence[Id]], n: int) -> List[Id]:
@@ -419,7 +417,7 @@ class Index:
             raise ValueError(f"got {len(new_ids)} ids for {n} vectors")
         seen = set()
         for id_ in new_ids:
-            if id_ in self._rows:
+            if id_ in self._ids:
                 raise ValueError(f"duplicate id {id_!r}: already in the index")
             if id_ in seen:
                 raise ValueError(f"duplicate id {id_!r} in the ids being added")
@@ -436,9 +434,10 @@ class Index:
             rows = []
             for i in ids:
                 id_ = _normalise_id(i)
-                if id_ not in self._rows:
+                row = self._ids.row(id_)
+                if row is None:
                     raise ValueError(f"id {id_!r} is not in the index")
-                rows.append(self._rows[id_])
+                rows.append(row)
             codes = self._codes[np.asarray(rows, dtype=np.int64)]
         return self._codec.decode(np.asarray(codes), np.dtype(dtype).type).astype(dtype, copy=False)
 
@@ -484,7 +483,7 @@ class Index:
         else:
             rows, scores = self.search_rows(q, min(k, self._n), rescore_multiplier=int(rescore_multiplier),
                                             exact=exact)
-        hits = [Hits([self._ids[r] for r in row.tolist()], s) for row, s in zip(rows, scores)]
+        hits = [Hits(self._ids.ids(row), s) for row, s in zip(rows, scores)]
         return hits[0] if single else hits
 
     def search_rows(self, queries: np.ndarray, top_k: int, *, rescore_multiplier: int = 10,
@@ -600,12 +599,13 @@ class Index:
         seen = set()
         for i, value in enumerate(ids):
             id_ = _normalise_id(value)
-            if id_ not in self._rows:
+            row = self._ids.row(id_)
+            if row is None:
                 raise ValueError(f"{what}[{i}]: id {id_!r} is not in the index")
             if id_ in seen:
                 raise ValueError(f"{what}[{i}]: id {id_!r} is listed twice")
             seen.add(id_)
-            rows.append(self._rows[id_])
+            rows.append(row)
         if not rows:
             raise ValueError(f"{what} is empty: no id to rank")
         return np.array(rows, dtype=np.int64)
@@ -783,7 +783,7 @@ class Index:
         for name in (n for n in names if n != IDS):  # written by safetensors / faiss: fsync them here
             with open(folder / name, "rb+") as f:
                 os.fsync(f.fileno())
-        _write_bytes(folder / IDS, json.dumps(self._ids, ensure_ascii=False).encode("utf-8"))
+        _write_bytes(folder / IDS, json.dumps(self._ids.tolist(), ensure_ascii=False).encode("utf-8"))
         manifest = self.manifest()
         manifest["files"] = {name: (folder / name).stat().st_size for name in names}
         manifest["sha256"] = {name: _sha256(folder / name) for name in names}

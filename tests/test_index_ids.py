@@ -1,0 +1,81 @@
+"""The id table of an index (tinyhpd/index/ids.py): compact while ids are ascending ints, a list and dict otherwise,
+the same answers either way; and the memory it saves, measured."""
+import pickle
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from tinyhpd.index import Index
+from tinyhpd.index.ids import IdTable
+
+
+def _same_answers(table, ids):
+    assert len(table) == len(ids) and table.tolist() == ids
+    for row, id_ in enumerate(ids):
+        assert table.row(id_) == row and id_ in table
+    assert table.ids(np.arange(len(ids))[::-1]) == ids[::-1]
+    for missing in (-1, 10 ** 6, "x", 2 ** 70, 3.0):
+        if missing not in ids:
+            assert table.row(missing) is None and missing not in table
+
+
+def test_ascending_ints_stay_compact_and_answer_like_a_dict():
+    table = IdTable(range(0, 100, 3))
+    table.extend([200, 201])
+    assert table.compact
+    _same_answers(table, list(range(0, 100, 3)) + [200, 201])
+    table.keep(np.arange(len(table)) % 2 == 0)  # removal keeps the order
+    assert table.compact
+    _same_answers(table, (list(range(0, 100, 3)) + [200, 201])[::2])
+    assert type(table.ids(np.array([0]))[0]) is int  # Python ints, as the ids went in
+
+
+@pytest.mark.parametrize("later", [["a"], [2 ** 64], [7, 6], [3]])
+def test_anything_else_turns_it_into_the_general_form_once(later):
+    table = IdTable([1, 5, 8])
+    table.extend(later)
+    assert not table.compact  # a str, an int outside int64, ints out of order, an int not above the last
+    _same_answers(table, [1, 5, 8] + later)
+    table.keep(np.array([True, False, True] + [True] * len(later)))
+    _same_answers(table, [1, 8] + later)
+    table.extend([100])
+    assert not table.compact and table.row(100) == len(table) - 1
+
+
+def test_a_repeated_id_adds_nothing_in_either_form():
+    for start, new in (([0, 1, 2], [5, 2]), ([0, 1, 2], ["c", 0]), (["a", "b"], ["c", "a"])):
+        table = IdTable(start)
+        with pytest.raises(ValueError, match=f"id {new[1]!r} is not unique"):
+            table.extend(new)
+        assert table.tolist() == start
+    with pytest.raises(ValueError, match="id 3 is not unique"):
+        IdTable([3, 1, 3])
+
+
+def test_pickled_tables_and_indexes_keep_their_ids():
+    table = IdTable(range(10))
+    table.extend([20])  # room past n in the array is not pickled
+    again = pickle.loads(pickle.dumps(table))
+    assert again.compact and again.tolist() == table.tolist() and len(again._array) == len(again)
+    index = Index(4)
+    index.add(np.eye(4), ids=["a", "b", "c", "d"])
+    assert pickle.loads(pickle.dumps(index)).search(np.eye(4)[2], top_k=1).ids == ["c"]
+
+
+def test_an_index_of_a_million_default_ids_keeps_them_in_8_bytes_each():
+    """Measured, not assumed: the ids of 1M rows (default ints) against the list + dict they were before."""
+    n = 1_000_000
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    table = IdTable(range(n))
+    compact = tracemalloc.get_traced_memory()[0] - base
+    del table
+    base = tracemalloc.get_traced_memory()[0]
+    ids = list(range(n))
+    rows = {id_: row for row, id_ in enumerate(ids)}
+    general = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    del ids, rows
+    assert compact <= 8.5 * n, compact
+    assert general >= 8 * compact, (general, compact)
