@@ -236,8 +236,9 @@ class Index:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of vector storage: codes of the ``len(self)`` vectors plus int8 calibration, plus the serialised
-        ANN graph if there is one (ids not counted)."""
+        """Bytes of vector storage: codes of the ``len(self)`` vectors plus int8 calibration, plus the links of the
+        ANN graph if there is one (its storage is the codes; ids not counted: 8 bytes per row for ascending int ids,
+        see ids.py)."""
         graph = 0 if self._ann is None else self._ann.nbytes  # links only: the graph's storage is the codes
         return self._n * self.bytes_per_vector + self._codec.extra_nbytes + graph
 
@@ -845,7 +846,8 @@ class Index:
         codec = CODECS[manifest["dtype"]](dim)
         vec = files.file(VECTORS)
         header, start = _read_safetensors_header(folder / VECTORS, vec)
-        codes = _open_tensor(folder / VECTORS, header, start, "vectors", mmap, vec)
+        # an ANN index serves the codes from its graph file: its own copy is only compared with them (mapped)
+        codes = _open_tensor(folder / VECTORS, header, start, "vectors", mmap or manifest.get("ann") is not None, vec)
         signed = codec.name == "int8" and manifest["format_version"] < 2 and codes.dtype == np.int8
         if codes.shape != (count, codec.width) or (codes.dtype != codec.storage and not signed):
             raise ValueError(f"{folder / VECTORS}: vectors are {codes.dtype} {list(codes.shape)}, the manifest says "
