@@ -302,3 +302,22 @@ def test_build_refuses_a_bad_ann_setting_before_encoding():
     with pytest.raises(ValueError, match="ann must be None or one of hnsw"):
         Index.build(["a", "b"], model=Counting(), ann="ivf")
     assert Counting.calls == 0
+
+
+def test_removals_survive_save_load_and_a_quarter_removed_rebuilds_the_graph(tmp_path):
+    x = _clustered(2400, 16, 10)
+    index = Index(16, "int8", ann="hnsw")
+    index.add(x)
+    index.remove(list(range(0, 2400, 10)))  # 10%: links renumbered in place
+    assert index._ann.removed == 240 and index._ann.built_size == 2400
+    index.save(tmp_path / "ix")
+    for mmap in (True, False):
+        loaded = Index.load(tmp_path / "ix", mmap=mmap, verify=True)
+        q = _clustered(40, 16, 11)
+        for a, b in zip(loaded.search(q, top_k=5), index.search(q, top_k=5)):
+            assert a.ids == b.ids
+    index.remove(list(range(1, 2400, 5)))  # past 25% of the rows at the last build: rebuilt from the codes
+    assert index._ann.removed == 0 and index._ann.built_size == len(index) == 2400 - 240 - 480
+    ann.check_links(index._ann._index.hnsw, len(index), "after the rebuild")
+    rows, _ = index.search_rows(index.vectors(), 1)
+    assert (rows[:, 0] == np.arange(len(index))).mean() >= 0.99
