@@ -13,10 +13,11 @@ efConstruction 128) over an efSearch sweep, the row shown being the first efSear
 HNSW int8 ("equal recall"); pgvector HNSW (halfvec, m=16, ef_construction=64, through `tinyhpd export`) over an
 ef_search sweep, up to --pg-max rows.
 
-Per method: build seconds, bytes per vector (tinyhpd: codes + calibration + graph links, ``Index.nbytes``; faiss: its
-serialised index; pgvector: pg_total_relation_size of table + indexes), for tinyhpd HNSW the memory a fresh process
-holds after ``Index.load(mmap=False)`` and one search (anonymous RSS growth, ids included: ``loaded_mb``), p50/p99 single-query latency (one query at a time, top 10),
-batched queries/s (all queries in one call; pgvector: one connection, sequential), recall@10 against exact float32.
+Per method: build seconds, bytes per vector (tinyhpd: codes + calibration + graph links, ``Index.nbytes``; faiss:
+its serialised index; pgvector: pg_total_relation_size of table + indexes), for tinyhpd HNSW the memory a fresh
+process holds after ``Index.load(mmap=False)`` and one search (anonymous RSS growth, ids included: ``loaded_mb``),
+p50/p99 single-query latency (one query at a time, top 10), batched queries/s (all queries in one call; pgvector:
+one connection, sequential), recall@10 against exact float32.
 """
 from __future__ import annotations
 

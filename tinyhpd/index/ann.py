@@ -16,19 +16,21 @@ every other node's lists lose the removed neighbours (kept in order, without hol
 ``REBUILD_AFTER_REMOVED`` of the rows the graph is rebuilt from the codes.
 
 Parameters come from a recall target instead of the user: `tune` makes sample queries, asks the exact path for their
-top-k neighbours, and raises the search expansion (and, if the largest expansion is not enough, rebuilds with twice
-the connectivity) until the measured recall@k of graph + rescoring reaches the target. What was chosen and measured is
-recorded in the manifest. The default sample queries are midpoints of two random stored vectors. Real queries are
-usually far from the corpus: STS-B test sentences against 8,000 distillation sentences (bundled model) have a median
-top-1 cosine of 0.39, stored rows have 0.73 to their nearest other row. So stored rows as queries are easy, even
-held out of the graph (unlinked, then searched for): faiss int8 graph, recall@10 at expansion 16 / 32 / 64 / 128,
-held-out rows 0.933 / 0.967 / 0.993 / 0.999, midpoints 0.866 / 0.904 / 0.950 / 0.980, real queries 0.758 / 0.847 /
-0.925 / 0.968. Midpoints come closest but still above, so they must reach a stricter target, half the misses of
-``target_recall`` (0.975 for 0.95); queries the caller gives (`Index.tune(queries)`) must reach ``target_recall``
-itself. Only measured real queries raise the connectivity (twice the link memory and a rebuild): on structureless
-data midpoints can stay below their target at any setting (1M rows, 87% drawn from a Gaussian fit: 0.93 at
-connectivity 32 and expansion 1024, where real queries reach 0.97 at connectivity 16 and expansion 32). The pairs must be independent: pairing rows in corpus order (neighbours in a file are often about one topic)
-made the midpoints easy again.
+top-k neighbours, and raises the search expansion (and, for real queries given by the caller, if the largest
+expansion is not enough, rebuilds with twice the connectivity) until the measured recall@k of graph + rescoring
+reaches the target. What was chosen and measured is recorded in the manifest. The default sample queries are
+midpoints of two random stored vectors. Real queries are usually far from the corpus: STS-B test sentences against
+8,000 distillation sentences (bundled model) have a median top-1 cosine of 0.39, stored rows have 0.73 to their
+nearest other row. So stored rows as queries are easy, even held out of the graph (unlinked, then searched for):
+faiss int8 graph, recall@10 at expansion 16 / 32 / 64 / 128, held-out rows 0.933 / 0.967 / 0.993 / 0.999, midpoints
+0.866 / 0.904 / 0.950 / 0.980, real queries 0.758 / 0.847 / 0.925 / 0.968. Midpoints come closest but still above,
+so they must reach a stricter target, half the misses of ``target_recall`` (0.975 for 0.95); queries the caller gives
+(`Index.tune(queries)`) must reach ``target_recall`` itself. Only measured real queries raise the connectivity (twice
+the link memory and a rebuild): on structureless data midpoints can stay below their target at any setting (1M rows,
+87% drawn from a Gaussian fit: 0.81 at connectivity 16 and expansion 1024, where real queries reach 0.99; 0.93 at
+connectivity 32 with the earlier usearch graph). Out of reach, the cheapest setting within ``KNEE`` of the best
+recall is taken. The pairs must be independent: pairing rows in corpus order (neighbours in a file are often about
+one topic) made the midpoints easy again.
 """
 from __future__ import annotations
 
