@@ -161,7 +161,7 @@ def test_damaged_links_are_an_error_not_a_crash(saved):
     data[where + 40:where + 44] = (10 ** 6).to_bytes(4, "little")  # a neighbour id past the 1500 nodes
     (saved / GRAPH).write_bytes(bytes(data))
     for mmap in (True, False):
-        # faiss >= 1.13 checks the ids itself while reading; ann.check_links does for older ones (and any reader)
+        # faiss 1.15 checks the ids itself while reading; ann.check_links does for any version
         with pytest.raises(ValueError, match=f"{GRAPH}: (the graph cannot be read .*out of range|the graph links "
                                              "to nodes outside 0..1499)"):
             Index.load(saved, mmap=mmap)
