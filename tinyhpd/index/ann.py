@@ -39,6 +39,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from tinyhpd.index.checks import _ADD_BLOCK_ROWS
+
 ANN_KINDS = ("hnsw",)
 GRAPH = "graph.faiss"
 DEFAULT_TARGET_RECALL = 0.95
@@ -105,7 +107,7 @@ class HNSW:
     calibrated before the first :meth:`add`)."""
 
     def __init__(self, codec: Any, *, target_recall: float = DEFAULT_TARGET_RECALL,
-                 connectivity: int = DEFAULT_CONNECTIVITY, threads: int = 1) -> None:
+                 connectivity: int = DEFAULT_CONNECTIVITY) -> None:
         self.codec = codec
         self.dim = codec.dim
         self.storage = codec.name
@@ -114,7 +116,6 @@ class HNSW:
         self.expansion_search = 64
         self.candidates_per_result = 2  # rows rescored per requested result
         self.tuned: Optional[Dict[str, Any]] = None  # what tune measured
-        self.threads = int(threads)
         self.built_size = 0  # rows present at the last (re)build, for REBUILD_AFTER_REMOVED
         self.removed = 0  # rows removed since then
         self._index: Any = None  # made at the first add (int8 needs its calibration)
@@ -195,12 +196,15 @@ class HNSW:
 
     def rebuild(self) -> None:
         """A new graph over the same codes (at the current connectivity)."""
-        codes = np.array(self.codes())  # a copy: the view dies with the old graph
+        self._build(np.array(self.codes()))  # a copy: the view dies with the old graph
+
+    def _build(self, codes: np.ndarray) -> None:
+        """A new graph holding exactly ``codes`` (an array of its own, not a view of this graph)."""
         self._index, self._mapped = None, False
         self._cache.clear()
         self.removed = 0
-        for start in range(0, len(codes), 65536):
-            self.add(codes[start:start + 65536])
+        for start in range(0, len(codes), _ADD_BLOCK_ROWS):
+            self.add(codes[start:start + _ADD_BLOCK_ROWS])
         self.built_size = len(codes)
 
     def remove_rows(self, keep: np.ndarray) -> None:
@@ -214,11 +218,15 @@ class HNSW:
             return
         faiss = require_faiss()
         kept_codes = np.ascontiguousarray(self.codes()[keep])
+        removed = self.removed + int(n - len(kept_codes))
+        if removed > REBUILD_AFTER_REMOVED * max(1, self.built_size):
+            self._build(kept_codes)  # no use renumbering links that are about to be replaced
+            return
         h = self._index.hnsw
         levels, offsets, neighbors, cum = self._tables()
         new_neighbors, new_offsets, new_levels = remap_links(levels, offsets, neighbors, cum, keep)
         entry = int(h.entry_point)
-        entry = int(np.cumsum(keep)[entry] - 1) if keep[entry] else int(np.argmax(new_levels))
+        entry = int(np.count_nonzero(keep[:entry])) if keep[entry] else int(np.argmax(new_levels))
         faiss.copy_array_to_vector(new_levels.astype(np.int32), h.levels)
         faiss.copy_array_to_vector(new_offsets.astype(np.uint64), h.offsets)
         faiss.copy_array_to_vector(new_neighbors, h.neighbors)
@@ -228,9 +236,7 @@ class HNSW:
         faiss.copy_array_to_vector(kept_codes.view(np.uint8).reshape(-1), self._code_vector())
         self._storage().ntotal = len(kept_codes)
         self._index.ntotal = len(kept_codes)
-        self.removed += int(n - len(kept_codes))
-        if self.removed > REBUILD_AFTER_REMOVED * max(1, self.built_size):
-            self.rebuild()
+        self.removed = removed
 
     def _writable(self) -> None:
         """A memory-mapped graph is copied into memory once, before its first change."""
@@ -238,6 +244,13 @@ class HNSW:
             self._cache.clear()
             self._index = _deserialize(self.storage, _serialize(self.storage, self._index))
             self._mapped = False
+
+    def _tables(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(levels, offsets, neighbors, cum) of the links: views, valid until the graph changes."""
+        h, n = self._index.hnsw, len(self)
+        offsets = _view(h.offsets, n + 1, np.uint64)
+        cum = _view(h.cum_nneighbor_per_level, int(h.cum_nneighbor_per_level.size()), np.int32)
+        return _view(h.levels, n, np.int32), offsets, _view(h.neighbors, int(offsets[-1]), np.int32), cum
 
     def candidates(self, queries: np.ndarray, top_k: int, n: int,
                    expansion: Optional[int] = None, per_result: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -263,13 +276,6 @@ class HNSW:
         return keys, counts
 
     # ------------------------------------------------------------------------------------------------ tuning
-
-    def _tables(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(levels, offsets, neighbors, cum) of the links: views, valid until the graph changes."""
-        h, n = self._index.hnsw, len(self)
-        offsets = _view(h.offsets, n + 1, np.uint64)
-        cum = _view(h.cum_nneighbor_per_level, int(h.cum_nneighbor_per_level.size()), np.int32)
-        return _view(h.levels, n, np.int32), offsets, _view(h.neighbors, int(offsets[-1]), np.int32), cum
 
     def tune(self, queries: np.ndarray, truth: np.ndarray, ann_search: Any, source: str,
              proxy: bool) -> Dict[str, Any]:
@@ -333,8 +339,7 @@ class HNSW:
         (faiss.write_index_binary if self.storage == "binary" else faiss.write_index)(self._index, path)
 
     @classmethod
-    def open(cls, path: str, part: Any, codec: Any, count: int, view: bool, where: str,
-             threads: int = 1) -> "HNSW":
+    def open(cls, path: str, part: Any, codec: Any, count: int, view: bool, where: str) -> "HNSW":
         """The graph saved at ``path`` (a file name), checked against the manifest's ``ann`` part and the index
         (storage type, dimension, count, quantizer range, the links' structure); errors name ``where``. With
         ``view`` the file is memory-mapped. The caller compares :meth:`codes` with the index's saved codes."""
@@ -349,7 +354,7 @@ class HNSW:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{where}: manifest 'ann.{key}' must be a positive integer; got {value!r}")
         self = cls(codec, target_recall=part.get("target_recall", DEFAULT_TARGET_RECALL),
-                   connectivity=part["connectivity"], threads=threads)
+                   connectivity=part["connectivity"])
         flags = faiss.IO_FLAG_MMAP_IFC if view else 0
         try:
             read = faiss.read_index_binary if self.storage == "binary" else faiss.read_index
@@ -392,7 +397,7 @@ class HNSW:
         return state
 
     def __setstate__(self, state: dict) -> None:
-        """Unpickle; the codec is given back by the owning index (:meth:`attach`)."""
+        """Unpickle; the owning index's __setstate__ gives the codec back (it is pickled with the index)."""
         if "graph_bytes" not in state or "built_size" not in state:
             raise ValueError("this ANN index was pickled by an unreleased development version (usearch graph); "
                              "build it again")
@@ -452,7 +457,6 @@ def remap_links(levels: np.ndarray, offsets: np.ndarray, neighbors: np.ndarray, 
 def check_links(h: Any, count: int, where: str) -> None:
     """A damaged link table would send the search outside the graph (a crash, not an error): levels, offsets,
     neighbour ids and the entry point are checked against each other."""
-    faiss = require_faiss()
     if count == 0:
         return
     levels = _view(h.levels, min(count, int(h.levels.size())), np.int32)
@@ -474,7 +478,6 @@ def check_links(h: Any, count: int, where: str) -> None:
     if not 0 <= int(h.entry_point) < count or int(h.max_level) != int(levels.max()) - 1 \
             or levels[int(h.entry_point)] - 1 != int(h.max_level):
         raise ValueError(f"{where}: the graph's entry point or top level is wrong (damaged)")
-    del faiss
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:

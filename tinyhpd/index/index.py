@@ -31,8 +31,8 @@ Storage types (``dtype``) and what a search returns for each:
 
 Approximate search (``ann="hnsw"``, see ann.py): a faiss HNSW graph, whose storage holds the index's codes (one copy),
 proposes candidates that are rescored exactly from those codes; its parameters are chosen from ``target_recall``
-measured against the exact path. Storage
-codecs live in codecs.py, the float16/int8 score kernels and the search threads in kernels.py.
+measured against the exact path. Storage codecs live in codecs.py, the float16/int8 score kernels and the search
+threads in kernels.py, the id table in ids.py.
 
 Edge cases: an empty corpus or an empty batch of vectors, an empty list of queries, a blank query string, NaN or
 infinite components and all-zero vectors raise ``ValueError``; ``top_k`` must be a positive int, and a ``top_k`` larger
@@ -132,7 +132,7 @@ class Index:
         self._ann: Optional[ann_mod.HNSW] = None
         self._tuned_size = 0
         if ann_mod.check_kind(ann) is not None:
-            self._ann = ann_mod.HNSW(self._codec, target_recall=target_recall, threads=self.threads)
+            self._ann = ann_mod.HNSW(self._codec, target_recall=target_recall)
         if model is not None:
             info = _model_identity(model)
             if info["embedding_dim"] is not None and info["embedding_dim"] != self._dim:
@@ -390,17 +390,20 @@ class Index:
         if isinstance(ids, (str, int, np.integer)):
             ids = [ids]
         targets = [_normalise_id(i) for i in ids]
+        rows = []
         seen = set()
         for id_ in targets:
-            if id_ not in self._ids:
+            row = self._ids.row(id_)
+            if row is None:
                 raise ValueError(f"id {id_!r} is not in the index")
             if id_ in seen:
                 raise ValueError(f"id {id_!r} is listed twice")
             seen.add(id_)
-        if not targets:
+            rows.append(row)
+        if not rows:
             return
         keep = np.ones(self._n, dtype=bool)
-        keep[[self._ids.row(i) for i in targets]] = False
+        keep[rows] = False
         if self._ann is not None:
             self._ann.remove_rows(keep)
         else:
@@ -873,8 +876,7 @@ class Index:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{folder / IDS}: {exc}") from None
         if manifest.get("ann") is not None:
-            graph = ann_mod.HNSW.open(files.path(GRAPH), manifest["ann"], codec, count, mmap, str(folder / GRAPH),
-                                      threads=index.threads)
+            graph = ann_mod.HNSW.open(files.path(GRAPH), manifest["ann"], codec, count, mmap, str(folder / GRAPH))
             for begin in range(0, count, _ADD_BLOCK_ROWS):  # the graph's codes serve: they must be the saved ones
                 end = min(count, begin + _ADD_BLOCK_ROWS)
                 if not np.array_equal(graph.codes()[begin:end], codes[begin:end]):
