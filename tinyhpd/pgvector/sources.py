@@ -75,7 +75,8 @@ def _embeddings_source(folder: Path, manifest: dict) -> Source:
     shard_size = manifest.get("shard_size")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (dim, rows, shards, shard_size)) \
             or shard_size < 1:
-        raise ValueError(f"{folder / 'manifest.json'}: dim, rows, shards and shard_size must be integers")
+        raise ValueError(f"{folder / 'manifest.json'}: dim, rows, shards and shard_size must be integers "
+                         f"(shard_size at least 1); got {dim!r}, {rows!r}, {shards!r}, {shard_size!r}")
     fmt = manifest.get("shard_format", "npy")
     files = [folder / f"part-{i:05d}.{'parquet' if fmt == 'parquet' else 'npy'}" for i in range(shards)]
     for f in files:
