@@ -321,3 +321,13 @@ def test_removals_survive_save_load_and_a_quarter_removed_rebuilds_the_graph(tmp
     ann.check_links(index._ann._index.hnsw, len(index), "after the rebuild")
     rows, _ = index.search_rows(index.vectors(), 1)
     assert (rows[:, 0] == np.arange(len(index))).mean() >= 0.99
+
+
+def test_a_missing_faiss_is_reported_when_the_index_is_made(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
+    with pytest.raises(ImportError, match=r"ann='hnsw' needs faiss-cpu: pip install 'tinyhpd\[ann\]'"):
+        Index(4, ann="hnsw")
+    with pytest.raises(ImportError, match="needs faiss-cpu"):
+        Index.build(["a"], model=object(), ann="hnsw")

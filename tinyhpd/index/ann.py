@@ -108,6 +108,7 @@ class HNSW:
 
     def __init__(self, codec: Any, *, target_recall: float = DEFAULT_TARGET_RECALL,
                  connectivity: int = DEFAULT_CONNECTIVITY) -> None:
+        require_faiss()  # a missing [ann] extra is reported when the index is made, not at its first add
         self.codec = codec
         self.dim = codec.dim
         self.storage = codec.name
