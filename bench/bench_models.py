@@ -101,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for r, order in enumerate(round_orders(len(models), args.rounds)):
         for i in order:
             per_round[i].append(measure(models[i], sentences, batch_sizes, args.repeats, args.latency_sentences))
-            speed._log(f"round {r + 1}/{args.rounds} {names[i]}: " + json.dumps(
+            speed.log_stderr(f"round {r + 1}/{args.rounds} {names[i]}: " + json.dumps(
                 {k: round(v, 2) for k, v in per_round[i][-1].items()}))
     medians = [{k: float(np.median([rr[k] for rr in rounds])) for k in rounds[0]} for rounds in per_round]
     machine["loadavg_end"] = list(os.getloadavg())

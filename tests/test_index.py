@@ -520,7 +520,7 @@ def test_a_crash_while_saving_leaves_the_previous_index_loadable(tmp_path, corpu
     def crash(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(index_mod, "_write_bytes", crash)  # fails after the vectors file is written
+    monkeypatch.setattr(index_mod, "write_bytes", crash)  # fails after the vectors file is written
     with pytest.raises(OSError, match="simulated"):
         new.save(tmp_path / "ix")
     assert len(Index.load(tmp_path / "ix")) == 5
@@ -530,7 +530,7 @@ def test_a_crash_while_saving_leaves_the_previous_index_loadable(tmp_path, corpu
 def test_a_crash_during_a_first_save_leaves_nothing_that_loads(tmp_path, corpus, monkeypatch):
     index = Index(48)
     index.add(corpus[:5])
-    monkeypatch.setattr(index_mod, "_write_bytes", lambda *a, **k: (_ for _ in ()).throw(OSError("simulated")))
+    monkeypatch.setattr(index_mod, "write_bytes", lambda *a, **k: (_ for _ in ()).throw(OSError("simulated")))
     with pytest.raises(OSError):
         index.save(tmp_path / "ix")
     assert not (tmp_path / "ix").exists()

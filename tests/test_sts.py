@@ -285,8 +285,8 @@ def test_module_import_stays_light():
 @pytest.fixture
 def fake_engines(monkeypatch):
     """Replace both engines by bag-of-words encoders (the reference one slightly perturbed)."""
-    monkeypatch.setattr(sts, "_tinyhpd_encoder", lambda model, bs: (fake_encode, "fake", None, "fake"))
-    monkeypatch.setattr(sts, "_torch_encoder", lambda name, rev, bs: (lambda s: fake_encode(s) + 1e-3))
+    monkeypatch.setattr(sts, "tinyhpd_encoder", lambda model, bs: (fake_encode, "fake", None, "fake"))
+    monkeypatch.setattr(sts, "torch_encoder", lambda name, rev, bs: (lambda s: fake_encode(s) + 1e-3))
 
 
 def test_cli_json_has_the_seven_scores_and_avg_rounded(tmp_path, fake_engines, capsys):

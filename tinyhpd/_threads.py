@@ -129,7 +129,7 @@ _limits: List[int] = []  # the BLAS thread caps of the contexts active now, in a
 _saved = 0  # BLAS's own thread count before the first of them
 
 
-def _blas():
+def blas_handle():
     global _BLAS
     if _BLAS is None:
         _BLAS = _find_openblas() or ()
@@ -138,7 +138,7 @@ def _blas():
 
 def blas_info() -> dict:
     """Which BLAS tinyhpd can steer: library path, kernel (core name) and current thread count."""
-    b = _blas()
+    b = blas_handle()
     if not b:
         return {"library": None, "kernel": None, "threads": None}
     path, _, getter, corename = b
@@ -152,12 +152,12 @@ class blas_threads_at_most:
 
     def __init__(self, n: int) -> None:
         self.n = max(1, int(n))
-        self.ok = bool(_blas())
+        self.ok = bool(blas_handle())
 
     def __enter__(self) -> "blas_threads_at_most":
         global _saved
         if self.ok:
-            _, setter, getter, _ = _blas()
+            _, setter, getter, _ = blas_handle()
             with _BLAS_LOCK:
                 if not _limits:
                     _saved = getter()
@@ -167,7 +167,7 @@ class blas_threads_at_most:
 
     def __exit__(self, *exc) -> None:
         if self.ok:
-            setter = _blas()[1]
+            setter = blas_handle()[1]
             with _BLAS_LOCK:
                 _limits.remove(self.n)
                 setter(min(_saved, min(_limits)) if _limits else _saved)

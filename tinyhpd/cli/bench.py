@@ -29,7 +29,7 @@ def _parse_batch_sizes(text: str) -> Tuple[int, ...]:
 
 
 def run(args: Any) -> int:
-    from tinyhpd.eval.speed import _log, format_report, openblas_env_warning, run_bench
+    from tinyhpd.eval.speed import log_stderr, format_report, openblas_env_warning, run_bench
 
     for name in ("sentences", "threads", "repeats", "latency_sentences", "doc_batch", "gemm_size", "cold_repeats"):
         _positive(name.replace("_", "-"), getattr(args, name))
@@ -37,7 +37,7 @@ def run(args: Any) -> int:
     batch_sizes = _parse_batch_sizes(args.batch_sizes)
     warning = openblas_env_warning()
     if warning:
-        _log(warning)
+        log_stderr(warning)
     command = shlex.join([sys.executable, "-m", "tinyhpd"] + sys.argv[1:])
     result = run_bench(args.model, n_sentences=args.sentences, threads=args.threads, repeats=args.repeats,
                        latency_n=args.latency_sentences, n_docs=args.docs, doc_batch=args.doc_batch,
@@ -52,7 +52,7 @@ def run(args: Any) -> int:
         path = Path(args.json_out)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(result, indent=2) + "\n")
-        _log(f"wrote {path}")
+        log_stderr(f"wrote {path}")
     return 0
 
 

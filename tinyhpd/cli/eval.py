@@ -10,7 +10,7 @@ from typing import Dict, List, Mapping, Tuple
 from tinyhpd.cli import common
 from tinyhpd.cli.common import add_model_args
 from tinyhpd.eval import sts
-from tinyhpd.eval.sts import (ENV_DATA, LABELS, SENTEVAL_FILENAME, SENTEVAL_REPO, Encoder, _rounded, _StderrProgress,
+from tinyhpd.eval.sts import (ENV_DATA, LABELS, SENTEVAL_FILENAME, SENTEVAL_REPO, Encoder, rounded, StderrProgress,
                               average, format_table, load_tasks, resolve_data_dir, score_task)
 
 
@@ -22,22 +22,22 @@ def run_sts(args) -> int:
     print(f"data: {root} ({', '.join(f'{LABELS[t.name]} {len(t)}' for t in tasks)} pairs)", file=sys.stderr)
 
     def run(encode: Encoder, engine: str) -> Dict[str, float]:
-        progress = _StderrProgress(engine)
+        progress = StderrProgress(engine)
         t0 = time.perf_counter()
         scores = {t.name: score_task(encode, t, progress=progress) for t in tasks}
         scores["Avg"] = average(scores)
         print(f"[{engine}] done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         return scores
 
-    encode, name_or_path, revision, desc = sts._tinyhpd_encoder(common.load_from_args(args), args.batch_size)
+    encode, name_or_path, revision, desc = sts.tinyhpd_encoder(common.load_from_args(args), args.batch_size)
     print(f"model: {desc}", file=sys.stderr)
     ours = run(encode, "tinyhpd")
     rows: List[Tuple[str, Mapping[str, float]]] = [("tinyhpd", ours)]
-    result: Dict[str, object] = dict(_rounded(ours))
+    result: Dict[str, object] = dict(rounded(ours))
     if args.reference == "torch":
-        ref = run(sts._torch_encoder(name_or_path, revision, args.batch_size), "torch")
+        ref = run(sts.torch_encoder(name_or_path, revision, args.batch_size), "torch")
         rows.append(("torch", ref))
-        result["torch"] = _rounded(ref)
+        result["torch"] = rounded(ref)
     print(format_table(rows, diff=len(rows) > 1))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

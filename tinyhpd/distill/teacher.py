@@ -41,7 +41,7 @@ def _teacher_identity(teacher: str) -> str:
     return "|".join(parts)
 
 
-def _progress(total: int, desc: str, unit: str, enabled: bool):
+def progress_bar(total: int, desc: str, unit: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, mininterval=2.0)
@@ -114,7 +114,7 @@ def teacher_embeddings(
         return np.asarray(out, dtype=np.float32)
 
     n_missing = sum(len(chunks[i]) for i in missing)
-    with _progress(n_missing, "teacher", "sent", progress and n_missing > 0) as bar:
+    with progress_bar(n_missing, "teacher", "sent", progress and n_missing > 0) as bar:
         for i in missing:
             emb = encode(chunks[i])
             if emb.shape[0] != len(chunks[i]):

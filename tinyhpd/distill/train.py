@@ -16,7 +16,7 @@ import numpy as np
 from tinyhpd._io import write_text_atomic
 from tinyhpd.distill.data import read_sentences, sample_indices, split_train_val
 from tinyhpd.distill.projection import auto_target_scale, fit_projection, init_dense_least_squares, project
-from tinyhpd.distill.teacher import TEACHER_ENGINES, _progress, teacher_embeddings
+from tinyhpd.distill.teacher import TEACHER_ENGINES, progress_bar, teacher_embeddings
 from tinyhpd.heads import normalize
 
 
@@ -190,7 +190,7 @@ def _pooled_features(model, sentences: Sequence[str], batch_size: int, progress:
     order = np.argsort([len(s) for s in sentences], kind="stable")  # similar lengths share a batch: less padding
     out = np.empty((len(sentences), _embedding_dim(model[1])), dtype=np.float32)
     body.eval()
-    with torch.no_grad(), _progress(len(sentences), "student features", "sent", progress) as bar:
+    with torch.no_grad(), progress_bar(len(sentences), "student features", "sent", progress) as bar:
         for i in range(0, len(sentences), batch_size):
             idx = order[i:i + batch_size]
             feats = _preprocess(model, [sentences[j] for j in idx])
@@ -384,7 +384,7 @@ def distill(
     t0 = time.perf_counter()
     step = 0
     train_lengths = [lengths[i] for i in train_pos]
-    with _progress(total_steps, "train", "step", cfg.progress) as bar:
+    with progress_bar(total_steps, "train", "step", cfg.progress) as bar:
         while step < total_steps:
             for batch_pos in length_bucketed_batches(train_lengths, cfg.batch_size, rng):
                 if step >= total_steps:

@@ -168,7 +168,7 @@ def set_blas_threads(n: int) -> Optional[str]:
         pass
     from tinyhpd import _threads
 
-    blas = _threads._blas()
+    blas = _threads.blas_handle()
     if not blas:
         return None
     blas[1](n)
@@ -371,7 +371,7 @@ def openblas_env_warning() -> Optional[str]:
 # ------------------------------------------------------------------------------------------------ tinyhpd run
 
 
-def _log(msg: str) -> None:
+def log_stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
@@ -438,7 +438,7 @@ def run_bench(model_name: Optional[str], *, n_sentences: int = 2000, threads: Op
               latency_n: int = 300, n_docs: int = 32, doc_batch: int = 8, gemm_size: int = 2048,
               cold_repeats: int = 3, data: Optional[Path] = None,
               batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, command: str = "",
-              log: Callable[[str], None] = _log) -> Dict[str, Any]:
+              log: Callable[[str], None] = log_stderr) -> Dict[str, Any]:
     """The whole tinyhpd-only benchmark; returns the JSON-ready result (see the module docstring)."""
     import tinyhpd
     from tinyhpd._threads import default_num_threads

@@ -447,11 +447,11 @@ def format_table(rows: Sequence[Tuple[str, Mapping[str, float]]], *, diff: bool 
     return "\n".join(lines)
 
 
-def _rounded(scores: Mapping[str, float]) -> Dict[str, float]:
+def rounded(scores: Mapping[str, float]) -> Dict[str, float]:
     return {c: round(float(scores[c]), 2) for c in _columns(scores)}
 
 
-class _StderrProgress:
+class StderrProgress:
     """Per-task progress on stderr: a rewritten line on a terminal, one line per task otherwise."""
 
     def __init__(self, engine: str, stream=None) -> None:
@@ -473,7 +473,7 @@ class _StderrProgress:
         self.stream.flush()
 
 
-def _tinyhpd_encoder(model, batch_size: int) -> Tuple[Encoder, str, Optional[str], str]:
+def tinyhpd_encoder(model, batch_size: int) -> Tuple[Encoder, str, Optional[str], str]:
     """(encode, name_or_path, revision, description) for the NumPy engine; `model` is a Model, a folder or a Hub id."""
     import tinyhpd
 
@@ -485,7 +485,7 @@ def _tinyhpd_encoder(model, batch_size: int) -> Tuple[Encoder, str, Optional[str
     return encode, m.name_or_path, m.revision, f"{m.name_or_path} (dim {m.embedding_dim})"
 
 
-def _torch_encoder(name_or_path: str, revision: Optional[str], batch_size: int) -> Encoder:
+def torch_encoder(name_or_path: str, revision: Optional[str], batch_size: int) -> Encoder:
     """The PyTorch sentence-transformers reference on the same model, on the CPU."""
     try:
         from sentence_transformers import SentenceTransformer

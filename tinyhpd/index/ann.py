@@ -39,7 +39,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from tinyhpd.index.checks import _ADD_BLOCK_ROWS
+from tinyhpd.index.checks import ADD_BLOCK_ROWS
 
 ANN_KINDS = ("hnsw",)
 GRAPH = "graph.faiss"
@@ -53,6 +53,11 @@ TUNE_SAMPLE = 500
 RETUNE_GROWTH = 2.0  # tune again when the graph has grown this much since the last tuning
 KNEE = 0.01  # a target out of reach: the cheapest setting this close to the best recall measured
 REBUILD_AFTER_REMOVED = 0.25  # rebuild when this share of the rows present at the last build has been removed
+
+# candidates per requested result that tune tries, by the graph's metric: an inner-product graph ranks rows by the
+# score rescoring computes (in float32 instead of float64), so more candidates would change nothing; Hamming distance
+# only approximates the score, so more candidates are rescored
+CANDIDATE_CHOICES = {"inner_product": (1,), "hamming": (2, 4)}
 
 # storage type -> (faiss index class, scalar quantizer type or None, metric): the graph storage holding its codes
 STORAGES = {
@@ -115,7 +120,7 @@ class HNSW:
         self.target_recall = check_target_recall(target_recall)
         self.connectivity = int(connectivity)
         self.expansion_search = 64
-        self.candidates_per_result = 2  # rows rescored per requested result
+        self.candidates_per_result = CANDIDATE_CHOICES[STORAGES[self.storage][2]][0]  # rows rescored per result
         self.tuned: Optional[Dict[str, Any]] = None  # what tune measured
         self.built_size = 0  # rows present at the last (re)build, for REBUILD_AFTER_REMOVED
         self.removed = 0  # rows removed since then
@@ -204,8 +209,8 @@ class HNSW:
         self._index, self._mapped = None, False
         self._cache.clear()
         self.removed = 0
-        for start in range(0, len(codes), _ADD_BLOCK_ROWS):
-            self.add(codes[start:start + _ADD_BLOCK_ROWS])
+        for start in range(0, len(codes), ADD_BLOCK_ROWS):
+            self.add(codes[start:start + ADD_BLOCK_ROWS])
         self.built_size = len(codes)
 
     def remove_rows(self, keep: np.ndarray) -> None:
@@ -268,13 +273,12 @@ class HNSW:
                 params = self._cache[("params", ef)] = require_faiss().SearchParametersHNSW()
                 params.efSearch = ef
             _, keys = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), c, params=params)
-        keys = keys.astype(np.int64)
-        counts = (keys >= 0).sum(axis=1)
-        short = counts < c
-        if short.any():  # faiss fills the missing places with -1 (after the found ones)
-            first = np.where(counts > 0, keys[:, 0], 0)
-            keys = np.where(keys >= 0, keys, first[:, None])
-        return keys, counts
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys[:, -1].min() >= 0:  # the common case: every query got c rows
+            return keys, np.full(len(keys), c)
+        counts = (keys >= 0).sum(axis=1)  # faiss fills the missing places with -1 (after the found ones)
+        first = np.where(counts > 0, keys[:, 0], 0)
+        return np.where(keys >= 0, keys, first[:, None]), counts
 
     # ------------------------------------------------------------------------------------------------ tuning
 
@@ -290,7 +294,7 @@ class HNSW:
         target = proxy_target(self.target_recall) if proxy else self.target_recall
         while True:
             tried = []  # at this connectivity
-            for per_result in (2, 4):
+            for per_result in CANDIDATE_CHOICES[STORAGES[self.storage][2]]:
                 for ef in EXPANSIONS:
                     found = ann_search(queries, k, ef, per_result)
                     tried.append({"recall": _recall(found, truth), "expansion_search": ef,

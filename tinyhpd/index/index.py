@@ -61,17 +61,17 @@ import numpy as np
 
 from tinyhpd.index import ann as ann_mod
 from tinyhpd.index import kernels
-from tinyhpd.index.checks import (_ADD_BLOCK_ROWS, _as_matrix, _check_dim, _check_dtype, _check_top_k,
-                                  _DEFAULT_CHUNK_BYTES, _MAX_QUERY_GROUP, _normalise_id, unit_rows,
+from tinyhpd.index.checks import (ADD_BLOCK_ROWS, as_matrix, check_dim, check_dtype, check_top_k,
+                                  DEFAULT_CHUNK_BYTES, MAX_QUERY_GROUP, normalise_id, unit_rows,
                                   FORMAT_NAME, FORMAT_VERSION, Hits, Id, IDS, MANIFEST, VECTORS)
 from tinyhpd.index.ann import GRAPH
 from tinyhpd.index.codecs import Codec, CODECS
 from tinyhpd.index.ids import IdTable
 from tinyhpd._io import exchange_paths, remove_stale_siblings
 from tinyhpd._io import fsync_dir as _fsync_dir
-from tinyhpd.index.store import (FolderChanged, FolderFiles, sha256_of, _check_manifest, _encode, _load_model,
-                                 _model_identity, _open_tensor, _read_safetensors_header, _write_bytes)
-from tinyhpd.index.topk import _hamming, _rank, _TopC, _word_view
+from tinyhpd.index.store import (FolderChanged, FolderFiles, sha256_of, check_manifest, encode_texts, load_model,
+                                 model_identity, open_tensor, read_safetensors_header, write_bytes)
+from tinyhpd.index.topk import hamming_distances, rank_rows, TopC, word_view
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -112,13 +112,13 @@ class Index:
         *,
         model: Any = None,
         calibration: Optional[np.ndarray] = None,
-        chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         threads: Optional[int] = None,
         ann: Optional[str] = None,
         target_recall: float = ann_mod.DEFAULT_TARGET_RECALL,
     ) -> None:
-        self._dim = _check_dim(dim)
-        self._codec: Codec = CODECS[_check_dtype(dtype)](self._dim)
+        self._dim = check_dim(dim)
+        self._codec: Codec = CODECS[check_dtype(dtype)](self._dim)
         self._store = np.empty((0, self._codec.width), dtype=self._codec.storage)  # the codes, unless a graph has them
         self._n = 0
         self._next_id = 0  # default ids start here: past every int id ever added, so a removed id is never reused
@@ -134,7 +134,7 @@ class Index:
         if ann_mod.check_kind(ann) is not None:
             self._ann = ann_mod.HNSW(self._codec, target_recall=target_recall)
         if model is not None:
-            info = _model_identity(model)
+            info = model_identity(model)
             if info["embedding_dim"] is not None and info["embedding_dim"] != self._dim:
                 raise ValueError(f"model {info['name_or_path']!r} has dimension {info['embedding_dim']}, "
                                  f"the index has dimension {self._dim}")
@@ -142,7 +142,7 @@ class Index:
         if calibration is not None:
             if not self._codec.calibrated:
                 raise ValueError("calibration applies to dtype='int8' only")
-            self._codec.calibrate(_as_matrix(calibration, self._dim, "calibration vectors"))
+            self._codec.calibrate(as_matrix(calibration, self._dim, "calibration vectors"))
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -227,7 +227,7 @@ class Index:
         self._check_model(model)
         self._model = model
         if self._model_info is None:
-            self._model_info = _model_identity(model)
+            self._model_info = model_identity(model)
 
     @property
     def bytes_per_vector(self) -> int:
@@ -247,7 +247,7 @@ class Index:
 
     def __contains__(self, item: Any) -> bool:
         try:
-            return _normalise_id(item) in self._ids
+            return normalise_id(item) in self._ids
         except TypeError:
             return False
 
@@ -267,14 +267,14 @@ class Index:
         *,
         batch_size: int = 32,
         show_progress_bar: Optional[bool] = None,
-        chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         ann: Optional[str] = None,
         target_recall: float = ann_mod.DEFAULT_TARGET_RECALL,
     ) -> "Index":
         """Encode ``texts`` with ``model`` (a loaded model, a name/path for :func:`tinyhpd.load`, or None for the
         default model) and index them; ids default to 0..n-1. int8 is calibrated on the whole corpus. ``ann`` and
         ``target_recall``: as for :class:`Index`."""
-        _check_dtype(dtype)
+        check_dtype(dtype)
         if ann_mod.check_kind(ann) is not None:  # before the corpus is encoded, not after
             ann_mod.check_target_recall(target_recall)
             ann_mod.require_faiss()
@@ -287,8 +287,8 @@ class Index:
             if not isinstance(t, str):
                 raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
         if model is None or isinstance(model, (str, os.PathLike)):
-            model = _load_model(None if model is None else str(model))
-        embeddings = _encode(model, texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
+            model = load_model(None if model is None else str(model))
+        embeddings = encode_texts(model, texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
         index = cls(embeddings.shape[1], dtype, model=model, chunk_bytes=chunk_bytes, ann=ann,
                     target_recall=target_recall)
         index.add(embeddings, ids)
@@ -303,7 +303,7 @@ class Index:
         *,
         next_id: int = 0,
         model_info: Optional[dict] = None,
-        chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         threads: Optional[int] = None,
     ) -> "Index":
         """An index over codes already encoded by ``codec`` (a ready codec; ``codes`` (n, codec.width) of its
@@ -314,7 +314,7 @@ class Index:
         if codes.ndim != 2 or codes.shape[1] != codec.width or codes.dtype != codec.storage:
             raise ValueError(f"codes must be {codec.storage} of shape (n, {codec.width}); got {codes.dtype} "
                              f"{list(codes.shape)}")
-        ids = [_normalise_id(i) for i in ids]
+        ids = [normalise_id(i) for i in ids]
         if len(ids) != codes.shape[0]:
             raise ValueError(f"{len(ids)} ids for {codes.shape[0]} vectors")
         table = IdTable(ids)  # a ValueError names a repeated id
@@ -341,7 +341,7 @@ class Index:
 
         Vectors are L2-normalised in float64 and encoded to the storage type. Nothing changes if any check fails.
         """
-        x = _as_matrix(embeddings, self._dim, "embeddings")
+        x = as_matrix(embeddings, self._dim, "embeddings")
         n = x.shape[0]
         new_ids = self._new_ids(ids, n)
         if not self._codec.ready:
@@ -351,8 +351,8 @@ class Index:
             self.reserve(max(needed, self._n * 3 // 2) if self._n else needed)
         clipped = 0
         graph_blocks = []
-        for start in range(0, n, _ADD_BLOCK_ROWS):
-            stop = min(n, start + _ADD_BLOCK_ROWS)
+        for start in range(0, n, ADD_BLOCK_ROWS):
+            stop = min(n, start + ADD_BLOCK_ROWS)
             unit = unit_rows(x[start:stop], start, "embeddings")
             codes, c = self._codec.encode(unit)
             if self._ann is None:
@@ -383,13 +383,13 @@ class Index:
         texts = list(texts)
         if not texts:
             raise ValueError("no texts to add")
-        self.add(_encode(self._model, texts, batch_size=batch_size), ids)
+        self.add(encode_texts(self._model, texts, batch_size=batch_size), ids)
 
     def remove(self, ids: Iterable[Id]) -> None:
         """Remove vectors by id; unknown or repeated ids raise ValueError and nothing is removed."""
         if isinstance(ids, (str, int, np.integer)):
             ids = [ids]
-        targets = [_normalise_id(i) for i in ids]
+        targets = [normalise_id(i) for i in ids]
         rows = []
         seen = set()
         for id_ in targets:
@@ -416,7 +416,7 @@ class Index:
             return list(range(self._next_id, self._next_id + n))
         if isinstance(ids, (str, bytes)):
             raise TypeError("ids must be a sequence of ids, not a single str")
-        new_ids = [_normalise_id(i) for i in ids]
+        new_ids = [normalise_id(i) for i in ids]
         if len(new_ids) != n:
             raise ValueError(f"got {len(new_ids)} ids for {n} vectors")
         seen = set()
@@ -437,7 +437,7 @@ class Index:
         else:
             rows = []
             for i in ids:
-                id_ = _normalise_id(i)
+                id_ = normalise_id(i)
                 row = self._ids.row(id_)
                 if row is None:
                     raise ValueError(f"id {id_!r} is not in the index")
@@ -475,7 +475,7 @@ class Index:
         ``within``: only these ids are ranked (scored exactly, float64); ``top_k`` is clamped to how many they are.
         An unknown or repeated id is a ValueError naming it.
         """
-        k = _check_top_k(top_k)
+        k = check_top_k(top_k)
         if isinstance(rescore_multiplier, bool) or not isinstance(rescore_multiplier, (int, np.integer)) \
                 or rescore_multiplier < 1:
             raise ValueError(f"rescore_multiplier must be a positive int; got {rescore_multiplier!r}")
@@ -496,14 +496,14 @@ class Index:
 
         ``top_k`` must be in 1..len(index). This is the batched core of :meth:`search` (no id lookup).
         """
-        k = _check_top_k(top_k)
+        k = check_top_k(top_k)
         if not 1 <= k <= self._n:
             raise ValueError(f"top_k must be between 1 and len(index) = {self._n}; got {k}")
-        q = unit_rows(_as_matrix(queries, self._dim, "query vectors"), 0, "query vectors")
+        q = unit_rows(as_matrix(queries, self._dim, "query vectors"), 0, "query vectors")
         rows = np.empty((q.shape[0], k), dtype=np.int64)
         scores = np.empty((q.shape[0], k), dtype=np.float64)
-        for start in range(0, q.shape[0], _MAX_QUERY_GROUP):
-            stop = min(q.shape[0], start + _MAX_QUERY_GROUP)
+        for start in range(0, q.shape[0], MAX_QUERY_GROUP):
+            stop = min(q.shape[0], start + MAX_QUERY_GROUP)
             if self._ann is not None and not exact:
                 rows[start:stop], scores[start:stop] = self._search_ann(q[start:stop], k)
             elif self._codec.exact:
@@ -526,7 +526,7 @@ class Index:
                 raise TypeError("queries must be a str, a list of str, or a numeric array of vectors")
             if arr.size == 0:
                 raise ValueError("no queries given (empty array)")
-            return arr.ndim == 1, _as_matrix(arr, self._dim, "query vectors")
+            return arr.ndim == 1, as_matrix(arr, self._dim, "query vectors")
         for i, t in enumerate(texts):
             if not t.strip():
                 raise ValueError(f"query {i} is empty or blank")
@@ -534,11 +534,11 @@ class Index:
         if use is None:
             raise ValueError("text queries need a model: pass model=..., or build/load the index with a model")
         self._check_model(use)
-        return single, _encode(use, texts, batch_size=batch_size)
+        return single, encode_texts(use, texts, batch_size=batch_size)
 
     def _check_model(self, model: Any) -> None:
         """Refuse a model whose dim or weight fingerprint differs from the one the index was built with."""
-        info = _model_identity(model)
+        info = model_identity(model)
         if info["embedding_dim"] is not None and info["embedding_dim"] != self._dim:
             raise ValueError(f"model {info['name_or_path']!r} produces {info['embedding_dim']}-d embeddings but the "
                              f"index holds {self._dim}-d vectors: embeddings of different models cannot be mixed")
@@ -576,9 +576,9 @@ class Index:
         prepared = self._codec.prepare(q)
         step = self._chunk_rows(nq, 4 * self._dim if self._codec.converts else 0)  # + the float32 copy of a chunk
 
-        def part(lo: int, hi: int) -> "_TopC":
+        def part(lo: int, hi: int) -> "TopC":
             scratch = kernels.thread_scratch()
-            top = _TopC(nq, c, np.float32)
+            top = TopC(nq, c, np.float32)
             for start, stop in self._chunks(step, c, lo, hi):
                 top.push(self._codec.scores(prepared, self._codes[start:stop], scratch), start)
             return top
@@ -602,7 +602,7 @@ class Index:
         rows = []
         seen = set()
         for i, value in enumerate(ids):
-            id_ = _normalise_id(value)
+            id_ = normalise_id(value)
             row = self._ids.row(id_)
             if row is None:
                 raise ValueError(f"{what}[{i}]: id {id_!r} is not in the index")
@@ -651,7 +651,7 @@ class Index:
             return None
         proxy = queries is None  # midpoints stand in for real queries: a stricter target (see ann.py)
         if queries is not None:
-            queries = unit_rows(_as_matrix(queries, self._dim, "tuning queries"), 0, "tuning queries")
+            queries = unit_rows(as_matrix(queries, self._dim, "tuning queries"), 0, "tuning queries")
             source = f"{len(queries)} query vectors given by the caller"
         else:
             pairs = np.random.default_rng(0).choice(self._n, size=(ann_mod.TUNE_SAMPLE, 2))
@@ -669,12 +669,15 @@ class Index:
         return dict(measured)
 
     def _rescore(self, q: np.ndarray, cand_r: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """float64 scores of candidate rows against the queries (query groups bounded by chunk_bytes), ranked."""
+        """float64 scores of candidate rows against the queries (query groups bounded by chunk_bytes), ranked.
+
+        Scores are einsum dot products: a row's score does not depend on how many candidates it came with or where
+        among them (a matrix product's does, in the last bit), so the exact and the ANN path give equal scores."""
         nq, c = cand_r.shape
         if nq == 1 and c <= _SMALL_RESCORE:  # one query, few candidates (the ANN path): the same, with less NumPy
             r = cand_r[0]
             x = self._codec.decode(self._codes[r], np.float64)
-            s = x @ q[0]
+            s = np.einsum("jk,k->j", x, q[0])
             order = np.lexsort((r, -s))[:k]
             return r[order][None, :], s[order][None, :]
         per_query = max(1, c * self._dim * 8)
@@ -689,8 +692,8 @@ class Index:
             gathered = np.empty((flat.size, self._codec.width), dtype=self._codes.dtype)
             gathered[order] = self._codes[flat[order]]
             x = self._codec.decode(gathered, np.float64).reshape(r.shape + (self._dim,))
-            s = np.matmul(x, q[start:stop, :, None])[..., 0]
-            out_r[start:stop], out_s[start:stop] = _rank(s, r, k)
+            s = np.einsum("ijk,ik->ij", x, q[start:stop])
+            out_r[start:stop], out_s[start:stop] = rank_rows(s, r, k)
         return out_r, out_s
 
     def _exact_one(self, q: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -699,7 +702,7 @@ class Index:
         step = self._chunk_rows(1, 8 * self._dim)
         for start in range(0, self._n, step):
             stop = min(self._n, start + step)
-            s[start:stop] = self._codec.decode(self._codes[start:stop], np.float64) @ q
+            s[start:stop] = np.einsum("jk,k->j", self._codec.decode(self._codes[start:stop], np.float64), q)
         threshold = np.partition(s, self._n - k)[self._n - k]
         cand = np.flatnonzero(s >= threshold)
         order = cand[np.lexsort((cand, -s[cand]))][:k]
@@ -709,12 +712,12 @@ class Index:
         """Hamming candidates over packed sign bits, rescored with the float query against the sign vectors."""
         nq, n = q.shape[0], self._n
         c = min(n, k * multiplier)
-        q_words = _word_view(np.packbits(q > 0, axis=1))
+        q_words = word_view(np.packbits(q > 0, axis=1))
         step = self._chunk_rows(nq, 2 * nq * q_words.shape[1] * q_words.dtype.itemsize + 16 * nq)
-        top = _TopC(nq, c, np.int64)
+        top = TopC(nq, c, np.int64)
         for start, stop in self._chunks(step, c):
             rows = np.arange(start, stop, dtype=np.int64)
-            dist = _hamming(q_words, _word_view(np.asarray(self._codes[start:stop]))).astype(np.int64)
+            dist = hamming_distances(q_words, word_view(np.asarray(self._codes[start:stop]))).astype(np.int64)
             # largest -(distance, row): Hamming ties go to the earlier row, so results do not depend on chunking
             top.push(-((dist << 40) + rows), start)
         return self._rescore(q, top.rows, k)
@@ -787,11 +790,11 @@ class Index:
         for name in (n for n in names if n != IDS):  # written by safetensors / faiss: fsync them here
             with open(folder / name, "rb+") as f:
                 os.fsync(f.fileno())
-        _write_bytes(folder / IDS, json.dumps(self._ids.tolist(), ensure_ascii=False).encode("utf-8"))
+        write_bytes(folder / IDS, json.dumps(self._ids.tolist(), ensure_ascii=False).encode("utf-8"))
         manifest = self.manifest()
         manifest["files"] = {name: (folder / name).stat().st_size for name in names}
         manifest["sha256"] = {name: _sha256(folder / name) for name in names}
-        _write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))
+        write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False).encode("utf-8"))
 
     @classmethod
     def load(
@@ -800,7 +803,7 @@ class Index:
         mmap: bool = True,
         *,
         model: Any = None,
-        chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         verify: bool = False,
     ) -> "Index":
         """Open an index saved by :meth:`save`; ``mmap=True`` maps the vectors instead of reading them into RAM.
@@ -832,7 +835,7 @@ class Index:
             manifest = json.loads(files.read(MANIFEST).decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"{manifest_path}: invalid JSON ({exc})") from None
-        _check_manifest(manifest, manifest_path)
+        check_manifest(manifest, manifest_path)
         for name, size in manifest["files"].items():
             file = folder / name
             if not files.has(name):
@@ -848,15 +851,15 @@ class Index:
         dim, count = manifest["dim"], manifest["count"]
         codec = CODECS[manifest["dtype"]](dim)
         vec = files.file(VECTORS)
-        header, start = _read_safetensors_header(folder / VECTORS, vec)
+        header, start = read_safetensors_header(folder / VECTORS, vec)
         # an ANN index serves the codes from its graph file: its own copy is only compared with them (mapped)
-        codes = _open_tensor(folder / VECTORS, header, start, "vectors", mmap or manifest.get("ann") is not None, vec)
+        codes = open_tensor(folder / VECTORS, header, start, "vectors", mmap or manifest.get("ann") is not None, vec)
         signed = codec.name == "int8" and manifest["format_version"] < 2 and codes.dtype == np.int8
         if codes.shape != (count, codec.width) or (codes.dtype != codec.storage and not signed):
             raise ValueError(f"{folder / VECTORS}: vectors are {codes.dtype} {list(codes.shape)}, the manifest says "
                              f"{manifest['dtype']} with count {count} and dim {dim}")
         codec.check_finite(codes, str(folder / VECTORS))
-        extra = {name: _open_tensor(folder / VECTORS, header, start, name, False, vec)
+        extra = {name: open_tensor(folder / VECTORS, header, start, name, False, vec)
                  for name in codec.tensor_names if name in header}
         codec.restore(extra, manifest, str(folder / VECTORS))
         if signed:  # format 1 stored int8 codes signed: converted into memory (save again to memory-map them)
@@ -877,8 +880,8 @@ class Index:
             raise ValueError(f"{folder / IDS}: {exc}") from None
         if manifest.get("ann") is not None:
             graph = ann_mod.HNSW.open(files.path(GRAPH), manifest["ann"], codec, count, mmap, str(folder / GRAPH))
-            for begin in range(0, count, _ADD_BLOCK_ROWS):  # the graph's codes serve: they must be the saved ones
-                end = min(count, begin + _ADD_BLOCK_ROWS)
+            for begin in range(0, count, ADD_BLOCK_ROWS):  # the graph's codes serve: they must be the saved ones
+                end = min(count, begin + ADD_BLOCK_ROWS)
                 if not np.array_equal(graph.codes()[begin:end], codes[begin:end]):
                     raise ValueError(f"{folder / GRAPH}: the graph's vectors differ from {VECTORS} from row "
                                      f"{begin} on (the graph of another index, or damaged)")

@@ -10,12 +10,12 @@ import numpy as np
 from tinyhpd._io import safetensors_header
 
 from tinyhpd import dtypes
-from tinyhpd.index.checks import _check_dim, _check_dtype, FORMAT_NAME, FORMAT_VERSION, IDS, VECTORS
+from tinyhpd.index.checks import check_dim, check_dtype, FORMAT_NAME, FORMAT_VERSION, IDS, VECTORS
 from tinyhpd.index.ann import GRAPH
 from tinyhpd.index.codecs import READABLE_STORAGE
 
 
-def _model_identity(model: Any) -> dict:
+def model_identity(model: Any) -> dict:
     """name_or_path, revision, fingerprint and embedding dim of a tinyhpd.Model (or a look-alike)."""
     dim = getattr(model, "embedding_dim", None)
     if dim is None:
@@ -32,7 +32,7 @@ def _model_identity(model: Any) -> dict:
     }
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
+def write_bytes(path: Path, data: bytes) -> None:
     """One file of a new index folder, fsync'd (the folder itself becomes visible by one rename)."""
     with open(path, "wb") as f:
         f.write(data)
@@ -117,14 +117,14 @@ class FolderFiles:
         return sha256_of(f)
 
 
-def _read_safetensors_header(path: Path, f=None) -> Tuple[dict, int]:
+def read_safetensors_header(path: Path, f=None) -> Tuple[dict, int]:
     """The tensor entries of a safetensors file (checked by `_io.safetensors_header`) and where its data starts;
     `f`: the file already open (read from it, `path` names it in errors)."""
     _, header, start = safetensors_header(path, f)
     return header, start
 
 
-def _open_tensor(path: Path, header: dict, start: int, name: str, mmap: bool, f=None) -> np.ndarray:
+def open_tensor(path: Path, header: dict, start: int, name: str, mmap: bool, f=None) -> np.ndarray:
     size = path.stat().st_size if f is None else os.fstat(f.fileno()).st_size
     entry = header.get(name)
     if not isinstance(entry, dict):
@@ -154,7 +154,7 @@ def _open_tensor(path: Path, header: dict, start: int, name: str, mmap: bool, f=
 
 
 
-def _check_manifest(manifest: Any, where: Path) -> None:
+def check_manifest(manifest: Any, where: Path) -> None:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise ValueError(f"{where}: not a {FORMAT_NAME} manifest")
     version = manifest.get("format_version")
@@ -163,8 +163,8 @@ def _check_manifest(manifest: Any, where: Path) -> None:
     for key, kind in (("dim", int), ("count", int), ("dtype", str), ("files", dict)):
         if not isinstance(manifest.get(key), kind):
             raise ValueError(f"{where}: key {key!r} is missing or not a {kind.__name__}")
-    _check_dtype(manifest["dtype"])
-    _check_dim(manifest["dim"])
+    check_dtype(manifest["dtype"])
+    check_dim(manifest["dim"])
     if manifest["count"] < 0:
         raise ValueError(f"{where}: negative count")
     expected = {VECTORS, IDS} | ({GRAPH} if manifest.get("ann") is not None else set())
@@ -179,7 +179,7 @@ def _check_manifest(manifest: Any, where: Path) -> None:
 # model access (lazy imports keep `import tinyhpd.index` light)
 
 
-def _load_model(name: Optional[str], revision: Optional[str] = None) -> Any:
+def load_model(name: Optional[str], revision: Optional[str] = None) -> Any:
     import tinyhpd
 
     if not hasattr(tinyhpd, "load"):
@@ -188,7 +188,7 @@ def _load_model(name: Optional[str], revision: Optional[str] = None) -> Any:
     return tinyhpd.load(name, **kwargs)
 
 
-def _encode(model: Any, texts: List[str], *, batch_size: int = 32, show_progress_bar: Optional[bool] = None) -> np.ndarray:
+def encode_texts(model: Any, texts: List[str], *, batch_size: int = 32, show_progress_bar: Optional[bool] = None) -> np.ndarray:
     kwargs: dict = {"batch_size": batch_size}
     if show_progress_bar is not None:
         kwargs["show_progress_bar"] = show_progress_bar

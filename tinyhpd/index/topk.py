@@ -5,7 +5,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from tinyhpd.index.checks import _POPCOUNT_LUT
+from tinyhpd.index.checks import POPCOUNT_LUT
 
 
 def _popcount(words: np.ndarray) -> np.ndarray:
@@ -17,10 +17,10 @@ def _popcount(words: np.ndarray) -> np.ndarray:
 
 def _popcount_lut(words: np.ndarray) -> np.ndarray:
     as_bytes = np.ascontiguousarray(words).view(np.uint8).reshape(words.shape + (words.dtype.itemsize,))
-    return _POPCOUNT_LUT[as_bytes].sum(axis=-1, dtype=np.uint8)
+    return POPCOUNT_LUT[as_bytes].sum(axis=-1, dtype=np.uint8)
 
 
-def _word_view(codes: np.ndarray) -> np.ndarray:
+def word_view(codes: np.ndarray) -> np.ndarray:
     """View packed bit rows as the widest unsigned words dividing the row width (fewer popcounts)."""
     width = codes.shape[1]
     for size, dt in ((8, np.uint64), (4, np.uint32), (2, np.uint16)):
@@ -29,7 +29,7 @@ def _word_view(codes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(codes)
 
 
-def _hamming(query_words: np.ndarray, corpus_words: np.ndarray) -> np.ndarray:
+def hamming_distances(query_words: np.ndarray, corpus_words: np.ndarray) -> np.ndarray:
     """(nq, m) Hamming distances between (nq, W) and (m, W) word rows; the loop runs over the W words only."""
     columns = np.ascontiguousarray(corpus_words.T)  # (W, m)
     bits = columns.shape[0] * columns.dtype.itemsize * 8
@@ -39,7 +39,7 @@ def _hamming(query_words: np.ndarray, corpus_words: np.ndarray) -> np.ndarray:
     return dist
 
 
-class _TopC:
+class TopC:
     """Running top-``c`` (largest scores) per query over chunks of corpus rows, without a Python loop per vector.
 
     The first chunk is reduced with ``argpartition``. Afterwards each query has a threshold (its c-th best score so far)
@@ -70,7 +70,7 @@ class _TopC:
         queries = np.repeat(np.arange(nq), scores.shape[1])
         self._merge(queries, scores.reshape(-1), rows.reshape(-1))
 
-    def merge(self, other: "_TopC") -> None:
+    def merge(self, other: "TopC") -> None:
         """Take in another running top-c over other rows (a thread's share of the corpus)."""
         nq, have = other.scores.shape
         if have:
@@ -92,7 +92,7 @@ class _TopC:
         self._threshold = self.scores[:, -1:].copy() if width == self.c else None
 
 
-def _rank(scores: np.ndarray, rows: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+def rank_rows(scores: np.ndarray, rows: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     """Sort each row best first (higher score, then lower row) and keep k."""
     order = np.lexsort((rows, -scores), axis=-1)[:, :k]
     return np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
