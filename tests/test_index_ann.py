@@ -123,6 +123,26 @@ def test_remove_renumbers_the_graph_and_results_stay_exact_rescored():
     assert index.ids[-5:] == list(range(2000, 2005))
 
 
+@pytest.mark.parametrize("dtype", ["int8", "binary"])
+def test_an_addition_larger_than_one_faiss_add_is_split_and_stays_whole(monkeypatch, dtype):
+    # one Index.add reaches faiss in parts of GRAPH_ADD_BYTES of float32 input: here 100 rows each
+    monkeypatch.setattr(ann, "GRAPH_ADD_BYTES", 4 * 16 * 100)
+    x = _clustered(1050, 16, 7)
+    index = Index(16, dtype, ann="hnsw", calibration=x if dtype == "int8" else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 16 sign bits cannot reach the target: best kept
+        index.add(x[:1000])
+        index.add(x[1000:])
+    assert len(index._ann) == 1050
+    ann.check_links(index._ann._index.hnsw, len(index), "after split adds")
+    whole = Index(16, dtype, calibration=x if dtype == "int8" else None)
+    whole.add(x)
+    np.testing.assert_array_equal(index.vectors(), whole.vectors())  # every part's codes in place, in order
+    if dtype == "int8":
+        rows, scores = index.search_rows(x, 1)
+        assert (rows[:, 0] == np.arange(1050)).mean() >= 0.99  # each row finds itself
+
+
 def test_small_index_and_top_k_larger_than_the_graph_answer():
     index = Index(8, "float16", ann="hnsw")
     x = _clustered(7, 8, 5)

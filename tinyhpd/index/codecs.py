@@ -168,7 +168,10 @@ class Int8Codec(Codec):
         return np.clip(q, 0, 255).astype(np.uint8), clipped
 
     def decode(self, codes: np.ndarray, dtype: Any) -> np.ndarray:
-        return np.asarray(codes).astype(dtype) * self.scale.astype(dtype) + self.offset.astype(dtype)
+        x = np.asarray(codes).astype(dtype)
+        x *= self.scale  # float32 parameters widen exactly: the same values as scale.astype(dtype), no copies
+        x += self.offset
+        return x
 
     def from_signed(self, codes: np.ndarray) -> np.ndarray:
         """Codes and calibration of format 1 (signed codes c, decode c * scale + offset) in this layout (unsigned

@@ -350,19 +350,17 @@ class Index:
         if needed > self._store.shape[0] or isinstance(self._store, np.memmap):
             self.reserve(max(needed, self._n * 3 // 2) if self._n else needed)
         clipped = 0
-        graph_blocks = []
+        # rows past _n: not yet part of the index; the graph gets all new rows at once (see ann.GRAPH_ADD_BYTES)
+        target = self._store[self._n:needed] if self._ann is None else \
+            np.empty((n, self._codec.width), dtype=self._codec.storage)
         for start in range(0, n, ADD_BLOCK_ROWS):
             stop = min(n, start + ADD_BLOCK_ROWS)
             unit = unit_rows(x[start:stop], start, "embeddings")
-            codes, c = self._codec.encode(unit)
-            if self._ann is None:
-                self._store[self._n + start : self._n + stop] = codes  # rows past _n: not yet part of the index
-            else:
-                graph_blocks.append(codes)
+            target[start:stop], c = self._codec.encode(unit)
             clipped += c
         # commit only now: a failure above leaves the index as it was
-        for block in graph_blocks:
-            self._ann.add(block)
+        if self._ann is not None:
+            self._ann.add(target)
         self._n = needed
         self._ids.extend(new_ids)
         self._next_id = max([self._next_id] + [i + 1 for i in new_ids if isinstance(i, int)])
@@ -500,17 +498,22 @@ class Index:
         if not 1 <= k <= self._n:
             raise ValueError(f"top_k must be between 1 and len(index) = {self._n}; got {k}")
         q = unit_rows(as_matrix(queries, self._dim, "query vectors"), 0, "query vectors")
+        if q.shape[0] <= MAX_QUERY_GROUP:  # one group (a single query, say): its arrays are the answer
+            return self._search_group(q, k, rescore_multiplier, exact)
         rows = np.empty((q.shape[0], k), dtype=np.int64)
         scores = np.empty((q.shape[0], k), dtype=np.float64)
         for start in range(0, q.shape[0], MAX_QUERY_GROUP):
             stop = min(q.shape[0], start + MAX_QUERY_GROUP)
-            if self._ann is not None and not exact:
-                rows[start:stop], scores[start:stop] = self._search_ann(q[start:stop], k)
-            elif self._codec.exact:
-                rows[start:stop], scores[start:stop] = self._search_exact(q[start:stop], k)
-            else:
-                rows[start:stop], scores[start:stop] = self._search_binary(q[start:stop], k, rescore_multiplier)
+            rows[start:stop], scores[start:stop] = self._search_group(q[start:stop], k, rescore_multiplier, exact)
         return rows, scores
+
+    def _search_group(self, q: np.ndarray, k: int, rescore_multiplier: int,
+                      exact: bool) -> Tuple[np.ndarray, np.ndarray]:
+        if self._ann is not None and not exact:
+            return self._search_ann(q, k)
+        if self._codec.exact:
+            return self._search_exact(q, k)
+        return self._search_binary(q, k, rescore_multiplier)
 
     def _query_matrix(self, queries: Any, model: Any, batch_size: int) -> Tuple[bool, np.ndarray]:
         """(single?, float matrix) for str / list of str / 1-D or 2-D vectors."""
@@ -624,9 +627,9 @@ class Index:
         """Graph candidates rescored exactly from the stored codes; a query the graph gives fewer than k rows (a
         graph with many removals) is searched exactly."""
         cand, counts = self._ann.candidates(q, k, self._n, expansion, per_result)
-        full = counts >= cand.shape[1]
-        if full.all():
+        if counts is None:  # every query got its candidates
             return self._rescore(q, cand, k)
+        full = counts >= cand.shape[1]
         rows = np.empty((q.shape[0], k), dtype=np.int64)
         scores = np.empty((q.shape[0], k), dtype=np.float64)
         if full.any():
