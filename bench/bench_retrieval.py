@@ -406,9 +406,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if "speed" in saved:
             print(speed_tables(saved["speed"]))
         elif "real_rows" in saved:
-            from retrieval_scale import scale_table
+            from retrieval_scale import equal_recall_table, scale_table
 
             print(scale_table(saved["results"]))
+            print(equal_recall_table(saved["results"]))
         else:
             print(quality_table(saved["results"]))
         return 0
@@ -419,12 +420,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report = {"env": env, "speed": rows}
         text = speed_tables(rows)
     elif args.part == "scale":
-        from retrieval_scale import run_scale, scale_table
+        from retrieval_scale import equal_recall_table, run_scale, scale_table
 
         scale = run_scale(SHARED, args.cache, args.scale_sizes, args.scale_methods, args.pg_max, args.big_methods,
                           args.big_from, args.queries, args.single, cached_encode)
         report = {"env": env, **scale}
-        text = scale_table(scale["results"])
+        text = scale_table(scale["results"]) + "\n\n" + equal_recall_table(scale["results"])
     else:
         quality = run_quality(args.cache, args.hpd, args.pca_sample, encode_only=args.part == "encode",
                               baselines=not args.no_baselines)

@@ -126,9 +126,25 @@ def tinyhpd_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: 
             label += f", tuned on {len(tune_queries)} held-out STS-B queries"
         if ann:
             extra["loaded_mb"] = loaded_mb(index)
+        if tuned:
+            extra["sweep"] = expansion_sweep(index, queries, single, truth)
         rows.append(measure(label, n, build_s, index.nbytes, lambda q: index.search_rows(q, TOP_K)[0],
                             lambda q: index.search_rows(q[None], TOP_K), queries, single, truth, extra))
     return rows
+
+
+SWEEP = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)  # search expansions measured for tinyhpd and faiss alike
+
+
+def expansion_sweep(index: Index, queries: np.ndarray, single: np.ndarray, truth: np.ndarray) -> list:
+    """(expansion, recall@10, single-query p50 ms) of an ANN index at each expansion of SWEEP: the same points as
+    faiss's efSearch sweep, for reading both at equal recall."""
+    sweep = []
+    for ef in SWEEP:
+        r = recall_at(index.search_rows(queries, TOP_K, expansion=ef)[0], truth)
+        p50 = latencies(lambda q: index.search_rows(q[None], TOP_K, expansion=ef), single)["p50_ms"]
+        sweep.append((ef, round(r, 4), round(p50, 4)))
+    return sweep
 
 
 LOADED_MB = """
@@ -173,7 +189,7 @@ def faiss_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: np
     nbytes = len(faiss.serialize_index(index))
     sweep = []
     chosen = None
-    for ef in (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512):
+    for ef in SWEEP:
         index.hnsw.efSearch = ef
         found = index.search(queries.astype(np.float32), TOP_K)[1]
         r = recall_at(found, truth)
@@ -280,4 +296,26 @@ def scale_table(rows: List[dict]) -> str:
         lines.append(f"| {r['n']:,} | {r['method']} | {r['build_s']} | {r['bytes_per_vector']:.0f} | "
                      f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['batched_qps']:,.0f} | {r['recall@10']:.3f} | "
                      f"{chosen} |")
+    return "\n".join(lines)
+
+
+def equal_recall_table(rows: List[dict]) -> str:
+    """tinyhpd HNSW int8 (tuned index, each expansion of SWEEP) against faiss HNSW-SQ8: for each tinyhpd point, the
+    cheapest faiss efSearch reaching at least its recall, and the two single-query p50s."""
+    head = ("| n | tinyhpd expansion | recall@10 | tinyhpd p50 ms | faiss efSearch at >= that recall | faiss recall@10 | "
+            "faiss p50 ms | tinyhpd / faiss |\n|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for n in sorted({r["n"] for r in rows}):
+        ours = next((r for r in rows if r["n"] == n and "sweep" in r and r["method"].startswith("tinyhpd")), None)
+        peer = next((r for r in rows if r["n"] == n and r["method"] == "faiss HNSW-SQ8"), None)
+        if ours is None or peer is None:
+            continue
+        for ef, recall, p50 in ours["sweep"]:
+            reach = [p for p in peer["sweep"] if p[1] >= recall]
+            if not reach:
+                lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | not reached | | | |")
+                continue
+            best = min(reach, key=lambda p: p[2])
+            lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | {best[0]} | {best[1]:.4f} | {best[2]:.3f} | "
+                         f"{p50 / best[2]:.2f} |")
     return "\n".join(lines)

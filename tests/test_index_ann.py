@@ -143,6 +143,20 @@ def test_an_addition_larger_than_one_faiss_add_is_split_and_stays_whole(monkeypa
         assert (rows[:, 0] == np.arange(1050)).mean() >= 0.99  # each row finds itself
 
 
+def test_expansion_for_one_call_overrides_the_tuned_one(real_embeddings):
+    corpus, queries = real_embeddings
+    index = Index(corpus.shape[1], "int8", ann="hnsw")
+    index.add(corpus)
+    truth, _ = index.search_rows(queries, 10, exact=True)
+    tuned = index.ann_info["expansion_search"]
+    low = _recall(index.search_rows(queries, 10, expansion=10)[0], truth)
+    high = _recall(index.search_rows(queries, 10, expansion=1024)[0], truth)
+    assert low < high and high >= 0.99 and index.ann_info["expansion_search"] == tuned  # the tuned one is kept
+    for bad in (0, -3, 2.5, True, "64"):
+        with pytest.raises(ValueError, match="expansion must be None or a positive int"):
+            index.search_rows(queries[:1], 10, expansion=bad)
+
+
 def test_small_index_and_top_k_larger_than_the_graph_answer():
     index = Index(8, "float16", ann="hnsw")
     x = _clustered(7, 8, 5)

@@ -489,28 +489,34 @@ class Index:
         return hits[0] if single else hits
 
     def search_rows(self, queries: np.ndarray, top_k: int, *, rescore_multiplier: int = 10,
-                    exact: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+                    exact: bool = False, expansion: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Vector queries (nq, dim) -> (rows (nq, k) int64, scores (nq, k) float64); rows index :attr:`ids`.
 
         ``top_k`` must be in 1..len(index). This is the batched core of :meth:`search` (no id lookup).
+        ``expansion`` (ANN index): the graph's search expansion for this call instead of the tuned one (to measure
+        recall against speed; the tuned one is :attr:`ann_info` ``expansion_search``).
         """
         k = check_top_k(top_k)
         if not 1 <= k <= self._n:
             raise ValueError(f"top_k must be between 1 and len(index) = {self._n}; got {k}")
+        if expansion is not None and (isinstance(expansion, bool) or not isinstance(expansion, (int, np.integer))
+                                      or expansion < 1):
+            raise ValueError(f"expansion must be None or a positive int; got {expansion!r}")
         q = unit_rows(as_matrix(queries, self._dim, "query vectors"), 0, "query vectors")
         if q.shape[0] <= MAX_QUERY_GROUP:  # one group (a single query, say): its arrays are the answer
-            return self._search_group(q, k, rescore_multiplier, exact)
+            return self._search_group(q, k, rescore_multiplier, exact, expansion)
         rows = np.empty((q.shape[0], k), dtype=np.int64)
         scores = np.empty((q.shape[0], k), dtype=np.float64)
         for start in range(0, q.shape[0], MAX_QUERY_GROUP):
             stop = min(q.shape[0], start + MAX_QUERY_GROUP)
-            rows[start:stop], scores[start:stop] = self._search_group(q[start:stop], k, rescore_multiplier, exact)
+            rows[start:stop], scores[start:stop] = self._search_group(q[start:stop], k, rescore_multiplier, exact,
+                                                                      expansion)
         return rows, scores
 
-    def _search_group(self, q: np.ndarray, k: int, rescore_multiplier: int,
-                      exact: bool) -> Tuple[np.ndarray, np.ndarray]:
+    def _search_group(self, q: np.ndarray, k: int, rescore_multiplier: int, exact: bool,
+                      expansion: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
         if self._ann is not None and not exact:
-            return self._search_ann(q, k)
+            return self._search_ann(q, k, None if expansion is None else int(expansion))
         if self._codec.exact:
             return self._search_exact(q, k)
         return self._search_binary(q, k, rescore_multiplier)
