@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from tinyhpd.index import Index
+from tinyhpd.index.ann import EXPANSION_ADD
 
 TOP_K = 10
 
@@ -182,7 +183,7 @@ def faiss_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: np
     d = x.shape[1]
     t0 = time.perf_counter()
     index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, 16, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 128
+    index.hnsw.efConstruction = EXPANSION_ADD  # the build setting of tinyhpd's graphs: the same algorithm, the same work
     index.train(x[: min(len(x), 200_000)])
     index.add(x)
     build_s = time.perf_counter() - t0
