@@ -53,6 +53,36 @@ def test_a_repeated_id_adds_nothing_in_either_form():
         IdTable([3, 1, 3])
 
 
+@pytest.mark.parametrize("compact", [True, False])
+def test_rows_of_many_ids_name_the_place_of_an_unknown_or_repeated_one(compact):
+    ids = list(range(0, 300, 3)) if compact else [f"d{i}" for i in range(100)]
+    table = IdTable(ids)
+    assert table.compact is compact
+    want = [ids[7], ids[0], ids[99], ids[42]]
+    np.testing.assert_array_equal(table.rows(want, "ids", distinct=True), [7, 0, 99, 42])
+    assert table.rows([], "ids", distinct=True).shape == (0,)
+    np.testing.assert_array_equal(table.rows([ids[5], ids[5]], "ids", distinct=False), [5, 5])
+    with pytest.raises(ValueError, match=r"filter\[2\]: id .* is listed twice"):
+        table.rows([ids[5], ids[6], ids[5], ids[6]], "filter", distinct=True)
+    for missing in (4, 2 ** 70, -1, "nope"):
+        with pytest.raises(ValueError, match=r"ids\[1\]: id .* is not in the index"):
+            table.rows([ids[1], missing, ids[2]], "ids", distinct=True)
+
+
+def test_index_remove_within_and_vectors_share_the_id_rules():
+    index = Index(4, "float32")
+    index.add(np.eye(4) + 0.1, ids=[10, 20, 30, 40])
+    with pytest.raises(ValueError, match=r"ids\[1\]: id 99 is not in the index"):
+        index.remove([10, 99])
+    with pytest.raises(ValueError, match=r"ids\[1\]: id 10 is listed twice"):
+        index.remove([10, 10])
+    with pytest.raises(ValueError, match=r"within\[0\]: id 5 is not in the index"):
+        index.search(np.ones(4), within=[5])
+    assert len(index) == 4  # nothing removed by the refused calls
+    np.testing.assert_array_equal(index.vectors([30, 30]), index.vectors([30])[[0, 0]])
+    assert index.search(np.eye(4)[2] + 0.1, top_k=1, within=[20, 30]).ids == [30]
+
+
 def test_pickled_tables_and_indexes_keep_their_ids():
     table = IdTable(range(10))
     table.extend([20])  # room past n in the array is not pickled

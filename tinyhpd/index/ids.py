@@ -7,7 +7,7 @@ turns into the list form, once, when an add breaks the order; it never turns bac
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -42,6 +42,37 @@ class IdTable:
             return None
         i = int(np.searchsorted(self._array[: self._n], id_))
         return i if i < self._n and int(self._array[i]) == id_ else None
+
+    def rows(self, ids: Sequence[Any], what: str, *, distinct: bool) -> np.ndarray:
+        """The rows (int64) of ``ids`` (normalised), in their order. An unknown id, and with ``distinct`` a repeated
+        one, is a ValueError naming its place: ``what[i]: id ... is not in the index`` / ``... is listed twice``."""
+        out = None
+        if self._list is None and all(type(i) is int for i in ids):  # one binary search for them all
+            try:
+                want = np.array(ids, dtype=np.int64).reshape(-1)
+            except OverflowError:  # outside int64: not in the array; the loop below names it
+                want = None
+            if want is not None:
+                out = np.searchsorted(self._array[: self._n], want)
+                found = out < self._n
+                found[found] = self._array[out[found]] == want[found]
+                if not found.all():
+                    i = int(np.argmin(found))
+                    raise ValueError(f"{what}[{i}]: id {ids[i]!r} is not in the index")
+        if out is None:
+            out = np.empty(len(ids), dtype=np.int64)
+            for i, id_ in enumerate(ids):
+                row = self.row(id_)
+                if row is None:
+                    raise ValueError(f"{what}[{i}]: id {id_!r} is not in the index")
+                out[i] = row
+        if distinct and len(out) > 1:
+            order = np.argsort(out, kind="stable")
+            again = np.flatnonzero(out[order][1:] == out[order][:-1])  # sorted neighbours equal: a later place repeats
+            if again.size:
+                i = int(order[again + 1].min())
+                raise ValueError(f"{what}[{i}]: id {ids[i]!r} is listed twice")
+        return out.astype(np.int64, copy=False)
 
     def __contains__(self, id_: Any) -> bool:
         return self.row(id_) is not None

@@ -387,18 +387,8 @@ class Index:
         """Remove vectors by id; unknown or repeated ids raise ValueError and nothing is removed."""
         if isinstance(ids, (str, int, np.integer)):
             ids = [ids]
-        targets = [normalise_id(i) for i in ids]
-        rows = []
-        seen = set()
-        for id_ in targets:
-            row = self._ids.row(id_)
-            if row is None:
-                raise ValueError(f"id {id_!r} is not in the index")
-            if id_ in seen:
-                raise ValueError(f"id {id_!r} is listed twice")
-            seen.add(id_)
-            rows.append(row)
-        if not rows:
+        rows = self._ids.rows([normalise_id(i) for i in ids], "ids", distinct=True)
+        if not len(rows):
             return
         keep = np.ones(self._n, dtype=bool)
         keep[rows] = False
@@ -433,14 +423,7 @@ class Index:
         if ids is None:
             codes = self._codes[: self._n]
         else:
-            rows = []
-            for i in ids:
-                id_ = normalise_id(i)
-                row = self._ids.row(id_)
-                if row is None:
-                    raise ValueError(f"id {id_!r} is not in the index")
-                rows.append(row)
-            codes = self._codes[np.asarray(rows, dtype=np.int64)]
+            codes = self._codes[self._ids.rows([normalise_id(i) for i in ids], "ids", distinct=False)]
         return self._codec.decode(np.asarray(codes), np.dtype(dtype).type).astype(dtype, copy=False)
 
     def vectors_range(self, start: int, stop: int, dtype: Any = np.float32) -> np.ndarray:
@@ -608,20 +591,10 @@ class Index:
         """Rows of distinct known ids (a ValueError names the first unknown or repeated one)."""
         if isinstance(ids, (str, bytes)):
             raise TypeError(f"{what} must be a sequence of ids, not a single str")
-        rows = []
-        seen = set()
-        for i, value in enumerate(ids):
-            id_ = normalise_id(value)
-            row = self._ids.row(id_)
-            if row is None:
-                raise ValueError(f"{what}[{i}]: id {id_!r} is not in the index")
-            if id_ in seen:
-                raise ValueError(f"{what}[{i}]: id {id_!r} is listed twice")
-            seen.add(id_)
-            rows.append(row)
-        if not rows:
+        rows = self._ids.rows([normalise_id(value) for value in ids], what, distinct=True)
+        if not len(rows):
             raise ValueError(f"{what} is empty: no id to rank")
-        return np.array(rows, dtype=np.int64)
+        return rows
 
     def _search_within(self, q: np.ndarray, rows: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """Exact float64 ranking of the given rows (ties to the earlier row)."""
