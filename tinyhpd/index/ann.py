@@ -345,10 +345,9 @@ class HNSW:
                 "rescoring": "exact, from the index's stored codes"}
 
     def save(self, path: str) -> None:
-        faiss = require_faiss()
         if self._index is None:
             self._index = self._new_index()
-        (faiss.write_index_binary if self.storage == "binary" else faiss.write_index)(self._index, path)
+        _faiss_io(self.storage, "write_index")(self._index, path)
 
     @classmethod
     def open(cls, path: str, part: Any, codec: Any, count: int, view: bool, where: str) -> "HNSW":
@@ -369,8 +368,7 @@ class HNSW:
                    connectivity=part["connectivity"])
         flags = faiss.IO_FLAG_MMAP_IFC if view else 0
         try:
-            read = faiss.read_index_binary if self.storage == "binary" else faiss.read_index
-            index = read(path, flags)
+            index = _faiss_io(self.storage, "read_index")(path, flags)
         except Exception as exc:  # faiss raises RuntimeError with its own words
             raise ValueError(f"{where}: the graph cannot be read ({str(exc).strip().splitlines()[-1]})") from None
         kind, qtype, _ = STORAGES[self.storage]
@@ -421,14 +419,18 @@ class HNSW:
         self._cache = {}
 
 
+def _faiss_io(storage: str, name: str) -> Any:
+    """faiss's ``name`` (write_index, read_index, serialize_index, deserialize_index) for the storage type's index
+    class: binary indexes have their own functions (``..._binary``)."""
+    return getattr(require_faiss(), name + ("_binary" if STORAGES[storage][0] == "IndexBinaryHNSW" else ""))
+
+
 def _serialize(storage: str, index: Any) -> np.ndarray:
-    faiss = require_faiss()
-    return (faiss.serialize_index_binary if storage == "binary" else faiss.serialize_index)(index)
+    return _faiss_io(storage, "serialize_index")(index)
 
 
 def _deserialize(storage: str, data: np.ndarray) -> Any:
-    faiss = require_faiss()
-    return (faiss.deserialize_index_binary if storage == "binary" else faiss.deserialize_index)(np.asarray(data))
+    return _faiss_io(storage, "deserialize_index")(np.asarray(data))
 
 
 def remap_links(levels: np.ndarray, offsets: np.ndarray, neighbors: np.ndarray, cum: np.ndarray,
