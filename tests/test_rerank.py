@@ -39,6 +39,18 @@ def test_predict_scores_vary_and_rank_sorts_them(reranker):
     assert reranker.predict((QUERY, DOCS[0])) == pytest.approx(float(scores[0]), abs=1e-6)
 
 
+def test_predict_shows_a_progress_bar_when_asked_and_checks_batch_size(reranker, capsys):
+    pairs = [(QUERY, d) for d in DOCS] * 5
+    quiet = reranker.predict(pairs, batch_size=3)
+    assert "20/20" not in capsys.readouterr().err
+    shown = reranker.predict(pairs, batch_size=3, show_progress_bar=True)
+    assert "20/20" in capsys.readouterr().err
+    np.testing.assert_array_equal(quiet, shown)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            reranker.predict(pairs, batch_size=bad)
+
+
 def test_pairs_carry_token_types(reranker):
     ids, types = reranker.tokenize([(QUERY, DOCS[0])])
     assert types[0].tolist() == [0] * (len(QUERY.split()) + 2) + [1] * (len(DOCS[0].split()) + 1)

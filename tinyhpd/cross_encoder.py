@@ -22,7 +22,7 @@ from tinyhpd.families import CLASSIFIERS, FAMILY_NAMES, detect_family
 from tinyhpd.heads import DENSE_ACTIVATIONS, Classifier
 from tinyhpd.hub import resolve
 from tinyhpd.kernels import Workspace
-from tinyhpd.runner import Runner
+from tinyhpd.runner import Runner, check_batch_size, progress_bar
 from tinyhpd.tokenizer import tokenize_pairs
 
 __all__ = ["CrossEncoder", "is_cross_encoder"]
@@ -173,12 +173,16 @@ class CrossEncoder:
                                  f"(vocab_size {vocab})")
         return [x | (t << _TYPE_SHIFT) for x, t in zip(ids, types)]
 
-    def encode_ids(self, joined: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def encode_ids(self, joined: Sequence[np.ndarray], batch_size: int = 32,
+                   show_progress_bar: Optional[bool] = None) -> np.ndarray:
         """Logits `[n, labels]` of pairs tokenised by `tokenize_joined` (the engine call of the server's batcher)."""
         logits = np.empty((len(joined), self.num_labels), np.float32)
         if len(joined):
             order = np.argsort([-len(x) for x in joined], kind="stable")
-            self._runner.run(self._forward, list(joined), order, int(batch_size), logits, None)
+            bar = progress_bar(len(joined), show_progress_bar, "Scoring", "pair")
+            self._runner.run(self._forward, list(joined), order, check_batch_size(batch_size), logits, bar)
+            if bar is not None:
+                bar.close()
         return logits
 
     def activate(self, logits: np.ndarray,
@@ -195,12 +199,13 @@ class CrossEncoder:
                 show_progress_bar: Optional[bool] = None) -> np.ndarray:
         """Scores of (a, b) pairs: `(n,)` for one label, `(n, labels)` for more (one pair alone: a scalar or
         `(labels,)`). `activation_fn`: the saved one by default; a name ("Sigmoid", "Identity", ...) or a callable on
-        the logits replaces it. `apply_softmax`: softmax over labels (several labels only)."""
+        the logits replaces it. `apply_softmax`: softmax over labels (several labels only). `show_progress_bar`: a
+        tqdm bar over the pairs."""
         single = isinstance(sentences, tuple) and len(sentences) == 2 and all(isinstance(s, str) for s in sentences)
         pairs = [sentences] if single else sentences
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        scores = self.activate(self.encode_ids(self.tokenize_joined(pairs), int(batch_size)), activation_fn)
+        batch_size = check_batch_size(batch_size)  # before tokenising
+        scores = self.activate(self.encode_ids(self.tokenize_joined(pairs), batch_size, show_progress_bar),
+                               activation_fn)
         if apply_softmax and scores.ndim == 2 and scores.shape[1] > 1:
             e = np.exp(scores - scores.max(axis=1, keepdims=True))
             scores = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

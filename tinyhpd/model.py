@@ -21,7 +21,7 @@ from tinyhpd.encoder import encoder_forward, load_encoder
 from tinyhpd.heads import Head, load_heads
 from tinyhpd.hub import resolve
 from tinyhpd.kernels import Workspace
-from tinyhpd.runner import Runner
+from tinyhpd.runner import Runner, check_batch_size, progress_bar
 from tinyhpd.tokenizer import tokenize, tokenize_info
 from tinyhpd.families import FAMILY_NAMES
 from tinyhpd.params import BertParams
@@ -208,7 +208,7 @@ class Model:
         out = np.empty((len(ids), self.embedding_dim), dtype=np.float32)
         if len(ids):
             order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: similar lengths share a batch
-            bar = _progress(len(ids), show_progress_bar)
+            bar = progress_bar(len(ids), show_progress_bar, "Encoding", "sent")
             self._runner.run(self._forward, ids, order, batch_size, out, bar)
             if bar is not None:
                 bar.close()
@@ -220,7 +220,7 @@ class Model:
                    show_progress_bar: Optional[bool] = None) -> np.ndarray:
         """Embeddings `(n, d)` of already tokenised inputs: token ids *with* [CLS]/[SEP] (as `tokenize` gives), at
         most `max_seq_length` each. The path for pre-tokenised batches (the server's token-id inputs)."""
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         arrays = []
         for i, x in enumerate(ids):
             a = np.asarray(x)
@@ -260,7 +260,7 @@ class Model:
         sentence; by default the folder's `default_prompt_name`, if any. `convert_to_numpy=False` returns a list of 1-D
         arrays; `convert_to_tensor=True` a torch tensor (needs torch).
         """
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         single = isinstance(sentences, str)
         texts = [sentences] if single else _as_texts(sentences)
         before = self._prompt(prompt_name, prompt)
@@ -280,21 +280,6 @@ class Model:
         if not convert_to_numpy and not single:
             return list(out)
         return result
-
-
-def _check_batch_size(batch_size: Any) -> int:
-    """A positive int (NumPy integers included); anything else is a ValueError naming the value."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
-
-
-def _progress(total: int, show: Optional[bool]):
-    if not show:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="Encoding", unit="sent")
 
 
 def load(name_or_path: Optional[Union[str, Path]] = None, *, revision: Optional[str] = None,

@@ -10,15 +10,31 @@ from __future__ import annotations
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Callable, Deque, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tinyhpd._threads import blas_single_threaded, blas_threads_at_most
 
-__all__ = ["Runner", "plan"]
+__all__ = ["Runner", "check_batch_size", "plan", "progress_bar"]
 
 Forward = Callable[[Sequence[np.ndarray]], np.ndarray]  # token-id arrays of one piece -> [b, d]
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """A positive int (NumPy integers included); anything else is a ValueError naming the value."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
+def progress_bar(total: int, show: Optional[bool], desc: str, unit: str) -> Any:
+    """A tqdm bar for :meth:`Runner.run` (tqdm comes with huggingface-hub), or None when not asked for."""
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit)
 
 
 def plan(ids: Sequence[np.ndarray], num_threads: int) -> List[Tuple[int, int]]:
