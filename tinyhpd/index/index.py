@@ -61,7 +61,7 @@ import numpy as np
 
 from tinyhpd.index import ann as ann_mod
 from tinyhpd.index import kernels
-from tinyhpd.index.checks import (ADD_BLOCK_ROWS, as_matrix, check_dim, check_dtype, check_top_k,
+from tinyhpd.index.checks import (ADD_BLOCK_ROWS, as_matrix, check_dtype, check_positive_int, check_top_k,
                                   DEFAULT_CHUNK_BYTES, MAX_QUERY_GROUP, normalise_id, unit_rows,
                                   FORMAT_NAME, FORMAT_VERSION, Hits, Id, IDS, MANIFEST, VECTORS)
 from tinyhpd.index.ann import GRAPH
@@ -117,7 +117,7 @@ class Index:
         ann: Optional[str] = None,
         target_recall: float = ann_mod.DEFAULT_TARGET_RECALL,
     ) -> None:
-        self._dim = check_dim(dim)
+        self._dim = check_positive_int(dim, "dim")
         self._codec: Codec = CODECS[check_dtype(dtype)](self._dim)
         self._store = np.empty((0, self._codec.width), dtype=self._codec.storage)  # the codes, unless a graph has them
         self._n = 0
@@ -457,16 +457,14 @@ class Index:
         An unknown or repeated id is a ValueError naming it.
         """
         k = check_top_k(top_k)
-        if isinstance(rescore_multiplier, bool) or not isinstance(rescore_multiplier, (int, np.integer)) \
-                or rescore_multiplier < 1:
-            raise ValueError(f"rescore_multiplier must be a positive int; got {rescore_multiplier!r}")
+        rescore_multiplier = check_positive_int(rescore_multiplier, "rescore_multiplier")
         single, q = self._query_matrix(queries, model, batch_size)
         if self._n == 0:
             raise ValueError("the index is empty: add vectors before searching")
         if within is not None:
             rows, scores = self._search_within(q, self._rows_of(within, "within"), k)
         else:
-            rows, scores = self.search_rows(q, min(k, self._n), rescore_multiplier=int(rescore_multiplier),
+            rows, scores = self.search_rows(q, min(k, self._n), rescore_multiplier=rescore_multiplier,
                                             exact=exact)
         hits = [Hits(self._ids.ids(row), s) for row, s in zip(rows, scores)]
         return hits[0] if single else hits
@@ -482,9 +480,7 @@ class Index:
         k = check_top_k(top_k)
         if not 1 <= k <= self._n:
             raise ValueError(f"top_k must be between 1 and len(index) = {self._n}; got {k}")
-        if expansion is not None and (isinstance(expansion, bool) or not isinstance(expansion, (int, np.integer))
-                                      or expansion < 1):
-            raise ValueError(f"expansion must be None or a positive int; got {expansion!r}")
+        expansion = check_positive_int(expansion, "expansion", or_none=True)
         q = unit_rows(as_matrix(queries, self._dim, "query vectors"), 0, "query vectors")
         if q.shape[0] <= MAX_QUERY_GROUP:  # one group (a single query, say): its arrays are the answer
             return self._search_group(q, k, rescore_multiplier, exact, expansion)
@@ -499,7 +495,7 @@ class Index:
     def _search_group(self, q: np.ndarray, k: int, rescore_multiplier: int, exact: bool,
                       expansion: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
         if self._ann is not None and not exact:
-            return self._search_ann(q, k, None if expansion is None else int(expansion))
+            return self._search_ann(q, k, expansion)
         if self._codec.exact:
             return self._search_exact(q, k)
         return self._search_binary(q, k, rescore_multiplier)
