@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -95,8 +95,11 @@ def measure(name: str, n: int, build_s: float, nbytes: int, search_many: Callabl
 
 
 def tinyhpd_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: np.ndarray,
-                 methods: Sequence[str], tune_queries: np.ndarray) -> List[dict]:
-    rows = []
+                 methods: Sequence[str], tune_queries: np.ndarray) -> Tuple[List[dict], Optional[Index], Optional[dict]]:
+    """The rows of the tinyhpd methods, and the index tuned on real queries (for the expansion sweep) with its row,
+    if any."""
+    rows: List[dict] = []
+    tuned_index, tuned_row = None, None
     n = len(x)
     index, build_s = None, 0.0
     for method in methods:
@@ -127,25 +130,64 @@ def tinyhpd_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: 
             label += f", tuned on {len(tune_queries)} held-out STS-B queries"
         if ann:
             extra["loaded_mb"] = loaded_mb(index)
-        if tuned:
-            extra["sweep"] = expansion_sweep(index, queries, single, truth)
         rows.append(measure(label, n, build_s, index.nbytes, lambda q: index.search_rows(q, TOP_K)[0],
                             lambda q: index.search_rows(q[None], TOP_K), queries, single, truth, extra))
-    return rows
+        if tuned:
+            tuned_index, tuned_row = index, rows[-1]
+    return rows, tuned_index, tuned_row
 
 
 SWEEP = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)  # search expansions measured for tinyhpd and faiss alike
+SWEEP_ROUNDS = 3  # alternating blocks of single queries per searcher and expansion
 
 
-def expansion_sweep(index: Index, queries: np.ndarray, single: np.ndarray, truth: np.ndarray) -> list:
-    """(expansion, recall@10, single-query p50 ms) of an ANN index at each expansion of SWEEP: the same points as
-    faiss's efSearch sweep, for reading both at equal recall."""
-    sweep = []
+Searcher = Tuple[Callable[[np.ndarray, int], np.ndarray], Callable[[np.ndarray, int], Any]]
+
+
+def paired_sweep(searchers: Dict[str, Searcher], queries: np.ndarray, single: np.ndarray,
+                 truth: np.ndarray) -> Dict[str, list]:
+    """Each searcher (name -> (many(queries, expansion) -> rows, one(query, expansion))) at each expansion of SWEEP:
+    (expansion, recall@10, single-query p50 ms, batched queries/s). The single queries run in alternating blocks
+    (every searcher over all of them, SWEEP_ROUNDS times) and the batches one after the other, so the machine's drift
+    over minutes falls on all searchers alike instead of on whichever was measured later."""
+    out: Dict[str, list] = {name: [] for name in searchers}
     for ef in SWEEP:
-        r = recall_at(index.search_rows(queries, TOP_K, expansion=ef)[0], truth)
-        p50 = latencies(lambda q: index.search_rows(q[None], TOP_K, expansion=ef), single)["p50_ms"]
-        sweep.append((ef, round(r, 4), round(p50, 4)))
-    return sweep
+        times: Dict[str, List[float]] = {name: [] for name in searchers}
+        for name, (many, one) in searchers.items():
+            one(single[0], ef)  # warm-up
+        for _ in range(SWEEP_ROUNDS):
+            for name, (many, one) in searchers.items():
+                for q in single:
+                    t0 = time.perf_counter()
+                    one(q, ef)
+                    times[name].append(time.perf_counter() - t0)
+        for name, (many, one) in searchers.items():
+            t0 = time.perf_counter()
+            found = many(queries, ef)
+            qps = len(queries) / (time.perf_counter() - t0)
+            out[name].append((ef, round(recall_at(found, truth), 4), round(1e3 * float(np.median(times[name])), 4),
+                              round(qps, 1)))
+    return out
+
+
+def tinyhpd_searcher(index: Index) -> Searcher:
+    return (lambda q, ef: index.search_rows(q, TOP_K, expansion=ef)[0],
+            lambda q, ef: index.search_rows(q[None], TOP_K, expansion=ef))
+
+
+def faiss_searcher(index: Any) -> Searcher:
+    import faiss
+
+    made: Dict[int, Any] = {}
+
+    def params(ef: int) -> Any:  # made once per expansion, as tinyhpd keeps its own
+        if ef not in made:
+            made[ef] = faiss.SearchParametersHNSW()
+            made[ef].efSearch = ef
+        return made[ef]
+
+    return (lambda q, ef: index.search(q.astype(np.float32), TOP_K, params=params(ef))[1],
+            lambda q, ef: index.search(q[None].astype(np.float32), TOP_K, params=params(ef)))
 
 
 LOADED_MB = """
@@ -176,35 +218,30 @@ def loaded_mb(index: Index) -> float:
     return round(float(done.stdout.split()[-1]), 1)
 
 
-def faiss_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: np.ndarray,
-               recall_to_match: Optional[float]) -> List[dict]:
+def faiss_index(x: np.ndarray) -> Tuple[Any, float]:
+    """faiss-cpu IndexHNSWSQ (8-bit, M=16, efConstruction as tinyhpd's graphs) over ``x``, and its build seconds."""
     import faiss
 
-    d = x.shape[1]
     t0 = time.perf_counter()
-    index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, 16, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexHNSWSQ(x.shape[1], faiss.ScalarQuantizer.QT_8bit, 16, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = EXPANSION_ADD  # the build setting of tinyhpd's graphs: the same algorithm, the same work
     index.train(x[: min(len(x), 200_000)])
     index.add(x)
-    build_s = time.perf_counter() - t0
-    nbytes = len(faiss.serialize_index(index))
-    sweep = []
-    chosen = None
-    for ef in SWEEP:
-        index.hnsw.efSearch = ef
-        found = index.search(queries.astype(np.float32), TOP_K)[1]
-        r = recall_at(found, truth)
-        p50 = latencies(lambda q: index.search(q[None].astype(np.float32), TOP_K), single)["p50_ms"]
-        sweep.append((ef, round(r, 4), round(p50, 4)))  # every recall point with its single-query p50
-        if recall_to_match is not None and r >= recall_to_match and chosen is None:
-            chosen = ef
-    ef = chosen if chosen is not None else sweep[-1][0]
+    return index, time.perf_counter() - t0
+
+
+def faiss_row(x: np.ndarray, index: Any, build_s: float, sweep: list, queries: np.ndarray, single: np.ndarray,
+              truth: np.ndarray, recall_to_match: Optional[float]) -> dict:
+    """The faiss row at the first efSearch of ``sweep`` reaching ``recall_to_match`` (else the last one)."""
+    import faiss
+
+    reach = [p[0] for p in sweep if recall_to_match is not None and p[1] >= recall_to_match]
+    ef = reach[0] if reach else sweep[-1][0]
     index.hnsw.efSearch = ef
-    row = measure("faiss HNSW-SQ8", len(x), build_s, nbytes,
-                  lambda q: index.search(q.astype(np.float32), TOP_K)[1],
-                  lambda q: index.search(q[None].astype(np.float32), TOP_K), queries, single, truth,
-                  {"efSearch": ef, "matched_recall": recall_to_match, "sweep": sweep})
-    return [row]
+    return measure("faiss HNSW-SQ8", len(x), build_s, len(faiss.serialize_index(index)),
+                   lambda q: index.search(q.astype(np.float32), TOP_K)[1],
+                   lambda q: index.search(q[None].astype(np.float32), TOP_K), queries, single, truth,
+                   {"efSearch": ef, "matched_recall": recall_to_match, "sweep": sweep})
 
 
 def pgvector_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: np.ndarray,
@@ -272,12 +309,21 @@ def run_scale(shared: Path, cache: Path, sizes: Sequence[int], methods: Sequence
         truth = exact.search_rows(queries, TOP_K)[0]
         del exact
         use = big_methods if n >= big_from else methods
-        rows = tinyhpd_rows(x, queries, single, truth, use, tune_queries)
+        rows, tuned, tuned_row = tinyhpd_rows(x, queries, single, truth, use, tune_queries)
         i8 = next((r["recall@10"] for r in rows if r["method"] == "tinyhpd HNSW int8 + rescoring"), None)
+        searchers = {} if tuned is None else {"tinyhpd": tinyhpd_searcher(tuned)}
         if "faiss" in use:
-            rows += faiss_rows(x, queries, single, truth, i8)
+            peer, peer_build_s = faiss_index(x)
+            searchers["faiss"] = faiss_searcher(peer)
+        sweeps = paired_sweep(searchers, queries, single, truth) if searchers else {}
+        if tuned is not None:
+            tuned_row["sweep"] = sweeps["tinyhpd"]
+        if "faiss" in use:
+            rows.append(faiss_row(x, peer, peer_build_s, sweeps["faiss"], queries, single, truth, i8))
+            del peer
         if "pgvector" in use and n <= pg_max:
             rows += pgvector_rows(x, queries, single, truth, i8)
+        del searchers, tuned  # the next size builds its own
         for r in rows:
             r["corpus"] = "131k real" if n == len(real) else f"131k real + {n - len(real):,} drawn (Gaussian fit)"
         results += rows
@@ -300,23 +346,42 @@ def scale_table(rows: List[dict]) -> str:
     return "\n".join(lines)
 
 
+def faiss_at(peer: list, recall: float) -> Tuple[Optional[tuple], Optional[float]]:
+    """On faiss's sweep: the cheapest point at or above ``recall`` (None: not reached), and its p50 interpolated
+    linearly at ``recall`` between the best point below and that point (None: no point below)."""
+    reach = [p for p in peer if p[1] >= recall]
+    if not reach:
+        return None, None
+    above = min(reach, key=lambda p: p[2])
+    below = [p for p in peer if p[1] < recall and p[2] <= above[2]]
+    if not below:
+        return above, above[2]
+    lo = max(below, key=lambda p: p[1])
+    return above, lo[2] + (above[2] - lo[2]) * (recall - lo[1]) / (above[1] - lo[1])
+
+
 def equal_recall_table(rows: List[dict]) -> str:
     """tinyhpd HNSW int8 (tuned index, each expansion of SWEEP) against faiss HNSW-SQ8: for each tinyhpd point, the
-    cheapest faiss efSearch reaching at least its recall, and the two single-query p50s."""
+    cheapest faiss efSearch reaching at least its recall and faiss's p50 interpolated at exactly its recall (runs
+    before the paired sweep kept 3-tuples: no batched column)."""
     head = ("| n | tinyhpd expansion | recall@10 | tinyhpd p50 ms | faiss efSearch at >= that recall | faiss recall@10 | "
-            "faiss p50 ms | tinyhpd / faiss |\n|---|---|---|---|---|---|---|---|")
+            "faiss p50 ms | tinyhpd / faiss | faiss p50 interpolated at tinyhpd's recall | tinyhpd / interpolated | "
+            "batched q/s tinyhpd / faiss at one expansion |\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for n in sorted({r["n"] for r in rows}):
         ours = next((r for r in rows if r["n"] == n and "sweep" in r and r["method"].startswith("tinyhpd")), None)
         peer = next((r for r in rows if r["n"] == n and r["method"] == "faiss HNSW-SQ8"), None)
         if ours is None or peer is None:
             continue
-        for ef, recall, p50 in ours["sweep"]:
-            reach = [p for p in peer["sweep"] if p[1] >= recall]
-            if not reach:
-                lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | not reached | | | |")
+        by_ef = {p[0]: p for p in peer["sweep"]}
+        for point in ours["sweep"]:
+            ef, recall, p50 = point[:3]
+            twin = by_ef.get(ef)
+            batched = f"{point[3] / twin[3]:.2f}" if len(point) > 3 and twin is not None and len(twin) > 3 else ""
+            best, interpolated = faiss_at(peer["sweep"], recall)
+            if best is None:
+                lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | not reached | | | | | | {batched} |")
                 continue
-            best = min(reach, key=lambda p: p[2])
             lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | {best[0]} | {best[1]:.4f} | {best[2]:.3f} | "
-                         f"{p50 / best[2]:.2f} |")
+                         f"{p50 / best[2]:.2f} | {interpolated:.3f} | {p50 / interpolated:.2f} | {batched} |")
     return "\n".join(lines)

@@ -150,7 +150,7 @@ def test_bytes_per_vector(dtype, per_vector, corpus):
     index = Index(48, dtype)
     index.add(corpus)
     assert index.bytes_per_vector == per_vector
-    extra = 2 * 4 * 48 if dtype == "int8" else 0
+    extra = 4 * 4 * 48 if dtype == "int8" else 0  # scale, offset, calibration minimum and maximum
     assert index.nbytes == len(corpus) * per_vector + extra
 
 

@@ -60,6 +60,63 @@ def test_int8_codec_saves_and_restores_its_calibration():
         Int8Codec(16).restore({"scale": -codec.scale, "offset": codec.offset}, {}, "here")
 
 
+def test_int8_calibration_clips_the_most_extreme_share_and_keeps_the_extent(monkeypatch):
+    """k = floor(CALIBRATION_TAIL n) components per side and dimension fall outside the code range (here 1% of 1,000
+    rows, found over 64-row blocks); the extent is the minimum and maximum; the calibration rows themselves are not
+    counted as clipped, a vector beyond the extent is."""
+    from tinyhpd.index import codecs
+    from tinyhpd.index.checks import unit_rows
+
+    monkeypatch.setattr(codecs, "CALIBRATION_TAIL", 0.01)
+    monkeypatch.setattr(codecs, "CALIBRATION_BLOCK_ROWS", 64)
+    x = np.random.default_rng(4).standard_normal((1000, 6)) * np.array([1, 2, 3, 1, 1, 5])
+    unit = np.concatenate([unit_rows(x[s:s + 64], s, "x") for s in range(0, 1000, 64)])
+    codec = Int8Codec(6)
+    codec.calibrate(x)
+    ordered = np.sort(unit, axis=0)
+    np.testing.assert_array_equal(codec.offset, ordered[10].astype(np.float32))
+    np.testing.assert_allclose(codec.offset + 255.0 * codec.scale.astype(np.float64), ordered[-11], rtol=1e-6)
+    lo, hi = codec.extent
+    assert (lo <= ordered[0]).all() and (hi >= ordered[-1]).all()  # float32, rounded outward
+    np.testing.assert_allclose(lo, ordered[0], rtol=1e-6)
+    codes, clipped = codec.encode(unit)
+    assert clipped == 0
+    assert (codes == 0).sum(axis=0).min() >= 10  # the tails sit on the end codes
+    beyond = unit[:1].copy()
+    beyond[0, 5] = hi[5] + 1e-3
+    assert codec.encode(beyond)[1] == 1
+    assert codec.manifest_part()["calibration_tail"] == 0.01
+
+
+def test_int8_extent_survives_save_and_load_and_old_calibrations_use_their_range(tmp_path, monkeypatch):
+    import warnings
+    from pathlib import Path
+
+    from tinyhpd.index import codecs
+
+    monkeypatch.setattr(codecs, "CALIBRATION_TAIL", 0.01)
+    x = _unit(2000, 8, 5)
+    index = Index(8, "int8")
+    index.add(x)
+    index.save(tmp_path / "ix")
+    loaded = Index.load(tmp_path / "ix", verify=True)
+    for a, b in zip(loaded.codec.extent, index.codec.extent):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.manifest()["int8"]["calibration_tail"] == 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded.add(x[:50], ids=[f"again{i}" for i in range(50)])  # tails: clipped by design, no warning
+    # a folder written before the extent was kept (format 1, by the Index of commit 7dd828a): its range is its extent
+    old = Index.load(Path(__file__).parent / "data" / "index_format1" / "int8")
+    assert old.manifest()["int8"]["calibration_tail"] == 0.0
+    lo, hi = old.codec.extent
+    np.testing.assert_allclose(lo, old.codec.offset - 0.5 * old.codec.scale.astype(np.float64))
+    outside = np.zeros((1, 12))
+    outside[0, int(np.argmax(hi))] = 1.0
+    with pytest.warns(RuntimeWarning, match="clipped"):
+        old.add(outside, ids=["outside"])
+
+
 def test_binary_codec_decodes_to_sign_vectors():
     x = _unit(10, 13, 4)
     codec = BinaryCodec(13)

@@ -28,6 +28,11 @@ from tinyhpd.index.checks import unit_rows
 
 U32 = 2.0 ** -24  # unit roundoff of float32
 CALIBRATION_BLOCK_ROWS = 65536
+# int8: the share of each dimension's calibration values left below code 0 (and as many above 255), clipped: a range
+# of the bulk instead of the two most extreme values, finer steps for all the others. Measured on 1M vectors (131k real
+# embeddings + Gaussian-drawn; 1,000 STS-B queries), exact int8 recall@10: 0.9896 minimum to maximum, 0.9906 at 1e-5,
+# 0.9876 at 1e-4; the HNSW graph over the codes at expansion 128 / 256: 0.9871 / 0.9880 -> 0.9887 / 0.9894
+CALIBRATION_TAIL = 1e-5
 
 
 class Codec:
@@ -130,14 +135,29 @@ class Int8Codec(Codec):
     name = "int8"
     storage = np.dtype("u1")
     calibrated = True
-    tensor_names = ("scale", "offset")
+    tensor_names = ("scale", "offset", "calibration_min", "calibration_max")
     converts = True
+    # what a calibration saved (or pickled) without these fields had: minimum to maximum, no extent kept
+    calibration_tail = 0.0
+    _extent: Optional[Tuple[np.ndarray, np.ndarray]] = None
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
         self.scale: Optional[np.ndarray] = None  # float32 (d,)
         self.offset: Optional[np.ndarray] = None  # float32 (d,)
         self.calibration_count = 0
+        self.calibration_tail = CALIBRATION_TAIL
+        self._extent = None
+
+    @property
+    def extent(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(minimum, maximum) per dimension of the calibration's unit rows (float32): :meth:`encode` counts the
+        components beyond them. A calibration saved without them (before tinyhpd kept them: its range was the
+        extent) gives the code range widened by half a step."""
+        if self._extent is not None:
+            return self._extent
+        scale, offset = self.scale.astype(np.float64), self.offset.astype(np.float64)
+        return offset - 0.5 * scale, offset + 255.5 * scale
 
     @property
     def ready(self) -> bool:
@@ -145,26 +165,34 @@ class Int8Codec(Codec):
 
     @property
     def extra_nbytes(self) -> int:
-        return 0 if self.scale is None else self.scale.nbytes + self.offset.nbytes
+        held = 0 if self._extent is None else self._extent[0].nbytes + self._extent[1].nbytes
+        return 0 if self.scale is None else self.scale.nbytes + self.offset.nbytes + held
 
     def calibrate(self, x: np.ndarray) -> None:
-        """Per dimension, the minimum and maximum over the unit rows of ``x`` map to the codes 0 and 255; a
+        """Per dimension, the components of the unit rows of ``x`` map to the codes 0..255 from the (k + 1)-th smallest
+        to the (k + 1)-th largest, k = floor(CALIBRATION_TAIL * len(x)): the k most extreme on each side are clipped
+        (none below 100,000 rows: minimum to maximum). The rows' minimum and maximum are kept as :attr:`extent`. A
         dimension constant in ``x`` gets [-1, 1] (the range of any component of a unit vector)."""
-        lo = np.full(self.dim, np.inf)
-        hi = np.full(self.dim, -np.inf)
-        for start in range(0, x.shape[0], CALIBRATION_BLOCK_ROWS):
-            unit = unit_rows(x[start:start + CALIBRATION_BLOCK_ROWS], start, "calibration vectors")
-            lo = np.minimum(lo, unit.min(axis=0))
-            hi = np.maximum(hi, unit.max(axis=0))
+        n = int(x.shape[0])
+        k = int(CALIBRATION_TAIL * n)
+        low, high = _tails(x, k + 1)  # (d, k + 1): ascending, descending
+        lo, hi = low[:, k].copy(), high[:, k].copy()
+        whole = ~(hi > lo)  # the tails hold the whole spread of a dimension: its extent instead
+        lo[whole], hi[whole] = low[whole, 0], high[whole, 0]
         flat = ~(hi > lo)
         lo[flat], hi[flat] = -1.0, 1.0
         self.scale = ((hi - lo) / 255.0).astype(np.float32)
         self.offset = lo.astype(np.float32)
-        self.calibration_count = int(x.shape[0])
+        self._extent = (_float32_outward(low[:, 0], -np.inf), _float32_outward(high[:, 0], np.inf))
+        self.calibration_count = n
+        self.calibration_tail = CALIBRATION_TAIL
 
     def encode(self, unit: np.ndarray) -> Tuple[np.ndarray, int]:
+        """Codes of unit rows, and how many components lie outside :attr:`extent` (clipped beyond anything the
+        calibration saw; its own tails are clipped by design and not counted)."""
         q = np.rint((unit - self.offset.astype(np.float64)) / self.scale.astype(np.float64))
-        clipped = int(np.count_nonzero((q < 0) | (q > 255)))
+        lo, hi = self.extent
+        clipped = int(np.count_nonzero((unit < lo) | (unit > hi)))
         return np.clip(q, 0, 255).astype(np.uint8), clipped
 
     def decode(self, codes: np.ndarray, dtype: Any) -> np.ndarray:
@@ -209,10 +237,13 @@ class Int8Codec(Codec):
 
     def manifest_part(self) -> Optional[dict]:
         return {"decode": "code * scale + offset, per dimension", "codes": [0, 255],
-                "calibration_count": self.calibration_count, "out_of_range": "clip"}
+                "calibration_count": self.calibration_count, "calibration_tail": self.calibration_tail,
+                "out_of_range": "clip"}
 
     def tensors(self) -> Dict[str, np.ndarray]:
-        return {"scale": self.scale, "offset": self.offset}
+        lo, hi = self.extent
+        return {"scale": self.scale, "offset": self.offset, "calibration_min": np.asarray(lo, dtype=np.float32),
+                "calibration_max": np.asarray(hi, dtype=np.float32)}
 
     def restore(self, tensors: Dict[str, np.ndarray], manifest: dict, where: str) -> None:
         for key in ("scale", "offset"):
@@ -224,10 +255,58 @@ class Int8Codec(Codec):
             raise ValueError(f"{where}: int8 scale/offset must have shape [{self.dim}]")
         if not (np.isfinite(scale).all() and np.isfinite(offset).all() and (scale > 0).all()):
             raise ValueError(f"{where}: int8 scale/offset must be finite (and the scales positive)")
+        extent = None
+        if "calibration_min" in tensors or "calibration_max" in tensors:
+            extent = tuple(np.array(tensors.get(key, np.empty(0)), dtype=np.float32)
+                           for key in ("calibration_min", "calibration_max"))
+            if any(e.shape != (self.dim,) or not np.isfinite(e).all() for e in extent):
+                raise ValueError(f"{where}: int8 calibration_min/calibration_max must both be finite, of shape "
+                                 f"[{self.dim}]")
         part = manifest.get("int8")
         count = part.get("calibration_count", 0) if isinstance(part, dict) else 0
-        self.scale, self.offset = scale, offset
+        tail = part.get("calibration_tail", 0.0) if isinstance(part, dict) else 0.0
+        self.scale, self.offset, self._extent = scale, offset, extent
         self.calibration_count = int(count) if isinstance(count, int) and not isinstance(count, bool) else 0
+        self.calibration_tail = float(tail) if isinstance(tail, (int, float)) and not isinstance(tail, bool) else 0.0
+
+
+def _tails(x: np.ndarray, m: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(low, high), each (d, m): per dimension the m smallest components of the unit rows of ``x`` in ascending order
+    and the m largest in descending order. One pass over row blocks (see :func:`_merge_smallest`)."""
+    low = high = None
+    for start in range(0, x.shape[0], CALIBRATION_BLOCK_ROWS):
+        unit = unit_rows(x[start:start + CALIBRATION_BLOCK_ROWS], start, "calibration vectors")
+        low = _merge_smallest(low, unit, m)
+        high = _merge_smallest(high, -unit, m)
+    return low, -high
+
+
+def _merge_smallest(kept: Optional[np.ndarray], block: np.ndarray, m: int) -> np.ndarray:
+    """(d, m) ascending: the m smallest per dimension (column of ``block``) of ``kept`` and ``block`` together. Once
+    ``kept`` is full only the block's components below its m-th are looked at: a comparison per component."""
+    if kept is None or kept.shape[1] < m:
+        both = block.T if kept is None else np.concatenate([kept, block.T], axis=1)
+        take = min(m, both.shape[1])
+        return np.sort(np.partition(both, take - 1, axis=1)[:, :take], axis=1)
+    rows, cols = np.nonzero(block < kept[:, -1])
+    if not len(cols):
+        return kept
+    vals = block[rows, cols]
+    order = np.lexsort((vals, cols))
+    cols, vals = cols[order], vals[order]
+    rank = np.arange(len(cols)) - np.searchsorted(cols, cols)  # place within its dimension
+    fit = rank < m
+    grown = np.concatenate([kept, np.full_like(kept, np.inf)], axis=1)
+    grown[cols[fit], m + rank[fit]] = vals[fit]
+    return np.sort(grown, axis=1)[:, :m]
+
+
+def _float32_outward(values: np.ndarray, toward: float) -> np.ndarray:
+    """float32 of float64 ``values``, rounded toward ``toward`` (-inf or inf) where float32 cannot hold them: a bound
+    that still holds every value it was taken from."""
+    out = values.astype(np.float32)
+    inside = out > values if toward < 0 else out < values
+    return np.where(inside, np.nextafter(out, np.float32(toward)), out).astype(np.float32)
 
 
 class BinaryCodec(Codec):
