@@ -39,6 +39,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from tinyhpd.index.pages import advise_huge_pages
 
 ANN_KINDS = ("hnsw",)
 GRAPH = "graph.faiss"
@@ -165,6 +166,14 @@ class HNSW:
     def __len__(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal)
 
+    def _huge_pages(self) -> None:
+        """The codes and the neighbour table of an in-memory graph on huge pages (see pages.py; a memory-mapped
+        graph's pages belong to the file). Called after every change: a grown array may have moved."""
+        if self._index is None or self._mapped:
+            return
+        for vector, itemsize in ((self._code_vector(), 1), (self._index.hnsw.neighbors, 4)):
+            advise_huge_pages(int(vector.data()), int(vector.size()) * itemsize)
+
     def codes(self) -> np.ndarray:
         """The codes (n, codec.width) of the codec's storage type: a view of the graph's storage, valid until the
         next change of the graph (the index asks again each time)."""
@@ -207,6 +216,7 @@ class HNSW:
             self.codes()[first:] = block
         if self.removed == 0:
             self.built_size = len(self)
+        self._huge_pages()
 
     def rebuild(self) -> None:
         """A new graph over the same codes (at the current connectivity)."""
@@ -250,6 +260,7 @@ class HNSW:
         self._storage().ntotal = len(kept_codes)
         self._index.ntotal = len(kept_codes)
         self.removed = removed
+        self._huge_pages()
 
     def _writable(self) -> None:
         """A memory-mapped graph is copied into memory once, before its first change."""
@@ -257,6 +268,7 @@ class HNSW:
             self._cache.clear()
             self._index = _deserialize(self.storage, _serialize(self.storage, self._index))
             self._mapped = False
+            self._huge_pages()
 
     def _tables(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(levels, offsets, neighbors, cum) of the links: views, valid until the graph changes."""
@@ -403,6 +415,7 @@ class HNSW:
             raise ValueError(f"{where}: the graph holds {index.ntotal} vectors, the index {count} (damaged, or the "
                              "graph of another index)")
         check_links(index.hnsw, count, where)
+        self._huge_pages()
         self.built_size = count
         self.expansion_search = part["expansion_search"]
         self.candidates_per_result = part["candidates_per_result"]
@@ -425,6 +438,7 @@ class HNSW:
         self._index = None if graph is None else _deserialize(self.storage, np.frombuffer(graph, np.uint8))
         self._mapped = False
         self._cache = {}
+        self._huge_pages()
 
 
 def _faiss_io(storage: str, name: str) -> Any:
