@@ -230,6 +230,19 @@ def faiss_index(x: np.ndarray) -> Tuple[Any, float]:
     return index, time.perf_counter() - t0
 
 
+def with_huge_pages(index: Any) -> Any:
+    """A copy of a faiss HNSW index whose codes and neighbour table ask for huge pages, as tinyhpd's graphs do: the
+    share of tinyhpd's speed that faiss's users could have with the same two system calls."""
+    import faiss
+
+    from tinyhpd.index.pages import advise_huge_pages
+
+    copy = faiss.clone_index(index)
+    for vector, itemsize in ((faiss.downcast_index(copy.storage).codes, 1), (copy.hnsw.neighbors, 4)):
+        advise_huge_pages(int(vector.data()), int(vector.size()) * itemsize)
+    return copy
+
+
 def faiss_row(x: np.ndarray, index: Any, build_s: float, sweep: list, queries: np.ndarray, single: np.ndarray,
               truth: np.ndarray, recall_to_match: Optional[float]) -> dict:
     """The faiss row at the first efSearch of ``sweep`` reaching ``recall_to_match`` (else the last one)."""
@@ -315,11 +328,13 @@ def run_scale(shared: Path, cache: Path, sizes: Sequence[int], methods: Sequence
         if "faiss" in use:
             peer, peer_build_s = faiss_index(x)
             searchers["faiss"] = faiss_searcher(peer)
+            searchers["faiss + huge pages"] = faiss_searcher(with_huge_pages(peer))  # what tinyhpd's graph gets
         sweeps = paired_sweep(searchers, queries, single, truth) if searchers else {}
         if tuned is not None:
             tuned_row["sweep"] = sweeps["tinyhpd"]
         if "faiss" in use:
             rows.append(faiss_row(x, peer, peer_build_s, sweeps["faiss"], queries, single, truth, i8))
+            rows[-1]["sweep_huge_pages"] = sweeps["faiss + huge pages"]
             del peer
         if "pgvector" in use and n <= pg_max:
             rows += pgvector_rows(x, queries, single, truth, i8)
@@ -366,7 +381,8 @@ def equal_recall_table(rows: List[dict]) -> str:
     before the paired sweep kept 3-tuples: no batched column)."""
     head = ("| n | tinyhpd expansion | recall@10 | tinyhpd p50 ms | faiss efSearch at >= that recall | faiss recall@10 | "
             "faiss p50 ms | tinyhpd / faiss | faiss p50 interpolated at tinyhpd's recall | tinyhpd / interpolated | "
-            "batched q/s tinyhpd / faiss at one expansion |\n|---|---|---|---|---|---|---|---|---|---|---|")
+            "batched q/s tinyhpd / faiss at one expansion | faiss + huge pages: recall@10, p50 ms at one expansion |"
+            "\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for n in sorted({r["n"] for r in rows}):
         ours = next((r for r in rows if r["n"] == n and "sweep" in r and r["method"].startswith("tinyhpd")), None)
@@ -374,14 +390,16 @@ def equal_recall_table(rows: List[dict]) -> str:
         if ours is None or peer is None:
             continue
         by_ef = {p[0]: p for p in peer["sweep"]}
+        huge = {p[0]: p for p in peer.get("sweep_huge_pages", [])}
         for point in ours["sweep"]:
             ef, recall, p50 = point[:3]
             twin = by_ef.get(ef)
             batched = f"{point[3] / twin[3]:.2f}" if len(point) > 3 and twin is not None and len(twin) > 3 else ""
+            same = f"{huge[ef][1]:.4f}, {huge[ef][2]:.3f}" if ef in huge else ""
             best, interpolated = faiss_at(peer["sweep"], recall)
             if best is None:
-                lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | not reached | | | | | | {batched} |")
+                lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | not reached | | | | | | {batched} | {same} |")
                 continue
             lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | {best[0]} | {best[1]:.4f} | {best[2]:.3f} | "
-                         f"{p50 / best[2]:.2f} | {interpolated:.3f} | {p50 / interpolated:.2f} | {batched} |")
+                         f"{p50 / best[2]:.2f} | {interpolated:.3f} | {p50 / interpolated:.2f} | {batched} | {same} |")
     return "\n".join(lines)
