@@ -10,7 +10,10 @@ Methods: tinyhpd exact float32/float16/int8/binary; tinyhpd HNSW (faiss graph ov
 int8 and binary storage (target_recall 0.95, parameters chosen by the index from midpoint queries; int8 also tuned on
 500 held-out STS-B queries, disjoint from the measured ones); faiss-cpu IndexHNSWSQ (8-bit scalar quantiser, M=16,
 efConstruction 128) over an efSearch sweep, the row shown being the first efSearch at or above the recall of tinyhpd's
-HNSW int8 ("equal recall"); pgvector HNSW (halfvec, m=16, ef_construction=64, through `tinyhpd export`) over an
+HNSW int8 ("equal recall"). The sweep (``paired_sweep``) measures tinyhpd's tuned int8 index, faiss, and a copy of
+faiss's index with huge pages (tinyhpd's graphs ask for them) at the same expansions, single queries in alternating
+blocks; the equal-recall table reads faiss's p50 at tinyhpd's recall both at the next sweep point and interpolated
+linearly. pgvector HNSW (halfvec, m=16, ef_construction=64, through `tinyhpd export`) over an
 ef_search sweep, up to --pg-max rows.
 
 Per method: build seconds, bytes per vector (tinyhpd: codes + calibration + graph links, ``Index.nbytes``; faiss:
@@ -231,14 +234,15 @@ def faiss_index(x: np.ndarray) -> Tuple[Any, float]:
 
 
 def with_huge_pages(index: Any) -> Any:
-    """A copy of a faiss HNSW index whose codes and neighbour table ask for huge pages, as tinyhpd's graphs do: the
-    share of tinyhpd's speed that faiss's users could have with the same two system calls."""
+    """A copy of a faiss HNSW index whose codes, neighbour table and offsets ask for huge pages, as tinyhpd's graphs
+    do: the share of tinyhpd's speed that faiss's users could have with the same system calls."""
     import faiss
 
     from tinyhpd.index.pages import advise_huge_pages
 
     copy = faiss.clone_index(index)
-    for vector, itemsize in ((faiss.downcast_index(copy.storage).codes, 1), (copy.hnsw.neighbors, 4)):
+    for vector, itemsize in ((faiss.downcast_index(copy.storage).codes, 1), (copy.hnsw.neighbors, 4),
+                             (copy.hnsw.offsets, 8)):
         advise_huge_pages(int(vector.data()), int(vector.size()) * itemsize)
     return copy
 

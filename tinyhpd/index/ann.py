@@ -167,11 +167,13 @@ class HNSW:
         return 0 if self._index is None else int(self._index.ntotal)
 
     def _huge_pages(self) -> None:
-        """The codes and the neighbour table of an in-memory graph on huge pages (see pages.py; a memory-mapped
-        graph's pages belong to the file). Called after every change: a grown array may have moved."""
+        """The arrays a search reads at random (codes, neighbour table, offsets into it) of an in-memory graph on
+        huge pages (see pages.py; a memory-mapped graph's pages belong to the file). Called after every change: a grown
+        array may have moved."""
         if self._index is None or self._mapped:
             return
-        for vector, itemsize in ((self._code_vector(), 1), (self._index.hnsw.neighbors, 4)):
+        h = self._index.hnsw
+        for vector, itemsize in ((self._code_vector(), 1), (h.neighbors, 4), (h.offsets, 8)):
             advise_huge_pages(int(vector.data()), int(vector.size()) * itemsize)
 
     def codes(self) -> np.ndarray:

@@ -9,8 +9,9 @@ branches on the storage type.
 * ``Float16Codec``: 2 d bytes; codes are the unit vectors rounded to float16. Chunk scores read the float16 bits
   as float32 bits shifted into place (an exact conversion, see ``kernels.f16_scores``), not through NumPy's cast.
 * ``Int8Codec``: d bytes plus a float32 scale and offset per dimension, calibrated on the first vectors it sees:
-  decode = code * scale + offset, codes unsigned bytes in [0, 255]; later components outside the range are clipped and
-  counted. The bytes are faiss's 8-bit scalar quantizer's (``QT_8bit`` with vmin = offset - scale / 2 and
+  decode = code * scale + offset, codes unsigned bytes in [0, 255]. The range leaves out the most extreme
+  ``CALIBRATION_TAIL`` of each dimension's values (clipped: finer steps for all the others; none below 100,000
+  vectors); components added later beyond anything the calibration saw (its ``extent``) are clipped and counted. The bytes are faiss's 8-bit scalar quantizer's (``QT_8bit`` with vmin = offset - scale / 2 and
   vdiff = 255 scale decodes them to the same values), so an ANN graph can use the index's codes as its storage.
   Indexes written before format 2 stored signed codes (code + 128 now): :meth:`Int8Codec.from_signed` converts them.
 * ``BinaryCodec``: ceil(d / 8) bytes, sign bits (``x > 0``) packed big-endian with ``np.packbits``; it decodes to the
