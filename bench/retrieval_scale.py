@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from tinyhpd.index import Index
-from tinyhpd.index.ann import EXPANSION_ADD
+from tinyhpd.index.ann import EXPANSION_ADD, advise_graph_pages
 
 TOP_K = 10
 
@@ -98,7 +98,8 @@ def measure(name: str, n: int, build_s: float, nbytes: int, search_many: Callabl
 
 
 def tinyhpd_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: np.ndarray,
-                 methods: Sequence[str], tune_queries: np.ndarray) -> Tuple[List[dict], Optional[Index], Optional[dict]]:
+                 methods: Sequence[str],
+                 tune_queries: np.ndarray) -> Tuple[List[dict], Optional[Index], Optional[dict]]:
     """The rows of the tinyhpd methods, and the index tuned on real queries (for the expansion sweep) with its row,
     if any."""
     rows: List[dict] = []
@@ -234,16 +235,12 @@ def faiss_index(x: np.ndarray) -> Tuple[Any, float]:
 
 
 def with_huge_pages(index: Any) -> Any:
-    """A copy of a faiss HNSW index whose codes, neighbour table and offsets ask for huge pages, as tinyhpd's graphs
-    do: the share of tinyhpd's speed that faiss's users could have with the same system calls."""
+    """A copy of a faiss HNSW index on huge pages, as tinyhpd's graphs are (``ann.advise_graph_pages``): the share of
+    tinyhpd's speed that faiss's users could have with the same system calls."""
     import faiss
 
-    from tinyhpd.index.pages import advise_huge_pages
-
     copy = faiss.clone_index(index)
-    for vector, itemsize in ((faiss.downcast_index(copy.storage).codes, 1), (copy.hnsw.neighbors, 4),
-                             (copy.hnsw.offsets, 8)):
-        advise_huge_pages(int(vector.data()), int(vector.size()) * itemsize)
+    advise_graph_pages(copy)
     return copy
 
 
@@ -402,7 +399,8 @@ def equal_recall_table(rows: List[dict]) -> str:
             same = f"{huge[ef][1]:.4f}, {huge[ef][2]:.3f}" if ef in huge else ""
             best, interpolated = faiss_at(peer["sweep"], recall)
             if best is None:
-                lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | not reached | | | | | | {batched} | {same} |")
+                lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | not reached | | | | | | {batched} | "
+                             f"{same} |")
                 continue
             lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | {best[0]} | {best[1]:.4f} | {best[2]:.3f} | "
                          f"{p50 / best[2]:.2f} | {interpolated:.3f} | {p50 / interpolated:.2f} | {batched} | {same} |")

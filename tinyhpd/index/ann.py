@@ -167,14 +167,10 @@ class HNSW:
         return 0 if self._index is None else int(self._index.ntotal)
 
     def _huge_pages(self) -> None:
-        """The arrays a search reads at random (codes, neighbour table, offsets into it) of an in-memory graph on
-        huge pages (see pages.py; a memory-mapped graph's pages belong to the file). Called after every change: a grown
-        array may have moved."""
-        if self._index is None or self._mapped:
-            return
-        h = self._index.hnsw
-        for vector, itemsize in ((self._code_vector(), 1), (h.neighbors, 4), (h.offsets, 8)):
-            advise_huge_pages(int(vector.data()), int(vector.size()) * itemsize)
+        """An in-memory graph on huge pages (a memory-mapped graph's pages belong to the file). Called after every
+        change: a grown array may have moved."""
+        if self._index is not None and not self._mapped:
+            advise_graph_pages(self._index)
 
     def codes(self) -> np.ndarray:
         """The codes (n, codec.width) of the codec's storage type: a view of the graph's storage, valid until the
@@ -441,6 +437,19 @@ class HNSW:
         self._mapped = False
         self._cache = {}
         self._huge_pages()
+
+
+def advise_graph_pages(index: Any) -> None:
+    """Huge pages (pages.py) for the arrays a search of the faiss HNSW ``index`` reads at random: its codes, its
+    neighbour table and the offsets into it."""
+    faiss = require_faiss()
+    if isinstance(index, faiss.IndexBinaryHNSW):
+        codes = faiss.downcast_IndexBinary(index.storage).xb
+    else:
+        codes = faiss.downcast_index(index.storage).codes
+    h = index.hnsw
+    for vector, itemsize in ((codes, 1), (h.neighbors, 4), (h.offsets, 8)):
+        advise_huge_pages(int(vector.data()), int(vector.size()) * itemsize)
 
 
 def _faiss_io(storage: str, name: str) -> Any:

@@ -11,8 +11,9 @@ branches on the storage type.
 * ``Int8Codec``: d bytes plus a float32 scale and offset per dimension, calibrated on the first vectors it sees:
   decode = code * scale + offset, codes unsigned bytes in [0, 255]. The range leaves out the most extreme
   ``CALIBRATION_TAIL`` of each dimension's values (clipped: finer steps for all the others; none below 100,000
-  vectors); components added later beyond anything the calibration saw (its ``extent``) are clipped and counted. The bytes are faiss's 8-bit scalar quantizer's (``QT_8bit`` with vmin = offset - scale / 2 and
-  vdiff = 255 scale decodes them to the same values), so an ANN graph can use the index's codes as its storage.
+  vectors); components added later beyond anything the calibration saw (its ``extent``) are clipped and counted. The
+  bytes are faiss's 8-bit scalar quantizer's (``QT_8bit`` with vmin = offset - scale / 2 and vdiff = 255 scale
+  decodes them to the same values), so an ANN graph can use the index's codes as its storage.
   Indexes written before format 2 stored signed codes (code + 128 now): :meth:`Int8Codec.from_signed` converts them.
 * ``BinaryCodec``: ceil(d / 8) bytes, sign bits (``x > 0``) packed big-endian with ``np.packbits``; it decodes to the
   sign vector / sqrt(d). It is not exact: ``Index`` finds Hamming candidates and rescores them.
@@ -242,9 +243,10 @@ class Int8Codec(Codec):
                 "out_of_range": "clip"}
 
     def tensors(self) -> Dict[str, np.ndarray]:
-        lo, hi = self.extent
-        return {"scale": self.scale, "offset": self.offset, "calibration_min": np.asarray(lo, dtype=np.float32),
-                "calibration_max": np.asarray(hi, dtype=np.float32)}
+        out = {"scale": self.scale, "offset": self.offset}
+        if self._extent is not None:  # a calibration restored without it saves without it (and keeps its meaning)
+            out["calibration_min"], out["calibration_max"] = self._extent
+        return out
 
     def restore(self, tensors: Dict[str, np.ndarray], manifest: dict, where: str) -> None:
         for key in ("scale", "offset"):
