@@ -12,6 +12,7 @@ psycopg = need("psycopg")
 
 from tinyhpd.index import Index  # noqa: E402
 from tinyhpd.pgvector import export, search  # noqa: E402
+from tinyhpd.pgvector.query import search_statement  # noqa: E402
 from tinyhpd.pgvector.copy_format import HEADER, TRAILER, encode_rows  # noqa: E402
 
 
@@ -67,6 +68,13 @@ def test_export_an_index_then_search_it(pg_url, index_folder):
                 assert abs(s - b.scores[b.ids.index(i)]) < 1e-3  # halfvec distance arithmetic in float32
     one = search(pg_url, "docs", index.vectors([130])[0], top_k=1)
     assert one.ids == [130] and one.scores[0] == pytest.approx(1.0, abs=1e-5)
+    # the query's form is one the HNSW index serves: with sequential scans priced out the planner takes the index
+    vector = "[" + ",".join(repr(float(v)) for v in queries[0]) + "]"
+    with psycopg.connect(pg_url) as conn, conn.transaction():
+        conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in conn.execute(
+            psycopg.sql.SQL("EXPLAIN ") + search_statement("docs", "halfvec"), (vector, 5)).fetchall())
+    assert "Index Scan using docs_embedding_hnsw" in plan, plan
 
 
 def test_string_ids_and_vector_column(pg_url, tmp_path):

@@ -18,6 +18,15 @@ def _column_type(cur: Any, table: str) -> str:
     return row[0].split("(")[0]
 
 
+def search_statement(table: str, kind: str) -> Any:
+    """The query of :func:`search` (parameters: the vector as text, top_k): the vector is sent once, and the ORDER BY
+    names the distance column, the form pgvector's HNSW index serves (the test checks the plan)."""
+    from psycopg import sql
+
+    return sql.SQL("SELECT id, embedding <=> %s::{kind} AS distance FROM {table} ORDER BY distance LIMIT %s").format(
+        kind=sql.SQL(kind), table=table_sql(table))
+
+
 def search(conn_or_url: Any, table: str, queries: Any, top_k: int = 10, *,
            ef_search: Optional[int] = None) -> Union[Hits, List[Hits]]:
     """Top-k ids and cosine similarities (1 - cosine distance), best first, for a 1-D query vector (one Hits) or a
@@ -40,14 +49,11 @@ def search(conn_or_url: Any, table: str, queries: Any, top_k: int = 10, *,
                 kind = _column_type(cur, table)
                 if ef_search is not None:
                     cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(ef_search))))
-                statement = sql.SQL("SELECT id, 1 - (embedding <=> %s::{kind}) FROM {table} "
-                                    "ORDER BY embedding <=> %s::{kind} LIMIT %s").format(
-                    kind=sql.SQL(kind), table=table_sql(table))
+                statement = search_statement(table, kind)
                 for row in q:
-                    text = "[" + ",".join(repr(float(v)) for v in row) + "]"
-                    cur.execute(statement, (text, text, top_k))
+                    cur.execute(statement, ("[" + ",".join(repr(float(v)) for v in row) + "]", top_k))
                     found = cur.fetchall()
-                    out.append(Hits([r[0] for r in found], np.array([r[1] for r in found], dtype=np.float64)))
+                    out.append(Hits([r[0] for r in found], 1.0 - np.array([r[1] for r in found], dtype=np.float64)))
     finally:
         if own:
             conn.close()
