@@ -74,6 +74,17 @@ def test_bad_requests_get_openai_error_objects(server, body, status, param):
         assert "'nope' is not in the index" in err["message"]
 
 
+def test_a_lone_surrogate_in_a_query_is_a_400_naming_it(server):
+    import httpx
+
+    body = b'{"query": ["fine", "half a pair \\ud800 here"]}'  # valid JSON, not valid Unicode text
+    r = httpx.post(server.url + "/v1/search", content=body, timeout=30,
+                   headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"] == "query[1]" and "lone surrogate at character 12" in err["message"]
+
+
 def test_the_openai_client_raises_its_own_error_types(server):
     """The real openai SDK pointed at the server (its generic post): 4xx answers become BadRequestError /
     AuthenticationError carrying our error object."""

@@ -514,7 +514,8 @@ def create_app(model: Any, cfg: ServeConfig, index: Any = None):
             raise ApiError(404, f"model {name!r} is not served here (this server serves {cfg.served_model_name!r})",
                            param="model", code="model_not_found")
         req = search_api.parse(data, cfg.max_client_batch_size,
-                               lambda status, message, param, code: ApiError(status, message, param=param, code=code))
+                               lambda status, message, param, code: ApiError(status, message, param=param, code=code),
+                               _check_unicode)
         ids = await _off_loop(svc.ids_for, req.queries, False, True, "query")
         vecs = await svc.embed(ids, True, request)
         try:

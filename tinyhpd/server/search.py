@@ -25,8 +25,9 @@ class SearchRequest:
     within: Optional[List[Any]]
 
 
-def parse(data: Dict[str, Any], max_queries: int, error: Any) -> SearchRequest:
-    """The checked request; ``error(status, message, param, code)`` builds the exception to raise."""
+def parse(data: Dict[str, Any], max_queries: int, error: Any, check_text: Any) -> SearchRequest:
+    """The checked request; ``error(status, message, param, code)`` builds the exception to raise and
+    ``check_text(text, param)`` raises for text the model cannot take (the embeddings routes' own check)."""
     query = data.get("query")
     queries = [query] if isinstance(query, str) else query
     if not isinstance(queries, list) or not queries:
@@ -40,11 +41,7 @@ def parse(data: Dict[str, Any], max_queries: int, error: Any) -> SearchRequest:
             raise error(400, f"'{param}' is {type(q).__name__}: every query must be a string", param, None)
         if not q.strip():
             raise error(400, f"'{param}' is empty or blank (nothing to search for)", param, None)
-        try:
-            q.encode("utf-8")
-        except UnicodeEncodeError as bad:
-            raise error(400, f"'{param}' is not valid Unicode text (a lone surrogate at character {bad.start})",
-                        param, None) from None
+        check_text(q, param)
     top_k = data.get("top_k", 10)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
         raise error(400, f"'top_k' must be an integer from 1 to {MAX_TOP_K}, got {str(top_k)[:40]}", "top_k", None)
