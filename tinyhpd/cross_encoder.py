@@ -179,10 +179,8 @@ class CrossEncoder:
         logits = np.empty((len(joined), self.num_labels), np.float32)
         if len(joined):
             order = np.argsort([-len(x) for x in joined], kind="stable")
-            bar = progress_bar(len(joined), show_progress_bar, "Scoring", "pair")
-            self._runner.run(self._forward, list(joined), order, check_batch_size(batch_size), logits, bar)
-            if bar is not None:
-                bar.close()
+            with progress_bar(len(joined), show_progress_bar, "Scoring", "pair") as bar:
+                self._runner.run(self._forward, list(joined), order, check_batch_size(batch_size), logits, bar)
         return logits
 
     def activate(self, logits: np.ndarray,

@@ -208,10 +208,8 @@ class Model:
         out = np.empty((len(ids), self.embedding_dim), dtype=np.float32)
         if len(ids):
             order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: similar lengths share a batch
-            bar = progress_bar(len(ids), show_progress_bar, "Encoding", "sent")
-            self._runner.run(self._forward, ids, order, batch_size, out, bar)
-            if bar is not None:
-                bar.close()
+            with progress_bar(len(ids), show_progress_bar, "Encoding", "sent") as bar:
+                self._runner.run(self._forward, ids, order, batch_size, out, bar)
             if normalize_embeddings:
                 out = heads_mod.normalize(out)
         return out

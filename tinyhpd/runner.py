@@ -7,6 +7,7 @@ slowest piece of a batch. A batch too small to share runs on the calling thread 
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -29,9 +30,10 @@ def check_batch_size(batch_size: Any) -> int:
 
 
 def progress_bar(total: int, show: Optional[bool], desc: str, unit: str) -> Any:
-    """A tqdm bar for :meth:`Runner.run` (tqdm comes with huggingface-hub), or None when not asked for."""
+    """A context giving the ``bar`` of :meth:`Runner.run`: a tqdm bar (tqdm comes with huggingface-hub), closed on
+    leaving, even on an error; or None when not asked for."""
     if not show:
-        return None
+        return contextlib.nullcontext()
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit)
