@@ -157,6 +157,30 @@ def test_expansion_for_one_call_overrides_the_tuned_one(real_embeddings):
             index.search_rows(queries[:1], 10, expansion=bad)
 
 
+@pytest.mark.parametrize("dtype", ["int8", "binary"])
+def test_threads_searching_one_index_at_different_expansions_do_not_mix_them(dtype):
+    # the expansion travels with each call (faiss search parameters), not through the graph's own setting, which one
+    # thread's call could change under another's: each thread's answers must be those of its expansion searched alone
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = _clustered(6000, 64, 11)
+    q = _clustered(200, 64, 12)
+    index = Index(64, dtype, ann="hnsw")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 64 sign bits may not reach the target: best kept
+        index.add(x)
+    expansions = (10, 400)
+    alone = {ef: index.search_rows(q, 10, expansion=ef)[0] for ef in expansions}
+    assert not np.array_equal(alone[10], alone[400])  # the two settings are told apart by their answers
+
+    def one(ef):
+        return ef, [index.search_rows(v[None], 10, expansion=ef)[0][0] for v in q]
+
+    with ThreadPoolExecutor(4) as pool:
+        for ef, rows in pool.map(one, [expansions[i % 2] for i in range(16)]):
+            np.testing.assert_array_equal(np.array(rows), alone[ef], err_msg=f"expansion {ef}")
+
+
 def test_small_index_and_top_k_larger_than_the_graph_answer():
     index = Index(8, "float16", ann="hnsw")
     x = _clustered(7, 8, 5)

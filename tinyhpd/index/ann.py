@@ -283,22 +283,22 @@ class HNSW:
         c = min(n, top_k * (self.candidates_per_result if per_result is None else per_result))
         ef = max(c, self.expansion_search if expansion is None else expansion)
         nq = len(queries)
+        faiss = require_faiss()
+        params = self._cache.get(ef)
+        if params is None:  # per call, not the graph's own efSearch: threads searching one index at different
+            params = self._cache[ef] = faiss.SearchParametersHNSW()  # expansions must not set it for each other
+            params.efSearch = ef
+        # faiss's C++ search on arrays of our own: its Python wrapper checks and allocates what is known here, and a
+        # single query pays for every microsecond of that
         if self.storage == "binary":
-            self._index.hnsw.efSearch = ef
-            _, keys = self._index.search(np.packbits(queries > 0, axis=1), c)
+            x = np.packbits(queries > 0, axis=1)
+            scores = np.empty((nq, c), dtype=np.int32)  # Hamming distances
         else:
-            faiss = require_faiss()
-            params = self._cache.get(ef)
-            if params is None:
-                params = self._cache[ef] = faiss.SearchParametersHNSW()
-                params.efSearch = ef
-            # faiss's C++ search on arrays of our own: its Python wrapper checks and allocates what is known here,
-            # and a single query pays for every microsecond of that
             x = np.ascontiguousarray(queries, dtype=np.float32)
-            keys = np.empty((nq, c), dtype=np.int64)
-            scores = np.empty((nq, c), dtype=np.float32)  # named: a pointer does not keep its array alive
-            ptr = faiss.swig_ptr
-            self._index.search_c(nq, ptr(x), c, ptr(scores), ptr(keys), params)
+            scores = np.empty((nq, c), dtype=np.float32)
+        keys = np.empty((nq, c), dtype=np.int64)  # named: a pointer does not keep its array alive
+        ptr = faiss.swig_ptr
+        self._index.search_c(nq, ptr(x), c, ptr(scores), ptr(keys), params)
         if keys[-1, -1] >= 0 and (nq == 1 or keys[:, -1].min() >= 0):  # the common case: every query got c rows
             return keys, None
         counts = (keys >= 0).sum(axis=1)  # faiss fills the missing places with -1 (after the found ones)
