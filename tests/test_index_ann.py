@@ -285,6 +285,27 @@ def test_cli_builds_an_ann_index_and_searches_it(tmp_path, capsys, shared_dir):
         assert main(["search", str(tmp_path / "ix"), query, "--top-k", "3", "--json"] + extra) == 0
         rows = json.loads(capsys.readouterr().out)
         assert rows[0]["id"] == 18 and rows[0]["score"] > 0.999
+    # tuning on real example queries: at build, and later on the saved folder (kept with the index)
+    asks = tmp_path / "asks.txt"
+    asks.write_text("".join(lines[200:260]) + "\n\n", encoding="utf-8")  # blank lines are skipped
+    assert main(["index", "build", str(corpus), "--out", str(tmp_path / "ix2"), "--ann", "hnsw", "--quiet",
+                 "--tune-queries", str(asks)]) == 0
+    assert "on 60 query vectors given by the caller" in capsys.readouterr().out
+    assert main(["index", "tune", str(tmp_path / "ix"), "--queries", str(asks)]) == 0
+    assert "60 query vectors given by the caller" in capsys.readouterr().out
+    tuned = Index.load(tmp_path / "ix", verify=True)
+    assert tuned.ann_info["measured"]["queries"] == "60 query vectors given by the caller"
+    assert tuned.tune()["queries"] == "60 query vectors given by the caller"
+    # errors name the problem
+    assert main(["index", "build", str(corpus), "--out", str(tmp_path / "ix3"), "--tune-queries", str(asks)]) == 2
+    assert "pass --ann hnsw too" in capsys.readouterr().err
+    (tmp_path / "blank.txt").write_text("\n  \n", encoding="utf-8")
+    assert main(["index", "tune", str(tmp_path / "ix"), "--queries", str(tmp_path / "blank.txt")]) == 2
+    assert "blank.txt: the queries file holds no non-blank line" in capsys.readouterr().err
+    assert main(["index", "build", str(corpus), "--out", str(tmp_path / "flat")]) == 0
+    capsys.readouterr()
+    assert main(["index", "tune", str(tmp_path / "flat"), "--queries", str(asks)]) == 2
+    assert "has no graph (built without --ann hnsw): nothing to tune" in capsys.readouterr().err
 
 
 def test_tuning_on_given_queries(real_embeddings):
@@ -303,6 +324,73 @@ def test_tuning_on_given_queries(real_embeddings):
     assert _recall(rows, exact.search_rows(held_out, 10)[0]) >= 0.93  # 300 other queries: sampling noise
     with pytest.raises(ValueError, match="tuning queries have dimension 3"):
         index.tune(np.ones((2, 3)))
+
+
+def test_tuning_queries_are_kept_for_the_later_tunings_saved_and_pickled(real_embeddings, tmp_path, monkeypatch):
+    """Queries given to tune() stay with the index: the tuning when it has doubled measures on them again (not on
+    midpoints), and they survive save/load and pickling; beyond TUNE_QUERIES_KEPT a sample of them is kept."""
+    corpus, queries = real_embeddings
+    index = Index(corpus.shape[1], "int8", ann="hnsw", calibration=corpus)
+    index.add(corpus[:4000])
+    assert index.ann_info["measured"]["queries"] == "midpoints of two random stored vectors"
+    index.tune(queries[:300])
+    index.add(corpus[4000:])  # doubled: tuned again, on the same 300 queries
+    measured = index.ann_info["measured"]
+    assert measured["size"] == 8000 and measured["queries"] == "300 query vectors given by the caller"
+    assert measured["required"] == 0.95  # the target itself, not the midpoints' stricter one
+    index.save(tmp_path / "ix")
+    for other in (Index.load(tmp_path / "ix", mmap=True, verify=True), pickle.loads(pickle.dumps(index))):
+        assert other.tune() == index.tune()  # the same kept queries (float32) measured on the same graph
+    with pytest.raises(ValueError, match="tuning queries have dimension 3"):
+        index.tune(np.ones((2, 3)))
+    assert index.tune()["queries"] == "300 query vectors given by the caller"  # a refused call keeps the old ones
+    monkeypatch.setattr(ann, "TUNE_QUERIES_KEPT", 100)
+    assert index.tune(queries)["sample"] == 100
+
+
+def test_damaged_tuning_queries_are_an_error_naming_them(real_embeddings, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    corpus, queries = real_embeddings
+    index = Index(corpus.shape[1], "int8", ann="hnsw", calibration=corpus)
+    index.add(corpus[:2000])
+    index.tune(queries[:50])
+    index.save(tmp_path / "ix")
+    path = tmp_path / "ix" / "vectors.safetensors"
+    for bad, message in ((np.full((50, corpus.shape[1]), np.nan, np.float32), "contains NaN or infinity"),
+                         (np.zeros((50, 7), np.float32), r"must be float32 \(m, 128\) with m >= 1; got float32 \[50, 7\]")):
+        tensors = load_file(str(path))
+        tensors["tuning_queries"] = bad
+        save_file(tensors, str(path), metadata={"format": "tinyhpd-index", "dtype": "int8"})
+        manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+        manifest["files"]["vectors.safetensors"] = path.stat().st_size
+        (tmp_path / "ix" / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ValueError, match=f"vectors.safetensors: tensor 'tuning_queries' {message}"):
+            Index.load(tmp_path / "ix")
+
+
+def test_build_measures_on_tune_queries_and_checks_them_before_encoding(monkeypatch):
+    import tinyhpd
+    from tinyhpd.index import index as index_mod
+
+    model = tinyhpd.load(None)
+    texts = [f"document number {i} is about topic {i % 7}" for i in range(300)]
+    asks = ["which document is about topic 3?", "topic five", "a document", "number twelve"]
+    built = Index.build(texts, model, dtype="int8", ann="hnsw", tune_queries=asks)
+    assert built.ann_info["measured"]["queries"] == "4 query vectors given by the caller"
+    vectors = model.encode(asks)
+    again = Index.build(texts, model, dtype="int8", ann="hnsw", tune_queries=vectors)
+    assert again.ann_info["measured"]["queries"] == "4 query vectors given by the caller"
+    np.testing.assert_allclose(again._tuning_queries, built._tuning_queries, atol=1e-6)  # texts or their vectors
+    encoded = []
+    monkeypatch.setattr(index_mod, "encode_texts", lambda m, t, **kw: encoded.append(t) or model.encode(t))
+    with pytest.raises(ValueError, match="query 1 is empty or blank"):
+        Index.build(texts, model, ann="hnsw", tune_queries=["fine", "  "])
+    with pytest.raises(ValueError, match="pass ann='hnsw' too"):
+        Index.build(texts, model, tune_queries=asks)
+    with pytest.raises(ValueError, match="tuning queries have dimension 5"):
+        Index.build(texts, model, ann="hnsw", tune_queries=np.ones((2, 5)))
+    assert encoded == []  # each refused before the corpus was encoded
 
 
 def test_only_real_queries_raise_the_connectivity_and_the_rebuild_keeps_every_row(monkeypatch):

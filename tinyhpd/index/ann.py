@@ -51,6 +51,7 @@ EXPANSION_ADD = 128  # fixed, not tuned: 64 -> 128 +0.01 recall at equal search 
 EXPANSIONS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 TUNE_K = 10
 TUNE_SAMPLE = 500
+TUNE_QUERIES_KEPT = 2000  # queries given for tuning beyond this: a seeded random sample of them is measured and kept
 RETUNE_GROWTH = 2.0  # tune again when the graph has grown this much since the last tuning
 KNEE = 0.01  # a target out of reach: the cheapest setting this close to the best recall measured
 REBUILD_AFTER_REMOVED = 0.25  # rebuild when this share of the rows present at the last build has been removed

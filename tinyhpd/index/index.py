@@ -40,8 +40,9 @@ than the index is clamped to the number of vectors (every result then holds ``le
 strs; a duplicate id (in one batch or against the index) raises ``ValueError``.
 
 Persistence (:meth:`Index.save`): a directory holding ``vectors.safetensors`` (tensor ``vectors``; for int8 also
-``scale`` and ``offset``), ``ids.json`` and ``manifest.json`` (format version, dim, dtype, count, normalisation, the
-model's name, revision and weight fingerprint, file sizes). It is written into a temporary sibling directory, fsynced
+``scale`` and ``offset``; for an ANN index tuned on given queries, ``tuning_queries``), ``ids.json`` and
+``manifest.json`` (format version, dim, dtype, count, normalisation, the model's name, revision and weight
+fingerprint, file sizes). It is written into a temporary sibling directory, fsynced
 and renamed into place, so a crash never leaves a partial index under the target name. :meth:`Index.load` checks the
 manifest against the files and can memory-map the vectors (``mmap=True``) so an index larger than RAM is searched
 straight from the page cache. ``add``/``remove`` on a memory-mapped index first copy its vectors into RAM.
@@ -78,6 +79,7 @@ from tinyhpd.index.topk import hamming_distances, rank_rows, TopC, word_view
 
 
 _LOAD_ATTEMPTS = 8  # a load that meets a concurrent save opens the folder again (the new version)
+TUNING_QUERIES = "tuning_queries"  # the tensor of an ANN index's kept tuning queries (older readers skip it)
 _SMALL_RESCORE = 4096  # candidates of one query rescored without the grouped, memmap-ordered gather
 
 
@@ -131,6 +133,7 @@ class Index:
         self.threads = kernels.default_threads() if threads is None else threads
         self._ann: Optional[ann_mod.HNSW] = None
         self._tuned_size = 0
+        self._tuning_queries: Optional[np.ndarray] = None  # real queries given for tuning (float32 unit rows), kept
         if ann_mod.check_kind(ann) is not None:
             self._ann = ann_mod.HNSW(self._codec, target_recall=target_recall)
         if model is not None:
@@ -170,6 +173,7 @@ class Index:
         state.setdefault("threads", kernels.default_threads())
         state.setdefault("_ann", None)
         state.setdefault("_tuned_size", 0)
+        state.setdefault("_tuning_queries", None)
         store = state.get("_store")
         if store is not None and store.dtype == np.int8 and state["_codec"].name == "int8":
             state["_store"] = state["_codec"].from_signed(store)
@@ -270,14 +274,19 @@ class Index:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         ann: Optional[str] = None,
         target_recall: float = ann_mod.DEFAULT_TARGET_RECALL,
+        tune_queries: Any = None,
     ) -> "Index":
         """Encode ``texts`` with ``model`` (a loaded model, a name/path for :func:`tinyhpd.load`, or None for the
         default model) and index them; ids default to 0..n-1. int8 is calibrated on the whole corpus. ``ann`` and
-        ``target_recall``: as for :class:`Index`."""
+        ``target_recall``: as for :class:`Index`. ``tune_queries`` (with ``ann``): real example queries (texts or
+        vectors) the graph's parameters are measured on instead of midpoints, kept as :meth:`tune` keeps them."""
         check_dtype(dtype)
         if ann_mod.check_kind(ann) is not None:  # before the corpus is encoded, not after
             ann_mod.check_target_recall(target_recall)
             ann_mod.require_faiss()
+        elif tune_queries is not None:
+            raise ValueError("tune_queries tune an approximate index's graph: pass ann='hnsw' too")
+        tuning = None if tune_queries is None else query_texts(tune_queries)  # a blank one fails before the encoding
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not a single str")
         texts = list(texts)
@@ -288,9 +297,16 @@ class Index:
                 raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
         if model is None or isinstance(model, (str, os.PathLike)):
             model = load_model(None if model is None else str(model))
+        if tuning is not None:  # small: encoded first, so a model that cannot encode them fails early too
+            tune_queries = encode_texts(model, tuning, batch_size=batch_size)
+        elif tune_queries is not None and model_identity(model)["embedding_dim"] is not None:  # vectors: checked now
+            unit_rows(as_matrix(tune_queries, model_identity(model)["embedding_dim"], "tuning queries"), 0,
+                      "tuning queries")
         embeddings = encode_texts(model, texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
         index = cls(embeddings.shape[1], dtype, model=model, chunk_bytes=chunk_bytes, ann=ann,
                     target_recall=target_recall)
+        if tune_queries is not None:  # the first tuning (in add) measures on them
+            index._tuning_queries = index._given_tuning_queries(tune_queries, None, batch_size)
         index.add(embeddings, ids)
         return index
 
@@ -502,22 +518,11 @@ class Index:
 
     def _query_matrix(self, queries: Any, model: Any, batch_size: int) -> Tuple[bool, np.ndarray]:
         """(single?, float matrix) for str / list of str / 1-D or 2-D vectors."""
-        if isinstance(queries, str):
-            single, texts = True, [queries]
-        elif isinstance(queries, (list, tuple)) and queries and all(isinstance(t, str) for t in queries):
-            single, texts = False, list(queries)
-        else:
-            if isinstance(queries, (list, tuple)) and not queries:
-                raise ValueError("no queries given (empty list)")
+        texts = query_texts(queries)
+        if texts is None:
             arr = np.asarray(queries)
-            if arr.dtype == object or arr.dtype.kind in "USb":
-                raise TypeError("queries must be a str, a list of str, or a numeric array of vectors")
-            if arr.size == 0:
-                raise ValueError("no queries given (empty array)")
             return arr.ndim == 1, as_matrix(arr, self._dim, "query vectors")
-        for i, t in enumerate(texts):
-            if not t.strip():
-                raise ValueError(f"query {i} is empty or blank")
+        single = isinstance(queries, str)
         use = self._model if model is None else model
         if use is None:
             raise ValueError("text queries need a model: pass model=..., or build/load the index with a model")
@@ -616,20 +621,26 @@ class Index:
                 rows[i], scores[i] = self._exact_one(q[i], k)
         return rows, scores
 
-    def tune(self, queries: Any = None) -> Optional[dict]:
+    def tune(self, queries: Any = None, *, model: Any = None, batch_size: int = 32) -> Optional[dict]:
         """(ANN index) Choose the graph's parameters from ``target_recall`` again, measured on the current contents
-        (done by ``add`` when the index was built and whenever it has doubled since). ``queries``: sample query
-        vectors to measure on (real queries, e.g. from a log); default: midpoints of random stored vectors, a
-        conservative stand-in (see ann.py). Returns what was measured."""
+        (done by ``add`` when the index was built and whenever it has doubled since). Returns what was measured.
+
+        ``queries``: real sample queries (texts, encoded with ``model`` or the index's model, or vectors), e.g. from a
+        log. They are measured on and *kept* (saved with the index: ``tuning_queries`` in the vectors file), so the
+        tunings as the index grows use them too; more than ``ann.TUNE_QUERIES_KEPT`` are sampled down to that many.
+        Default: the queries kept from an earlier call (or ``Index.build(tune_queries=...)``), else midpoints of
+        random stored vectors, a conservative stand-in (see ann.py)."""
         if self._ann is None:
             return None
+        if queries is not None:
+            self._tuning_queries = self._given_tuning_queries(queries, model, batch_size)
         k = ann_mod.TUNE_K
         if self._n <= k + 1:  # a search then rescores every row: exact
             self._tuned_size = self._n
             return None
-        proxy = queries is None  # midpoints stand in for real queries: a stricter target (see ann.py)
-        if queries is not None:
-            queries = unit_rows(as_matrix(queries, self._dim, "tuning queries"), 0, "tuning queries")
+        proxy = self._tuning_queries is None  # midpoints stand in for real queries: a stricter target (see ann.py)
+        if not proxy:
+            queries = unit_rows(self._tuning_queries, 0, "tuning queries")
             source = f"{len(queries)} query vectors given by the caller"
         else:
             pairs = np.random.default_rng(0).choice(self._n, size=(ann_mod.TUNE_SAMPLE, 2))
@@ -645,6 +656,19 @@ class Index:
         measured = self._ann.tune(queries, truth, approximate, source, proxy)
         self._tuned_size = self._n
         return dict(measured)
+
+    def _given_tuning_queries(self, queries: Any, model: Any, batch_size: int) -> np.ndarray:
+        """Tuning queries (texts or vectors) as the float32 unit rows the index keeps, sampled down to
+        ``ann.TUNE_QUERIES_KEPT``; a blank text, a wrong dim, NaN or a zero vector is an error naming it."""
+        if query_texts(queries) is None:
+            q = as_matrix(queries, self._dim, "tuning queries")
+        else:
+            q = self._query_matrix(queries, model, batch_size)[1]
+        q = unit_rows(q, 0, "tuning queries")
+        if len(q) > ann_mod.TUNE_QUERIES_KEPT:
+            keep = np.sort(np.random.default_rng(0).choice(len(q), ann_mod.TUNE_QUERIES_KEPT, replace=False))
+            q = q[keep]
+        return q.astype(np.float32)
 
     def _rescore(self, q: np.ndarray, cand_r: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """float64 scores of candidate rows against the queries (query groups bounded by chunk_bytes), ranked.
@@ -760,6 +784,8 @@ class Index:
 
         tensors = {"vectors": np.ascontiguousarray(self._codes[: self._n])}
         tensors.update(self._codec.tensors())
+        if self._ann is not None and self._tuning_queries is not None:
+            tensors[TUNING_QUERIES] = self._tuning_queries
         save_file(tensors, str(folder / VECTORS), metadata={"format": FORMAT_NAME, "dtype": self.dtype})
         names = [VECTORS, IDS]
         if self._ann is not None:
@@ -864,7 +890,42 @@ class Index:
                     raise ValueError(f"{folder / GRAPH}: the graph's vectors differ from {VECTORS} from row "
                                      f"{begin} on (the graph of another index, or damaged)")
             index._ann, index._tuned_size = graph, count
+            if TUNING_QUERIES in header:
+                index._tuning_queries = _tuning_queries_of(
+                    open_tensor(folder / VECTORS, header, start, TUNING_QUERIES, False, vec), dim, folder / VECTORS)
             index._store = np.empty((0, codec.width), dtype=codec.storage)
         if model is not None:
             index.model = model
         return index
+
+
+def _tuning_queries_of(q: np.ndarray, dim: int, where: Path) -> np.ndarray:
+    """The kept tuning queries read from a folder: finite float32 (m, dim), m >= 1 (an error names the file)."""
+    if q.dtype != np.float32 or q.ndim != 2 or q.shape[0] < 1 or q.shape[1] != dim:
+        raise ValueError(f"{where}: tensor {TUNING_QUERIES!r} must be float32 (m, {dim}) with m >= 1; got {q.dtype} "
+                         f"{list(q.shape)}")
+    if not np.isfinite(q).all():
+        raise ValueError(f"{where}: tensor {TUNING_QUERIES!r} contains NaN or infinity")
+    return q
+
+
+def query_texts(queries: Any) -> Optional[List[str]]:
+    """The texts of str / list-of-str queries (a blank one is a ValueError naming it), or None for vectors (an empty
+    or non-numeric array is an error)."""
+    if isinstance(queries, str):
+        texts = [queries]
+    elif isinstance(queries, (list, tuple)) and queries and all(isinstance(t, str) for t in queries):
+        texts = list(queries)
+    else:
+        if isinstance(queries, (list, tuple)) and not queries:
+            raise ValueError("no queries given (empty list)")
+        arr = np.asarray(queries)
+        if arr.dtype == object or arr.dtype.kind in "USb":
+            raise TypeError("queries must be a str, a list of str, or a numeric array of vectors")
+        if arr.size == 0:
+            raise ValueError("no queries given (empty array)")
+        return None
+    for i, t in enumerate(texts):
+        if not t.strip():
+            raise ValueError(f"query {i} is empty or blank")
+    return texts
