@@ -299,9 +299,10 @@ class Index:
             model = load_model(None if model is None else str(model))
         if tuning is not None:  # small: encoded first, so a model that cannot encode them fails early too
             tune_queries = encode_texts(model, tuning, batch_size=batch_size)
-        elif tune_queries is not None and model_identity(model)["embedding_dim"] is not None:  # vectors: checked now
-            unit_rows(as_matrix(tune_queries, model_identity(model)["embedding_dim"], "tuning queries"), 0,
-                      "tuning queries")
+        elif tune_queries is not None:  # vectors: checked now when the model states its dim
+            dim = model_identity(model)["embedding_dim"]
+            if dim is not None:
+                unit_rows(as_matrix(tune_queries, dim, "tuning queries"), 0, "tuning queries")
         embeddings = encode_texts(model, texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
         index = cls(embeddings.shape[1], dtype, model=model, chunk_bytes=chunk_bytes, ann=ann,
                     target_recall=target_recall)
