@@ -365,28 +365,37 @@ def scale_table(rows: List[dict]) -> str:
     return "\n".join(lines)
 
 
-def faiss_at(peer: list, recall: float) -> Tuple[Optional[tuple], Optional[float]]:
-    """On faiss's sweep: the cheapest point at or above ``recall`` (None: not reached), and its p50 interpolated
-    linearly at ``recall`` between the best point below and that point (None: no point below)."""
+def faiss_at(peer: list, recall: float, cost: Callable[[Sequence[float]], float] = lambda p: p[2]
+             ) -> Tuple[Optional[tuple], Optional[float]]:
+    """On faiss's sweep: the cheapest point at or above ``recall`` (None: not reached), and its ``cost`` (default: p50
+    single-query ms) interpolated linearly at ``recall`` between the best point below and that point (None: no point
+    below)."""
     reach = [p for p in peer if p[1] >= recall]
     if not reach:
         return None, None
-    above = min(reach, key=lambda p: p[2])
-    below = [p for p in peer if p[1] < recall and p[2] <= above[2]]
+    above = min(reach, key=cost)
+    below = [p for p in peer if p[1] < recall and cost(p) <= cost(above)]
     if not below:
-        return above, above[2]
+        return above, cost(above)
     lo = max(below, key=lambda p: p[1])
-    return above, lo[2] + (above[2] - lo[2]) * (recall - lo[1]) / (above[1] - lo[1])
+    return above, cost(lo) + (cost(above) - cost(lo)) * (recall - lo[1]) / (above[1] - lo[1])
+
+
+def _batched_seconds(point: Sequence[float]) -> float:
+    """Seconds per query of a sweep point's batched run (its queries/s)."""
+    return 1.0 / point[3]
 
 
 def equal_recall_table(rows: List[dict]) -> str:
     """tinyhpd HNSW int8 (tuned index, each expansion of SWEEP) against faiss HNSW-SQ8: for each tinyhpd point, the
-    cheapest faiss efSearch reaching at least its recall and faiss's p50 interpolated at exactly its recall (runs
-    before the paired sweep kept 3-tuples: no batched column)."""
+    cheapest faiss efSearch reaching at least its recall and faiss's p50 interpolated at exactly its recall; batched,
+    tinyhpd's time per query against faiss's interpolated the same way (runs before the paired sweep kept 3-tuples:
+    no batched columns)."""
     head = ("| n | tinyhpd expansion | recall@10 | tinyhpd p50 ms | faiss efSearch at >= that recall | faiss recall@10 | "
             "faiss p50 ms | tinyhpd / faiss | faiss p50 interpolated at tinyhpd's recall | tinyhpd / interpolated | "
-            "batched q/s tinyhpd / faiss at one expansion | faiss + huge pages: recall@10, p50 ms at one expansion |"
-            "\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+            "batched q/s tinyhpd / faiss at one expansion | batched time per query tinyhpd / faiss interpolated at "
+            "tinyhpd's recall | faiss + huge pages: recall@10, p50 ms at one expansion |"
+            "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for n in sorted({r["n"] for r in rows}):
         ours = next((r for r in rows if r["n"] == n and "sweep" in r and r["method"].startswith("tinyhpd")), None)
@@ -402,9 +411,13 @@ def equal_recall_table(rows: List[dict]) -> str:
             same = f"{huge[ef][1]:.4f}, {huge[ef][2]:.3f}" if ef in huge else ""
             best, interpolated = faiss_at(peer["sweep"], recall)
             if best is None:
-                lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | not reached | | | | | | {batched} | "
+                lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | not reached | | | | | | {batched} | | "
                              f"{same} |")
                 continue
+            at_recall = ""
+            if len(point) > 3 and all(len(p) > 3 for p in peer["sweep"]):
+                at_recall = f"{_batched_seconds(point) / faiss_at(peer['sweep'], recall, _batched_seconds)[1]:.2f}"
             lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | {best[0]} | {best[1]:.4f} | {best[2]:.3f} | "
-                         f"{p50 / best[2]:.2f} | {interpolated:.3f} | {p50 / interpolated:.2f} | {batched} | {same} |")
+                         f"{p50 / best[2]:.2f} | {interpolated:.3f} | {p50 / interpolated:.2f} | {batched} | "
+                         f"{at_recall} | {same} |")
     return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""bench/retrieval_scale.py: the equal-recall arithmetic the faiss comparison is read from (never timings)."""
+from __future__ import annotations
+
+import pytest
+
+from helpers import load_bench
+
+
+@pytest.fixture(scope="module")
+def scale():
+    return load_bench("retrieval_scale")
+
+
+# faiss's sweep points: (efSearch, recall@10, p50 ms, batched queries/s)
+PEER = [(16, 0.90, 0.10, 10_000.0), (32, 0.95, 0.20, 5_000.0), (64, 0.98, 0.40, 2_000.0)]
+
+
+def test_faiss_at_interpolates_between_the_points_around_the_recall(scale):
+    best, p50 = scale.faiss_at(PEER, 0.96)
+    assert best == PEER[2]
+    assert p50 == pytest.approx(0.20 + (0.40 - 0.20) * (0.96 - 0.95) / (0.98 - 0.95))
+
+
+def test_faiss_at_batched_cost_interpolates_seconds_per_query(scale):
+    _, seconds = scale.faiss_at(PEER, 0.925, lambda p: 1.0 / p[3])
+    assert seconds == pytest.approx(1e-4 + (2e-4 - 1e-4) * 0.5)
+
+
+def test_faiss_at_edges(scale):
+    assert scale.faiss_at(PEER, 0.99) == (None, None)  # never reached
+    assert scale.faiss_at(PEER, 0.85) == (PEER[0], 0.10)  # below the sweep: its cheapest point, no interpolation
+
+
+def test_equal_recall_table_rows(scale):
+    ours = {"n": 1000, "method": "tinyhpd HNSW int8 + rescoring, tuned", "sweep": [
+        (16, 0.925, 0.3, 2_500.0),  # faiss at 0.925: p50 0.15 ms, 1.5e-4 s a query batched
+        (64, 0.995, 0.9, 900.0),  # beyond faiss's reach
+    ]}
+    peer = {"n": 1000, "method": "faiss HNSW-SQ8", "sweep": PEER}
+    lines = scale.equal_recall_table([ours, peer]).splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert len(lines) == 4 and all(line.count("|") == len(head) + 1 for line in lines)
+    first = dict(zip(head, (c.strip() for c in lines[2].strip("|").split("|"))))
+    assert first["tinyhpd / interpolated"] == f"{0.3 / 0.15:.2f}"
+    assert first["batched q/s tinyhpd / faiss at one expansion"] == f"{2_500 / 10_000:.2f}"
+    assert first["batched time per query tinyhpd / faiss interpolated at tinyhpd's recall"] == \
+        f"{(1 / 2_500) / 1.5e-4:.2f}"
+    assert "not reached" in lines[3]
