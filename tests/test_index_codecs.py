@@ -149,7 +149,7 @@ def test_threads_give_the_single_thread_answer(monkeypatch, dtype):
 
 
 def test_threads_argument_is_checked():
-    with pytest.raises(ValueError, match="threads must be a positive int"):
+    with pytest.raises(ValueError, match="threads must be None or a positive integer"):
         Index(4, threads=0)
 
 

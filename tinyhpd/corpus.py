@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from tinyhpd.arguments import positive_int
 from tinyhpd._io import atomic_write, iter_lines, save_npy_atomic, write_text_atomic
 
 __all__ = ["embed_corpus", "read_items", "MANIFEST"]
@@ -98,8 +99,7 @@ def embed_corpus(input_path: Any, out_dir: Any, model: Any, *, field: Optional[s
     """Embed every item of `input_path` into shards under `out_dir` (see the module docstring); resumable.
     Returns the manifest."""
     src, out = Path(input_path), Path(out_dir)
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    shard_size = positive_int(shard_size, "shard_size")
     if fmt not in ("npy", "parquet"):
         raise ValueError(f"format must be 'npy' or 'parquet', got {fmt!r}")
     if not src.is_file():

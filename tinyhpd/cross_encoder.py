@@ -22,7 +22,8 @@ from tinyhpd.families import CLASSIFIERS, FAMILY_NAMES, detect_family
 from tinyhpd.heads import DENSE_ACTIVATIONS, Classifier
 from tinyhpd.hub import resolve
 from tinyhpd.kernels import Workspace
-from tinyhpd.runner import Runner, check_batch_size, progress_bar
+from tinyhpd.arguments import positive_int
+from tinyhpd.runner import Runner, progress_bar
 from tinyhpd.tokenizer import tokenize_pairs
 
 __all__ = ["CrossEncoder", "is_cross_encoder"]
@@ -180,7 +181,8 @@ class CrossEncoder:
         if len(joined):
             order = np.argsort([-len(x) for x in joined], kind="stable")
             with progress_bar(len(joined), show_progress_bar, "Scoring", "pair") as bar:
-                self._runner.run(self._forward, list(joined), order, check_batch_size(batch_size), logits, bar)
+                self._runner.run(self._forward, list(joined), order, positive_int(batch_size, "batch_size"), logits,
+                                 bar)
         return logits
 
     def activate(self, logits: np.ndarray,
@@ -201,7 +203,7 @@ class CrossEncoder:
         tqdm bar over the pairs."""
         single = isinstance(sentences, tuple) and len(sentences) == 2 and all(isinstance(s, str) for s in sentences)
         pairs = [sentences] if single else sentences
-        batch_size = check_batch_size(batch_size)  # before tokenising
+        batch_size = positive_int(batch_size, "batch_size")  # before tokenising
         scores = self.activate(self.encode_ids(self.tokenize_joined(pairs), batch_size, show_progress_bar),
                                activation_fn)
         if apply_softmax and scores.ndim == 2 and scores.shape[1] > 1:
@@ -225,8 +227,7 @@ class CrossEncoder:
         documents = list(documents)
         if self.num_labels != 1:
             raise ValueError(f"rank needs a model with one label; this one has {self.num_labels}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+        top_k = positive_int(top_k, "top_k", or_none=True)
         scores = self.predict([(query, d) for d in documents], batch_size=batch_size, activation_fn=activation_fn)
         order = sorted(range(len(documents)), key=lambda i: -float(scores[i]))[:top_k]
         return [{"corpus_id": i, "score": float(scores[i]), **({"text": documents[i]} if return_documents else {})}

@@ -21,7 +21,8 @@ from tinyhpd.encoder import encoder_forward, load_encoder
 from tinyhpd.heads import Head, load_heads
 from tinyhpd.hub import resolve
 from tinyhpd.kernels import Workspace
-from tinyhpd.runner import Runner, check_batch_size, progress_bar
+from tinyhpd.arguments import positive_int
+from tinyhpd.runner import Runner, progress_bar
 from tinyhpd.tokenizer import tokenize, tokenize_info
 from tinyhpd.families import FAMILY_NAMES
 from tinyhpd.params import BertParams
@@ -56,9 +57,7 @@ class Model:
                  prompts: Optional[Dict[str, str]] = None, default_prompt_name: Optional[str] = None) -> None:
         if num_threads is None:
             num_threads = default_num_threads()
-        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
-            raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
-        self.num_threads: int = int(num_threads)
+        self.num_threads: int = positive_int(num_threads, "num_threads")
         self.config = config
         self._bert = params
         self.max_seq_length: int = max_seq_length
@@ -218,7 +217,7 @@ class Model:
                    show_progress_bar: Optional[bool] = None) -> np.ndarray:
         """Embeddings `(n, d)` of already tokenised inputs: token ids *with* [CLS]/[SEP] (as `tokenize` gives), at
         most `max_seq_length` each. The path for pre-tokenised batches (the server's token-id inputs)."""
-        batch_size = check_batch_size(batch_size)
+        batch_size = positive_int(batch_size, "batch_size")
         arrays = []
         for i, x in enumerate(ids):
             a = np.asarray(x)
@@ -258,7 +257,7 @@ class Model:
         sentence; by default the folder's `default_prompt_name`, if any. `convert_to_numpy=False` returns a list of 1-D
         arrays; `convert_to_tensor=True` a torch tensor (needs torch).
         """
-        batch_size = check_batch_size(batch_size)
+        batch_size = positive_int(batch_size, "batch_size")
         single = isinstance(sentences, str)
         texts = [sentences] if single else _as_texts(sentences)
         before = self._prompt(prompt_name, prompt)

@@ -17,16 +17,9 @@ import numpy as np
 
 from tinyhpd._threads import blas_single_threaded, blas_threads_at_most
 
-__all__ = ["Runner", "check_batch_size", "plan", "progress_bar"]
+__all__ = ["Runner", "plan", "progress_bar"]
 
 Forward = Callable[[Sequence[np.ndarray]], np.ndarray]  # token-id arrays of one piece -> [b, d]
-
-
-def check_batch_size(batch_size: Any) -> int:
-    """A positive int (NumPy integers included); anything else is a ValueError naming the value."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
 
 
 def progress_bar(total: int, show: Optional[bool], desc: str, unit: str) -> Any:

@@ -39,16 +39,6 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
-def check_positive_int(value: Any, name: str, *, or_none: bool = False) -> Any:
-    """``value`` as an int >= 1 (NumPy integers included; with ``or_none``, None passes as None); anything else is a
-    ValueError naming ``name`` and the value."""
-    if or_none and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
-        raise ValueError(f"{name} must be {'None or ' if or_none else ''}a positive int; got {value!r}")
-    return int(value)
-
-
 def check_top_k(top_k: Any) -> int:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
         raise TypeError(f"top_k must be an int; got {type(top_k).__name__}")

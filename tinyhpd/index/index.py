@@ -62,7 +62,8 @@ import numpy as np
 
 from tinyhpd.index import ann as ann_mod
 from tinyhpd.index import kernels
-from tinyhpd.index.checks import (ADD_BLOCK_ROWS, as_matrix, check_dtype, check_positive_int, check_top_k,
+from tinyhpd.arguments import positive_int
+from tinyhpd.index.checks import (ADD_BLOCK_ROWS, as_matrix, check_dtype, check_top_k,
                                   DEFAULT_CHUNK_BYTES, MAX_QUERY_GROUP, normalise_id, unit_rows,
                                   FORMAT_NAME, FORMAT_VERSION, Hits, Id, IDS, MANIFEST, VECTORS)
 from tinyhpd.index.ann import GRAPH
@@ -119,7 +120,7 @@ class Index:
         ann: Optional[str] = None,
         target_recall: float = ann_mod.DEFAULT_TARGET_RECALL,
     ) -> None:
-        self._dim = check_positive_int(dim, "dim")
+        self._dim = positive_int(dim, "dim")
         self._codec: Codec = CODECS[check_dtype(dtype)](self._dim)
         self._store = np.empty((0, self._codec.width), dtype=self._codec.storage)  # the codes, unless a graph has them
         self._n = 0
@@ -128,8 +129,7 @@ class Index:
         self._model: Any = None
         self._model_info: Optional[dict] = None
         self.chunk_bytes = int(chunk_bytes)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be a positive int or None; got {threads!r}")
+        threads = positive_int(threads, "threads", or_none=True)
         self.threads = kernels.default_threads() if threads is None else threads
         self._ann: Optional[ann_mod.HNSW] = None
         self._tuned_size = 0
@@ -474,7 +474,7 @@ class Index:
         An unknown or repeated id is a ValueError naming it.
         """
         k = check_top_k(top_k)
-        rescore_multiplier = check_positive_int(rescore_multiplier, "rescore_multiplier")
+        rescore_multiplier = positive_int(rescore_multiplier, "rescore_multiplier")
         single, q = self._query_matrix(queries, model, batch_size)
         if self._n == 0:
             raise ValueError("the index is empty: add vectors before searching")
@@ -497,7 +497,7 @@ class Index:
         k = check_top_k(top_k)
         if not 1 <= k <= self._n:
             raise ValueError(f"top_k must be between 1 and len(index) = {self._n}; got {k}")
-        expansion = check_positive_int(expansion, "expansion", or_none=True)
+        expansion = positive_int(expansion, "expansion", or_none=True)
         q = unit_rows(as_matrix(queries, self._dim, "query vectors"), 0, "query vectors")
         if q.shape[0] <= MAX_QUERY_GROUP:  # one group (a single query, say): its arrays are the answer
             return self._search_group(q, k, rescore_multiplier, exact, expansion)

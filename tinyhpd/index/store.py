@@ -10,7 +10,8 @@ import numpy as np
 from tinyhpd._io import safetensors_header
 
 from tinyhpd import dtypes
-from tinyhpd.index.checks import check_dtype, check_positive_int, FORMAT_NAME, FORMAT_VERSION, IDS, VECTORS
+from tinyhpd.arguments import positive_int
+from tinyhpd.index.checks import check_dtype, FORMAT_NAME, FORMAT_VERSION, IDS, VECTORS
 from tinyhpd.index.ann import GRAPH
 from tinyhpd.index.codecs import READABLE_STORAGE
 
@@ -164,7 +165,7 @@ def check_manifest(manifest: Any, where: Path) -> None:
         if not isinstance(manifest.get(key), kind):
             raise ValueError(f"{where}: key {key!r} is missing or not a {kind.__name__}")
     check_dtype(manifest["dtype"])
-    check_positive_int(manifest["dim"], "dim")
+    positive_int(manifest["dim"], "dim")
     if manifest["count"] < 0:
         raise ValueError(f"{where}: negative count")
     expected = {VECTORS, IDS} | ({GRAPH} if manifest.get("ann") is not None else set())

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, Optional
 
+from tinyhpd.arguments import positive_int
 from tinyhpd.pgvector.copy_format import COMPONENT, HEADER, TRAILER, encode_rows
 from tinyhpd.pgvector.sources import open_source
 
@@ -74,8 +75,7 @@ def export(source: Any, url: str, table: str, *, column_type: str = "halfvec", b
     if column_type not in COMPONENT:
         raise ValueError(f"column type must be one of {', '.join(COMPONENT)}; got {column_type!r}")
     for name, value in (("batch_size", batch_size), ("m", m), ("ef_construction", ef_construction)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        positive_int(value, name)
     src = open_source(source)
     ident = table_sql(table)
     if progress is None and sys.stderr.isatty():

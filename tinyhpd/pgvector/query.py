@@ -5,6 +5,7 @@ from typing import Any, List, Optional, Union
 
 import numpy as np
 
+from tinyhpd.arguments import positive_int
 from tinyhpd.index.checks import Hits
 from tinyhpd.pgvector.export import connect, table_sql
 
@@ -38,8 +39,7 @@ def search(conn_or_url: Any, table: str, queries: Any, top_k: int = 10, *,
     q = q[None, :] if single else q
     if q.ndim != 2 or q.shape[0] == 0 or not np.isfinite(q).all():
         raise ValueError("queries must be a finite 1-D vector or a non-empty 2-D array")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive int; got {top_k!r}")
+    top_k = positive_int(top_k, "top_k")
     own = isinstance(conn_or_url, str)
     conn = connect(conn_or_url) if own else conn_or_url
     try:

@@ -16,6 +16,7 @@ if _missing:
     raise ImportError(f"tinyhpd.server needs the [serve] extra (missing: {', '.join(_missing)}): "
                       "pip install 'tinyhpd[serve]'")
 
+from tinyhpd.arguments import positive_int  # noqa: E402
 from tinyhpd.server.app import LOOPBACK_HOSTS, ServeConfig, create_app  # noqa: E402
 from tinyhpd.server.protocol import with_header_timeout  # noqa: E402
 
@@ -33,12 +34,6 @@ def load_for_serving(name: Any, *, revision: Optional[str] = None, threads: Opti
         if is_cross_encoder(folder):
             return tinyhpd.CrossEncoder(str(name), revision=revision, num_threads=threads)
     return tinyhpd.load(name, revision=revision, num_threads=threads)
-
-
-def _positive(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_key: Optional[str] = None,
@@ -64,7 +59,7 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
         raise ValueError(f"openai_token_ids must be 'refuse' or 'model', got {openai_token_ids!r}")
     for name, value in (("max_batch_tokens", max_batch_tokens), ("max_client_batch_size", max_client_batch_size),
                         ("max_concurrent_requests", max_concurrent_requests), ("max_payload_bytes", max_payload_bytes)):
-        _positive(name, value)
+        positive_int(value, name)
     if index is not None and not isinstance(index, tinyhpd.Index):
         index = tinyhpd.Index.load(index, mmap=True)
     if model is None and index is not None and (index.model_info or {}).get("name_or_path"):
@@ -89,8 +84,8 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
                       allowed_hosts=LOOPBACK_HOSTS if loopback else None)
     app = create_app(model, cfg, index=index)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                            timeout_graceful_shutdown=_positive("graceful_timeout", graceful_timeout),
-                            timeout_keep_alive=_positive("idle_timeout", idle_timeout),
+                            timeout_graceful_shutdown=positive_int(graceful_timeout, "graceful_timeout"),
+                            timeout_keep_alive=positive_int(idle_timeout, "idle_timeout"),
                             http=with_header_timeout(float(header_timeout)),
                             access_log=False, limit_concurrency=max_concurrent_requests + 64)
     server = uvicorn.Server(config)
