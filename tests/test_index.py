@@ -578,6 +578,21 @@ def test_load_refuses_a_newer_format_version(tmp_path, corpus):
         Index.load(tmp_path / "ix")
 
 
+@pytest.mark.parametrize("key, value, message", [("dim", 0, "dim must be a positive integer; got 0"),
+                                                  ("dim", True, "dim must be a positive integer; got True"),
+                                                  ("dtype", "int4", "dtype must be one of")])
+def test_load_names_the_manifest_of_a_bad_dim_or_dtype(tmp_path, corpus, key, value, message):
+    index = Index(48)
+    index.add(corpus[:5])
+    index.save(tmp_path / "ix")
+    manifest_path = tmp_path / "ix" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest[key] = value
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=f"manifest.json: {message}"):
+        Index.load(tmp_path / "ix")
+
+
 def test_mutating_a_memory_mapped_index_does_not_touch_its_files(tmp_path, corpus):
     index = Index(48, "float16")
     index.add(corpus[:100])

@@ -164,8 +164,11 @@ def check_manifest(manifest: Any, where: Path) -> None:
     for key, kind in (("dim", int), ("count", int), ("dtype", str), ("files", dict)):
         if not isinstance(manifest.get(key), kind):
             raise ValueError(f"{where}: key {key!r} is missing or not a {kind.__name__}")
-    check_dtype(manifest["dtype"])
-    positive_int(manifest["dim"], "dim")
+    try:
+        check_dtype(manifest["dtype"])
+        positive_int(manifest["dim"], "dim")
+    except ValueError as bad:
+        raise ValueError(f"{where}: {bad}") from None
     if manifest["count"] < 0:
         raise ValueError(f"{where}: negative count")
     expected = {VECTORS, IDS} | ({GRAPH} if manifest.get("ann") is not None else set())
