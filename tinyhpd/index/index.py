@@ -517,12 +517,13 @@ class Index:
             return self._search_exact(q, k)
         return self._search_binary(q, k, rescore_multiplier)
 
-    def _query_matrix(self, queries: Any, model: Any, batch_size: int) -> Tuple[bool, np.ndarray]:
-        """(single?, float matrix) for str / list of str / 1-D or 2-D vectors."""
+    def _query_matrix(self, queries: Any, model: Any, batch_size: int,
+                      what: str = "query vectors") -> Tuple[bool, np.ndarray]:
+        """(single?, float matrix) for str / list of str / 1-D or 2-D vectors (``what`` names them in errors)."""
         texts = query_texts(queries)
         if texts is None:
             arr = np.asarray(queries)
-            return arr.ndim == 1, as_matrix(arr, self._dim, "query vectors")
+            return arr.ndim == 1, as_matrix(arr, self._dim, what)
         single = isinstance(queries, str)
         use = self._model if model is None else model
         if use is None:
@@ -661,11 +662,7 @@ class Index:
     def _given_tuning_queries(self, queries: Any, model: Any, batch_size: int) -> np.ndarray:
         """Tuning queries (texts or vectors) as the float32 unit rows the index keeps, sampled down to
         ``ann.TUNE_QUERIES_KEPT``; a blank text, a wrong dim, NaN or a zero vector is an error naming it."""
-        if query_texts(queries) is None:
-            q = as_matrix(queries, self._dim, "tuning queries")
-        else:
-            q = self._query_matrix(queries, model, batch_size)[1]
-        q = unit_rows(q, 0, "tuning queries")
+        q = unit_rows(self._query_matrix(queries, model, batch_size, "tuning queries")[1], 0, "tuning queries")
         if len(q) > ann_mod.TUNE_QUERIES_KEPT:
             keep = np.sort(np.random.default_rng(0).choice(len(q), ann_mod.TUNE_QUERIES_KEPT, replace=False))
             q = q[keep]
