@@ -33,3 +33,13 @@ def test_entry_points_share_the_rule(tmp_path):
     assert tinyhpd.Index(4, threads=np.int64(2)).threads == 2  # NumPy integers pass everywhere now
     with pytest.raises(ValueError, match="^shard_size must be a positive integer; got 0$"):
         embed_corpus(tmp_path / "in.txt", tmp_path / "out", None, shard_size=0)
+
+
+def test_server_limits_and_export_sizes_are_checked_before_anything_starts(tmp_path):
+    from tinyhpd.pgvector import export
+    from tinyhpd.server import serve
+
+    with pytest.raises(ValueError, match="^max_batch_tokens must be a positive integer; got 0$"):
+        serve(max_batch_tokens=0)
+    with pytest.raises(ValueError, match="^ef_construction must be a positive integer; got -1$"):
+        export(tmp_path / "missing", "postgresql:///nowhere", "docs", ef_construction=-1)

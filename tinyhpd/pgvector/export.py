@@ -74,8 +74,8 @@ def export(source: Any, url: str, table: str, *, column_type: str = "halfvec", b
 
     if column_type not in COMPONENT:
         raise ValueError(f"column type must be one of {', '.join(COMPONENT)}; got {column_type!r}")
-    for name, value in (("batch_size", batch_size), ("m", m), ("ef_construction", ef_construction)):
-        positive_int(value, name)
+    batch_size, m, ef_construction = (positive_int(value, name) for name, value in (
+        ("batch_size", batch_size), ("m", m), ("ef_construction", ef_construction)))
     src = open_source(source)
     ident = table_sql(table)
     if progress is None and sys.stderr.isatty():

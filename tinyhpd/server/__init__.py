@@ -57,9 +57,10 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
 
     if openai_token_ids not in ("refuse", "model"):
         raise ValueError(f"openai_token_ids must be 'refuse' or 'model', got {openai_token_ids!r}")
-    for name, value in (("max_batch_tokens", max_batch_tokens), ("max_client_batch_size", max_client_batch_size),
-                        ("max_concurrent_requests", max_concurrent_requests), ("max_payload_bytes", max_payload_bytes)):
-        positive_int(value, name)
+    max_batch_tokens, max_client_batch_size, max_concurrent_requests, max_payload_bytes = (
+        positive_int(value, name) for name, value in (
+            ("max_batch_tokens", max_batch_tokens), ("max_client_batch_size", max_client_batch_size),
+            ("max_concurrent_requests", max_concurrent_requests), ("max_payload_bytes", max_payload_bytes)))
     if index is not None and not isinstance(index, tinyhpd.Index):
         index = tinyhpd.Index.load(index, mmap=True)
     if model is None and index is not None and (index.model_info or {}).get("name_or_path"):
