@@ -92,3 +92,11 @@ def test_distill_bad_student_layers_is_a_usage_error_naming_them(layers, capsys)
         main(["distill", "--teacher", "t", "--student", "s", "--sentences", "f", "--out", "o",
               "--student-layers", layers])
     assert exc.value.code == 2 and repr(layers) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["encode", "--model", "{model}", "--threads", "0", "a"],
+                                  ["rerank", "--model", "{model}", "--threads", "0", "q", "d"]])
+def test_threads_flag_is_checked_by_every_command_that_loads_a_model(argv, capsys, hpd_new_path):
+    assert main([a.format(model=hpd_new_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "--threads must be a positive integer, got 0" in err and len(err.strip().splitlines()) == 1

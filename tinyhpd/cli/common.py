@@ -13,13 +13,18 @@ def add_model_args(p: argparse.ArgumentParser, *, model_help: Optional[str] = No
                    help="CPU threads for encoding (default: $TINYHPD_NUM_THREADS, else the CPUs this process may use)")
 
 
+def check_threads_flag(threads: Optional[int]) -> Optional[int]:
+    """--threads as given (None: the default), or a ValueError naming the flag."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {threads}")
+    return threads
+
+
 def load_model(name: Optional[str], revision: Optional[str] = None, threads: Optional[int] = None) -> Any:
     """The one place commands load a model (tests replace it)."""
     import tinyhpd
 
-    if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be a positive integer, got {threads}")
-    return tinyhpd.load(name, revision=revision, num_threads=threads)
+    return tinyhpd.load(name, revision=revision, num_threads=check_threads_flag(threads))
 
 
 def load_from_args(args: argparse.Namespace, name: Optional[str] = None, revision: Optional[str] = None) -> Any:

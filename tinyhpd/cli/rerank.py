@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from tinyhpd.cli.common import items_from_args
+from tinyhpd.cli.common import check_threads_flag, items_from_args
 
 
 def add_cli(sub) -> None:
@@ -28,9 +28,7 @@ def run(args) -> int:
     from tinyhpd.cross_encoder import CrossEncoder
 
     docs = items_from_args(args.documents, args.input, "documents", "rerank")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
-    model = CrossEncoder(args.model, revision=args.revision, num_threads=args.threads)
+    model = CrossEncoder(args.model, revision=args.revision, num_threads=check_threads_flag(args.threads))
     ranked = model.rank(args.query, docs, top_k=args.top_k, return_documents=True, batch_size=args.batch_size,
                         activation_fn="Identity" if args.raw_scores else None)
     for hit in ranked:
