@@ -134,12 +134,28 @@ def test_near_ties_at_the_candidate_boundary_stay_exact(rng):
     np.testing.assert_array_equal(rows, ref_rows)
 
 
-def test_search_results_do_not_depend_on_query_batching(corpus, queries):
-    index = Index(48, "int8")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mmap", [False, True])
+def test_search_results_do_not_depend_on_query_batching(tmp_path, rng, corpus, dtype, mmap):
+    """Rows and float64 scores of 150 queries searched together (several rescoring groups) equal those of each query
+    alone, in memory and memory-mapped (whose gather reads in row order)."""
+    index = Index(48, dtype)
     index.add(corpus)
-    batched = index.search(queries, top_k=7)
-    single = [index.search(q, top_k=7) for q in queries]
-    assert [h.ids for h in batched] == [h.ids for h in single]
+    index.save(tmp_path / "ix")
+    index = Index.load(tmp_path / "ix", mmap=mmap)
+    assert index._codes_mapped is mmap
+    many = rng.standard_normal((150, 48))
+    rows, scores = index.search_rows(many, 7)
+    for i in range(0, 150, 7):
+        one_rows, one_scores = index.search_rows(many[i], 7)
+        np.testing.assert_array_equal(one_rows[0], rows[i])
+        np.testing.assert_array_equal(one_scores[0], scores[i])
+    if dtype != "binary":
+        assert [h.ids for h in index.search(many[:20], top_k=7)] == brute_force(index, many[:20], 7)[0]
+        everything = index.search(many[:3], top_k=7, within=index.ids)  # 3,000 rows a query: buffers of its own
+        for got, want in zip(everything, index.search(many[:3], 7)):
+            assert got.ids == want.ids
+            np.testing.assert_array_equal(got.scores, want.scores)
 
 
 # ------------------------------------------------------------------------------------------------ storage types

@@ -1,4 +1,5 @@
 """Storage codecs (tinyhpd/index/codecs.py) and score kernels (tinyhpd/index/kernels.py)."""
+import pickle
 from functools import partial
 
 import numpy as np
@@ -44,6 +45,41 @@ def test_float16_and_int8_chunk_scores_within_their_bound(nq):
         want = q @ codec.decode(codes, np.float64).T
         assert got.shape == (nq, len(x))
         assert np.abs(got - want).max() <= codec.error_bound(), name
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_decode_into_a_buffer_gives_the_same_values(name, dtype):
+    """decode(..., out=buffer) (the rescoring's reused buffers) writes the values decode returns, into the buffer."""
+    codec = CODECS[name](13)
+    x = _unit(40, 13, 7)
+    codec.calibrate(x)
+    codes, _ = codec.encode(x)
+    want = codec.decode(codes, dtype)
+    out = np.full((40, 13), np.nan, dtype=dtype)
+    got = codec.decode(codes, dtype, out=out)
+    assert got is out and want.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_int8_float64_decode_follows_a_new_calibration():
+    """The float64 copies of scale and offset are made once, and again when the calibration changes."""
+    codec = Int8Codec(16)
+    codec.calibrate(_unit(300, 16, 8))
+    codes, _ = codec.encode(_unit(5, 16, 9))
+    first = codec.decode(codes, np.float64)
+    np.testing.assert_array_equal(first, codes * codec.scale.astype(np.float64) + codec.offset.astype(np.float64))
+    codec.calibrate(3 * _unit(300, 16, 10))  # other rows: other parameters
+    again = codec.decode(codes, np.float64)
+    assert not np.array_equal(again, first)
+    np.testing.assert_array_equal(again, codes * codec.scale.astype(np.float64) + codec.offset.astype(np.float64))
+    signed = Int8Codec(16)
+    signed.restore(codec.tensors(), {"int8": codec.manifest_part()}, "here")
+    signed.decode(codes, np.float64)
+    unsigned = signed.from_signed(codes.view(np.int8))  # format 1 layout: the offset changes in place of the codes
+    np.testing.assert_array_equal(signed.decode(unsigned, np.float64),
+                                  unsigned * signed.scale.astype(np.float64) + signed.offset.astype(np.float64))
+    assert "_wide" not in pickle.loads(pickle.dumps(signed)).__dict__  # derived, not pickled
 
 
 def test_int8_codec_saves_and_restores_its_calibration():

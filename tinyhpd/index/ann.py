@@ -167,6 +167,11 @@ class HNSW:
     def __len__(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal)
 
+    @property
+    def mapped(self) -> bool:
+        """Whether the graph (its codes included) is memory-mapped from its file."""
+        return bool(self._mapped)
+
     def _huge_pages(self) -> None:
         """An in-memory graph on huge pages (a memory-mapped graph's pages belong to the file). Called after every
         change: a grown array may have moved."""
