@@ -4,6 +4,13 @@ queries (p50) and one batch; rounds alternate A, B, A, B, ... so machine drift h
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /work/venv/bin/python bench/ab_search.py 2de6d1e HEAD --rounds 2
 
+With `--ann 16,48,128` the approximate path instead: revision A's checkout builds one int8 HNSW index of those vectors
+and saves it; each round loads that folder with its own code and times the queries at each expansion (the same graph
+for both: only the search code differs).
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /work/venv/bin/python bench/ab_search.py b11093d~1 b11093d \
+        --ann 16,48,128 --queries 300 --batch 1000 --rounds 3
+
 Prints the machine, BLAS kernel and threads of the run, then a table; `--json` writes every round.
 """
 from __future__ import annotations
@@ -22,17 +29,19 @@ from typing import Dict, List
 REPO = Path(__file__).resolve().parents[1]
 
 # what each round runs inside a revision's checkout (its own `import tinyhpd`)
-ROUND = r"""
+DATA = r"""
 import json, sys, time
 import numpy as np
 from tinyhpd.index import Index
 n, d, nq, batch = (int(a) for a in sys.argv[1:5])
-dtypes = sys.argv[5].split(",")
 rng = np.random.default_rng(0)
 centres = rng.standard_normal((1000, d))
 x = (centres[rng.integers(0, 1000, n)] + 0.7 * rng.standard_normal((n, d))).astype(np.float32)
 q = (centres[rng.integers(0, 1000, nq + batch)] + 0.7 * rng.standard_normal((nq + batch, d))).astype(np.float32)
 out = {}
+"""
+ROUND = DATA + r"""
+dtypes = sys.argv[5].split(",")
 for dtype in dtypes:
     index = Index(d, dtype)
     index.add(x)
@@ -46,6 +55,26 @@ for dtype in dtypes:
     index.search_rows(q[nq:], 10)
     out[dtype] = {"p50_ms": 1e3 * float(np.median(times)), "batch_ms": 1e3 * (time.perf_counter() - t0)}
     del index
+print(json.dumps(out))
+"""
+BUILD_ANN = DATA + r"""
+index = Index(d, "int8", ann="hnsw")
+index.add(x)
+index.save(sys.argv[5])
+"""
+ROUND_ANN = DATA + r"""
+index = Index.load(sys.argv[5], mmap=False)
+for ef in (int(e) for e in sys.argv[6].split(",")):
+    index.search_rows(q[:1], 10, expansion=ef)
+    times = []
+    for v in q[:nq]:
+        t0 = time.perf_counter()
+        index.search_rows(v[None], 10, expansion=ef)
+        times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    index.search_rows(q[nq:], 10, expansion=ef)
+    out[f"int8+hnsw expansion {ef}"] = {"p50_ms": 1e3 * float(np.median(times)),
+                                        "batch_ms": 1e3 * (time.perf_counter() - t0)}
 print(json.dumps(out))
 """
 
@@ -70,6 +99,7 @@ def main(argv=None) -> int:
     parser.add_argument("--queries", type=int, default=30, help="single queries timed per round")
     parser.add_argument("--batch", type=int, default=50, help="queries of the one batched call")
     parser.add_argument("--dtypes", default="float16,int8,float32")
+    parser.add_argument("--ann", default=None, help="expansions: time the HNSW path on one saved int8 graph instead")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     import numpy as np  # loaded here: its BLAS is what threadpoolctl reports
@@ -86,12 +116,19 @@ def main(argv=None) -> int:
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(tree), rev],
                            check=True, capture_output=True)
             trees[rev] = tree
+        data = [str(args.n), str(args.dim), str(args.queries), str(args.batch)]
+        script, extra = ROUND, [args.dtypes]
         try:
+            if args.ann:
+                saved = str(Path(tmp) / "ann_index")
+                subprocess.run([sys.executable, "-c", BUILD_ANN, *data, saved], cwd=trees[args.a], check=True,
+                               env=dict(os.environ, PYTHONPATH=str(trees[args.a])))
+                script, extra = ROUND_ANN, [saved, args.ann]
             for r in range(args.rounds):
                 for rev in (args.a, args.b):
-                    res = subprocess.run([sys.executable, "-c", ROUND, str(args.n), str(args.dim), str(args.queries),
-                                          str(args.batch), args.dtypes], cwd=trees[rev], capture_output=True,
-                                         text=True, env=dict(os.environ, PYTHONPATH=str(trees[rev])))
+                    res = subprocess.run([sys.executable, "-c", script, *data, *extra], cwd=trees[rev],
+                                         capture_output=True, text=True,
+                                         env=dict(os.environ, PYTHONPATH=str(trees[rev])))
                     if res.returncode:
                         print(res.stderr, file=sys.stderr)
                         return 1
@@ -101,13 +138,13 @@ def main(argv=None) -> int:
             for tree in trees.values():
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
                                capture_output=True)
-    print(f"\n| storage | {args.a} p50 ms | {args.b} p50 ms | B/A | {args.a} batch of {args.batch} ms | "
+    print(f"\n| search | {args.a} p50 ms | {args.b} p50 ms | B/A | {args.a} batch of {args.batch} ms | "
           f"{args.b} batch ms | B/A |\n|---|---|---|---|---|---|---|")
-    for dtype in args.dtypes.split(","):
+    for dtype in rounds[args.a][0]:
         med = {rev: {k: statistics.median(x[dtype][k] for x in rounds[rev]) for k in ("p50_ms", "batch_ms")}
                for rev in rounds}
         a, b = med[args.a], med[args.b]
-        print(f"| {dtype} | {a['p50_ms']:.1f} | {b['p50_ms']:.1f} | {b['p50_ms'] / a['p50_ms']:.2f} | "
+        print(f"| {dtype} | {a['p50_ms']:.3f} | {b['p50_ms']:.3f} | {b['p50_ms'] / a['p50_ms']:.2f} | "
               f"{a['batch_ms']:.0f} | {b['batch_ms']:.0f} | {b['batch_ms'] / a['batch_ms']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(rounds, indent=2))
