@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from tinyhpd.cli import common as cli_common
 from tinyhpd.index import index as index_mod
-from tinyhpd.index import topk
+from tinyhpd.index import kernels, topk
 from tinyhpd.index import DTYPES, Hits, Index
 
 FLOAT_DTYPES = ("float32", "float16", "int8")
@@ -156,6 +157,32 @@ def test_search_results_do_not_depend_on_query_batching(tmp_path, rng, corpus, d
         for got, want in zip(everything, index.search(many[:3], 7)):
             assert got.ids == want.ids
             np.testing.assert_array_equal(got.scores, want.scores)
+
+
+@pytest.mark.parametrize("dim", [48, 512])
+def test_rescoring_buffers_kept_by_a_thread_stay_small(rng, dim):
+    """The rescoring decodes cache-sized groups of queries in buffers its thread keeps: they stay within
+    RESCORE_BLOCK_BYTES (the kernels' block minimum of 1,024 rows would keep 4 MB at dim 512), and a thread with
+    buffers left by other searches gives the same results."""
+    index = Index(dim, "int8")
+    index.add(rng.standard_normal((2000, dim)))
+    q = rng.standard_normal((60, dim))
+    kept = {}
+
+    def fresh_thread() -> None:  # a new thread: its own, empty scratch
+        kept["result"] = index.search_rows(q, 10)
+        kept["bytes"] = {key: buf.nbytes for key, buf in kernels.thread_scratch()._buffers.items()}
+
+    worker = threading.Thread(target=fresh_thread)
+    worker.start()
+    worker.join()
+    assert "<f8" in kept["bytes"]  # the decoded rows were reused, not allocated per group
+    assert kept["bytes"]["<f8"] <= index_mod.RESCORE_BLOCK_BYTES  # the rescoring's (float32: the score kernel's)
+    assert kept["bytes"]["|u1"] <= index_mod.RESCORE_BLOCK_BYTES
+    index.search_rows(rng.standard_normal((5, dim)), 3)  # this thread: buffers of other sizes first
+    rows, scores = index.search_rows(q, 10)
+    np.testing.assert_array_equal(rows, kept["result"][0])
+    np.testing.assert_array_equal(scores, kept["result"][1])
 
 
 # ------------------------------------------------------------------------------------------------ storage types

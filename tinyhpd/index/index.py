@@ -688,22 +688,25 @@ class Index:
             order = np.lexsort((r, -s))[:k]
             return r[order][None, :], s[order][None, :]
         group = max(1, RESCORE_BLOCK_BYTES // (c * self._dim * 8))  # queries whose decoded rows stay in cache
-        reuse = group * c * self._dim * 8 <= RESCORE_BLOCK_BYTES  # else one query's rows: buffers not worth keeping
+        block = group * c  # rows decoded at a time
+        reuse = block * self._dim * 8 <= RESCORE_BLOCK_BYTES  # else one query's rows: buffers not worth keeping
         codes, mapped, width = self._codes, self._codes_mapped, self._codec.width
         scratch = kernels.thread_scratch()
         s = np.empty((nq, c), dtype=np.float64)
         for start in range(0, nq, group):
             stop = min(nq, start + group)
             flat = cand_r[start:stop].reshape(-1)
-            gathered = (scratch.get(codes.dtype, flat.size, width) if reuse
-                        else np.empty((flat.size, width), dtype=codes.dtype))
+            if reuse:
+                gathered = scratch.get(codes.dtype, flat.size, width, least_rows=block)
+                decoded = scratch.get(np.float64, flat.size, self._dim, least_rows=block)
+            else:
+                gathered, decoded = np.empty((flat.size, width), dtype=codes.dtype), None
             if mapped:  # gather in row order: sequential reads of the file
                 order = np.argsort(flat, kind="stable")
                 gathered[order] = codes[flat[order]]
             else:
                 np.take(codes, flat, axis=0, out=gathered)
-            x = self._codec.decode(gathered, np.float64,
-                                   out=scratch.get(np.float64, flat.size, self._dim) if reuse else None)
+            x = self._codec.decode(gathered, np.float64, out=decoded)
             s[start:stop] = np.einsum("ijk,ik->ij", x.reshape(stop - start, c, self._dim), q[start:stop])
         return rank_rows(s, cand_r, k)
 

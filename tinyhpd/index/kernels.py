@@ -32,11 +32,13 @@ class Scratch:
     def __init__(self) -> None:
         self._buffers: dict = {}
 
-    def get(self, dtype: Any, rows: int, cols: int) -> np.ndarray:
+    def get(self, dtype: Any, rows: int, cols: int, least_rows: int = BLOCK_ROWS) -> np.ndarray:
+        """A (rows, cols) C-contiguous buffer of ``dtype``, reused while large enough (a new one holds at least
+        ``least_rows`` rows)."""
         key = np.dtype(dtype).str
         buf = self._buffers.get(key)
         if buf is None or buf.shape[0] < rows or buf.shape[1] != cols:
-            buf = np.empty((max(rows, BLOCK_ROWS), cols), dtype=dtype)
+            buf = np.empty((max(rows, least_rows), cols), dtype=dtype)
             self._buffers[key] = buf
         return buf[:rows]
 
