@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import threading
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -161,9 +162,10 @@ def test_search_results_do_not_depend_on_query_batching(tmp_path, rng, corpus, d
 
 @pytest.mark.parametrize("dim", [48, 512])
 def test_rescoring_buffers_kept_by_a_thread_stay_small(rng, dim):
-    """The rescoring decodes cache-sized groups of queries in buffers its thread keeps: they stay within
-    RESCORE_BLOCK_BYTES (the kernels' block minimum of 1,024 rows would keep 4 MB at dim 512), and a thread with
-    buffers left by other searches gives the same results."""
+    """The rescoring decodes cache-sized blocks (queries, or part of one query's candidates) in buffers its thread
+    keeps: they stay within RESCORE_BLOCK_BYTES (the kernels' block minimum of 1,024 rows would keep 4 MB at dim 512;
+    a query ranked within 2,000 ids decoded them all at once), and a thread with buffers left by other searches gives
+    the same results."""
     index = Index(dim, "int8")
     index.add(rng.standard_normal((2000, dim)))
     q = rng.standard_normal((60, dim))
@@ -171,6 +173,7 @@ def test_rescoring_buffers_kept_by_a_thread_stay_small(rng, dim):
 
     def fresh_thread() -> None:  # a new thread: its own, empty scratch
         kept["result"] = index.search_rows(q, 10)
+        kept["within"] = index.search(q[:4], 10, within=index.ids)  # 2,000 candidates a query: several blocks each
         kept["bytes"] = {key: buf.nbytes for key, buf in kernels.thread_scratch()._buffers.items()}
 
     worker = threading.Thread(target=fresh_thread)
@@ -183,6 +186,26 @@ def test_rescoring_buffers_kept_by_a_thread_stay_small(rng, dim):
     rows, scores = index.search_rows(q, 10)
     np.testing.assert_array_equal(rows, kept["result"][0])
     np.testing.assert_array_equal(scores, kept["result"][1])
+    for got, want in zip(kept["within"], index.search(q[:4], 10)):
+        assert got.ids == want.ids
+        np.testing.assert_array_equal(got.scores, want.scores)
+
+
+def test_ranking_within_many_ids_decodes_them_block_by_block(rng):
+    """A query ranked within 20,000 ids (dim 256: 41 MB decoded at once) peaks at a few MB: the candidates are decoded
+    in blocks of RESCORE_BLOCK_BYTES; the answer is the brute-force one."""
+    index = Index(256, "int8")
+    index.add(rng.standard_normal((20000, 256)))
+    q = rng.standard_normal((2, 256))
+    index.search(q, 5, within=index.ids[:100])  # buffers and lazy imports before measuring
+    tracemalloc.start()
+    try:
+        hits = index.search(q, 5, within=index.ids)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak  # was 88 MB
+    assert [h.ids for h in hits] == brute_force(index, q, 5)[0]
 
 
 # ------------------------------------------------------------------------------------------------ storage types

@@ -676,7 +676,7 @@ class Index:
         return q.astype(np.float32)
 
     def _rescore(self, q: np.ndarray, cand_r: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """float64 scores of candidate rows against the queries (in query groups of RESCORE_BLOCK_BYTES), ranked.
+        """float64 scores of candidate rows against the queries, ranked; decoded in blocks of RESCORE_BLOCK_BYTES.
 
         Scores are einsum dot products: a row's score does not depend on how many candidates it came with or where
         among them (a matrix product's does, in the last bit), so the exact and the ANN path give equal scores."""
@@ -687,28 +687,33 @@ class Index:
             s = np.einsum("jk,k->j", x, q[0])
             order = np.lexsort((r, -s))[:k]
             return r[order][None, :], s[order][None, :]
-        group = max(1, RESCORE_BLOCK_BYTES // (c * self._dim * 8))  # queries whose decoded rows stay in cache
-        block = group * c  # rows decoded at a time
-        reuse = block * self._dim * 8 <= RESCORE_BLOCK_BYTES  # else one query's rows: buffers not worth keeping
+        per_block = max(1, RESCORE_BLOCK_BYTES // (self._dim * 8))  # decoded rows that stay in cache
+        group, cols = max(1, per_block // c), min(c, per_block)  # a block: queries x candidates (1 x part of them
+        span = max(group, self.chunk_bytes // (8 * c) // group * group)  # when one query has more than a block)
         codes, mapped, width = self._codes, self._codes_mapped, self._codec.width
         scratch = kernels.thread_scratch()
-        s = np.empty((nq, c), dtype=np.float64)
-        for start in range(0, nq, group):
-            stop = min(nq, start + group)
-            flat = cand_r[start:stop].reshape(-1)
-            if reuse:
-                gathered = scratch.get(codes.dtype, flat.size, width, least_rows=block)
-                decoded = scratch.get(np.float64, flat.size, self._dim, least_rows=block)
-            else:
-                gathered, decoded = np.empty((flat.size, width), dtype=codes.dtype), None
-            if mapped:  # gather in row order: sequential reads of the file
-                order = np.argsort(flat, kind="stable")
-                gathered[order] = codes[flat[order]]
-            else:
-                np.take(codes, flat, axis=0, out=gathered)
-            x = self._codec.decode(gathered, np.float64, out=decoded)
-            s[start:stop] = np.einsum("ijk,ik->ij", x.reshape(stop - start, c, self._dim), q[start:stop])
-        return rank_rows(s, cand_r, k)
+        out_r = np.empty((nq, k), dtype=np.int64)
+        out_s = np.empty((nq, k), dtype=np.float64)
+        for first in range(0, nq, span):  # queries ranked together: their scores stay within chunk_bytes
+            last = min(nq, first + span)
+            s = np.empty((last - first, c), dtype=np.float64)
+            for start in range(first, last, group):
+                stop = min(last, start + group)
+                for c0 in range(0, c, cols):
+                    c1 = min(c, c0 + cols)
+                    flat = cand_r[start:stop, c0:c1].reshape(-1)
+                    gathered = scratch.get(codes.dtype, flat.size, width, least_rows=group * cols)
+                    if mapped:  # gather in row order: sequential reads of the file
+                        order = np.argsort(flat, kind="stable")
+                        gathered[order] = codes[flat[order]]
+                    else:
+                        np.take(codes, flat, axis=0, out=gathered)
+                    x = self._codec.decode(gathered, np.float64,
+                                           out=scratch.get(np.float64, flat.size, self._dim, least_rows=group * cols))
+                    x = x.reshape(stop - start, c1 - c0, self._dim)
+                    s[start - first:stop - first, c0:c1] = np.einsum("ijk,ik->ij", x, q[start:stop])
+            out_r[first:last], out_s[first:last] = rank_rows(s, cand_r[first:last], k)
+        return out_r, out_s
 
     def _exact_one(self, q: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """float64 brute force for one query (the fallback of the exact search), ties to the earlier row."""
