@@ -157,11 +157,17 @@ def test_expansion_for_one_call_overrides_the_tuned_one(real_embeddings):
             index.search_rows(queries[:1], 10, expansion=bad)
 
 
-@pytest.mark.parametrize("dtype", ["int8", "binary"])
-def test_threads_searching_one_index_at_different_expansions_do_not_mix_them(dtype):
+@pytest.mark.parametrize("dtype", ["int8", "binary", "binary, faiss < 1.14"])
+def test_threads_searching_one_index_at_different_expansions_do_not_mix_them(dtype, monkeypatch):
     # the expansion travels with each call (faiss search parameters), not through the graph's own setting, which one
-    # thread's call could change under another's: each thread's answers must be those of its expansion searched alone
+    # thread's call could change under another's: each thread's answers must be those of its expansion searched alone.
+    # faiss before 1.14 (the newest for Python 3.9) refuses parameters for binary graphs: the graph's own setting is
+    # then set and searched with under a lock, with the same answers
     from concurrent.futures import ThreadPoolExecutor
+
+    if dtype.endswith("< 1.14"):
+        dtype = "binary"
+        monkeypatch.setattr(ann, "binary_search_takes_parameters", lambda faiss: False)
 
     x = _clustered(6000, 64, 11)
     q = _clustered(200, 64, 12)
@@ -179,6 +185,29 @@ def test_threads_searching_one_index_at_different_expansions_do_not_mix_them(dty
     with ThreadPoolExecutor(4) as pool:
         for ef, rows in pool.map(one, [expansions[i % 2] for i in range(16)]):
             np.testing.assert_array_equal(np.array(rows), alone[ef], err_msg=f"expansion {ef}")
+
+
+def test_binary_graphs_search_the_same_with_and_without_faiss_search_parameters(monkeypatch):
+    """faiss 1.13 raises "search params not supported" for IndexBinaryHNSW (Python 3.9 gets no newer faiss): its
+    version is read, and the graph's own efSearch is used instead, with the same rows at every expansion."""
+    import faiss
+
+    x = _clustered(3000, 64, 13)
+    q = _clustered(50, 64, 14)
+    index = Index(64, "binary", ann="hnsw")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        index.add(x)
+    with_parameters = {ef: index.search_rows(q, 10, expansion=ef) for ef in (10, 40, 400)}
+    assert ann.binary_search_takes_parameters(faiss) == (tuple(map(int, faiss.__version__.split(".")[:2])) >= (1, 14))
+    monkeypatch.setattr(faiss, "__version__", "1.13.0")
+    assert not ann.binary_search_takes_parameters(faiss)
+    for ef, (rows, scores) in with_parameters.items():
+        got_rows, got_scores = index.search_rows(q, 10, expansion=ef)
+        np.testing.assert_array_equal(got_rows, rows)
+        np.testing.assert_array_equal(got_scores, scores)
+    monkeypatch.setattr(faiss, "__version__", "1.14.0")
+    assert ann.binary_search_takes_parameters(faiss)
 
 
 def test_small_index_and_top_k_larger_than_the_graph_answer():

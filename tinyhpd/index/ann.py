@@ -34,6 +34,7 @@ one topic) made the midpoints easy again.
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Any, Dict, Optional, Tuple
 
@@ -42,6 +43,8 @@ import numpy as np
 from tinyhpd.index.pages import advise_huge_pages
 
 ANN_KINDS = ("hnsw",)
+BINARY_SEARCH_PARAMETERS_SINCE = (1, 14)  # faiss version whose IndexBinaryHNSW takes per-call search parameters
+_GRAPH_EXPANSION_LOCK = threading.Lock()  # before it: one binary graph search at a time sets the graph's efSearch
 GRAPH = "graph.faiss"
 DEFAULT_TARGET_RECALL = 0.95
 DEFAULT_CONNECTIVITY = 16
@@ -81,6 +84,15 @@ def require_faiss() -> Any:
     except ImportError as exc:
         raise ImportError("ann='hnsw' needs faiss-cpu: pip install 'tinyhpd[ann]'") from exc
     return faiss
+
+
+def binary_search_takes_parameters(faiss: Any) -> bool:
+    """Whether faiss's IndexBinaryHNSW.search accepts per-call search parameters (faiss 1.14 and later; 1.13 raises
+    "search params not supported for this index")."""
+    try:
+        return tuple(int(part) for part in faiss.__version__.split(".")[:2]) >= BINARY_SEARCH_PARAMETERS_SINCE
+    except (AttributeError, ValueError):  # an unversioned build: assume a recent one
+        return True
 
 
 def proxy_target(target: float) -> float:
@@ -304,7 +316,12 @@ class HNSW:
             scores = np.empty((nq, c), dtype=np.float32)
         keys = np.empty((nq, c), dtype=np.int64)  # named: a pointer does not keep its array alive
         ptr = faiss.swig_ptr
-        self._index.search_c(nq, ptr(x), c, ptr(scores), ptr(keys), params)
+        if self.storage == "binary" and not binary_search_takes_parameters(faiss):
+            with _GRAPH_EXPANSION_LOCK:  # faiss < 1.14 (the newest for Python 3.9): the graph's own efSearch, set and
+                self._index.hnsw.efSearch = ef  # searched with in one step, so threads do not mix theirs
+                self._index.search_c(nq, ptr(x), c, ptr(scores), ptr(keys))
+        else:
+            self._index.search_c(nq, ptr(x), c, ptr(scores), ptr(keys), params)
         if keys[-1, -1] >= 0 and (nq == 1 or keys[:, -1].min() >= 0):  # the common case: every query got c rows
             return keys, None
         counts = (keys >= 0).sum(axis=1)  # faiss fills the missing places with -1 (after the found ones)
