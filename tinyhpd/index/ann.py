@@ -34,6 +34,7 @@ one topic) made the midpoints easy again.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 from typing import Any, Dict, Optional, Tuple
@@ -89,8 +90,14 @@ def require_faiss() -> Any:
 def binary_search_takes_parameters(faiss: Any) -> bool:
     """Whether faiss's IndexBinaryHNSW.search accepts per-call search parameters (faiss 1.14 and later; 1.13 raises
     "search params not supported for this index")."""
+    return _version_takes_parameters(getattr(faiss, "__version__", None))
+
+
+@functools.lru_cache(maxsize=None)
+def _version_takes_parameters(version: Optional[str]) -> bool:
+    """The version string parsed once, not on every binary search."""
     try:
-        return tuple(int(part) for part in faiss.__version__.split(".")[:2]) >= BINARY_SEARCH_PARAMETERS_SINCE
+        return tuple(int(part) for part in version.split(".")[:2]) >= BINARY_SEARCH_PARAMETERS_SINCE
     except (AttributeError, ValueError):  # an unversioned build: assume a recent one
         return True
 

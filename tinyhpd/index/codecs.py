@@ -143,6 +143,7 @@ class Int8Codec(Codec):
     # what a calibration saved (or pickled) without these fields had: minimum to maximum, no extent kept
     calibration_tail = 0.0
     _extent: Optional[Tuple[np.ndarray, np.ndarray]] = None
+    _wide: Optional[Tuple[np.ndarray, ...]] = None  # (scale, offset, their float64 copies): see _parameters
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
@@ -211,7 +212,7 @@ class Int8Codec(Codec):
         call: ~0.5 us of a single query's rescoring)."""
         if dtype is not np.float64 and np.dtype(dtype) != np.float64:
             return self.scale, self.offset
-        wide = self.__dict__.get("_wide")
+        wide = self._wide
         if wide is None or wide[0] is not self.scale or wide[1] is not self.offset:  # new or changed calibration
             wide = self._wide = (self.scale, self.offset, self.scale.astype(np.float64),
                                  self.offset.astype(np.float64))
