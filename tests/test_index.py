@@ -179,9 +179,10 @@ def test_rescoring_buffers_kept_by_a_thread_stay_small(rng, dim):
     worker = threading.Thread(target=fresh_thread)
     worker.start()
     worker.join()
-    assert "<f8" in kept["bytes"]  # the decoded rows were reused, not allocated per group
-    assert kept["bytes"]["<f8"] <= index_mod.RESCORE_BLOCK_BYTES  # the rescoring's (float32: the score kernel's)
-    assert kept["bytes"]["|u1"] <= index_mod.RESCORE_BLOCK_BYTES
+    rows_key, codes_key = (index_mod.RESCORED_ROWS, "<f8"), (index_mod.RESCORED_CODES, "|u1")
+    assert rows_key in kept["bytes"]  # the decoded rows were reused, not allocated per group
+    assert kept["bytes"][rows_key] <= index_mod.RESCORE_BLOCK_BYTES
+    assert kept["bytes"][codes_key] <= index_mod.RESCORE_BLOCK_BYTES
     index.search_rows(rng.standard_normal((5, dim)), 3)  # this thread: buffers of other sizes first
     rows, scores = index.search_rows(q, 10)
     np.testing.assert_array_equal(rows, kept["result"][0])
@@ -452,6 +453,28 @@ def test_empty_query_list_is_an_error(corpus):
         index.search([])
     with pytest.raises(ValueError, match="no queries"):
         index.search(np.zeros((0, 48)))
+
+
+class CountingQueries:
+    """Vector queries that count how often they are turned into an array."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values, self.conversions = values, 0
+
+    def __array__(self, dtype=None, copy=None):
+        self.conversions += 1
+        return self.values if dtype is None else self.values.astype(dtype)
+
+
+def test_vector_queries_are_converted_to_an_array_once(corpus):
+    index = Index(48)
+    index.add(corpus[:20])
+    given = CountingQueries(corpus[:3])
+    hits = index.search(given, top_k=2)
+    assert given.conversions == 1  # a list of float lists given by a caller is converted once (milliseconds each)
+    assert [h.ids[0] for h in hits] == [0, 1, 2]
+    as_lists = index.search(corpus[:3].tolist(), top_k=2)
+    assert [h.ids for h in as_lists] == [h.ids for h in hits]
 
 
 def test_blank_text_query_is_an_error():

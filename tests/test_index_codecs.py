@@ -32,6 +32,17 @@ def test_every_float16_bit_pattern_scores_as_its_value():
         np.testing.assert_array_equal(got, codes[:, j].astype(np.float32))
 
 
+def test_scratch_buffers_of_different_purposes_never_share_memory():
+    scratch = kernels.Scratch()
+    a = scratch.get("one", np.float64, 4, 8, least_rows=16)
+    b = scratch.get("two", np.float64, 4, 8, least_rows=16)  # same dtype and shape, another purpose
+    assert not np.shares_memory(a, b)
+    again = scratch.get("one", np.float64, 10, 8)  # large enough: reused
+    assert np.shares_memory(a, again) and again.shape == (10, 8)
+    wider = scratch.get("one", np.float64, 2, 9)  # another column count: a new buffer
+    assert wider.shape == (2, 9) and not np.shares_memory(a, wider)
+
+
 @pytest.mark.parametrize("nq", [1, 3, 40])
 def test_float16_and_int8_chunk_scores_within_their_bound(nq):
     d = 96

@@ -309,10 +309,6 @@ class HNSW:
         ef = max(c, self.expansion_search if expansion is None else expansion)
         nq = len(queries)
         faiss = require_faiss()
-        params = self._cache.get(ef)
-        if params is None:  # per call, not the graph's own efSearch: threads searching one index at different
-            params = self._cache[ef] = faiss.SearchParametersHNSW()  # expansions must not set it for each other
-            params.efSearch = ef
         # faiss's C++ search on arrays of our own: its Python wrapper checks and allocates what is known here, and a
         # single query pays for every microsecond of that
         if self.storage == "binary":
@@ -328,6 +324,10 @@ class HNSW:
                 self._index.hnsw.efSearch = ef  # searched with in one step, so threads do not mix theirs
                 self._index.search_c(nq, ptr(x), c, ptr(scores), ptr(keys))
         else:
+            params = self._cache.get(ef)
+            if params is None:  # per call, not the graph's own efSearch: threads searching one index at different
+                params = self._cache[ef] = faiss.SearchParametersHNSW()  # expansions must not set it for each other
+                params.efSearch = ef
             self._index.search_c(nq, ptr(x), c, ptr(scores), ptr(keys), params)
         if keys[-1, -1] >= 0 and (nq == 1 or keys[:, -1].min() >= 0):  # the common case: every query got c rows
             return keys, None

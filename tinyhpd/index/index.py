@@ -84,6 +84,7 @@ TUNING_QUERIES = "tuning_queries"  # the tensor of an ANN index's kept tuning qu
 _SMALL_RESCORE = 4096  # candidates of one query rescored without the grouped, memmap-ordered gather
 RESCORE_BLOCK_BYTES = 256 << 10  # decoded float64 rows rescored at a time (1M x 128 int8, 1,000 queries x 10 rows:
 # 2.9 us a query with one block of up to chunk_bytes, 2.1 with 128 KB-1 MB blocks, 3.7 with 32 KB)
+RESCORED_CODES, RESCORED_ROWS = "rescored codes", "rescored rows"  # the rescoring's buffers in a thread's Scratch
 
 
 def _sha256(path: Path) -> str:
@@ -293,7 +294,7 @@ class Index:
             ann_mod.require_faiss()
         elif tune_queries is not None:
             raise ValueError("tune_queries tune an approximate index's graph: pass ann='hnsw' too")
-        tuning = None if tune_queries is None else query_texts(tune_queries)  # a blank one fails before the encoding
+        tuning = None if tune_queries is None else query_input(tune_queries)  # a blank one fails before the encoding
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not a single str")
         texts = list(texts)
@@ -304,9 +305,10 @@ class Index:
                 raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
         if model is None or isinstance(model, (str, os.PathLike)):
             model = load_model(None if model is None else str(model))
-        if tuning is not None:  # small: encoded first, so a model that cannot encode them fails early too
+        if isinstance(tuning, list):  # small: encoded first, so a model that cannot encode them fails early too
             tune_queries = encode_texts(model, tuning, batch_size=batch_size)
-        elif tune_queries is not None:  # vectors: checked now when the model states its dim
+        elif tuning is not None:  # vectors: checked now when the model states its dim
+            tune_queries = tuning
             dim = model_identity(model)["embedding_dim"]
             if dim is not None:
                 unit_rows(as_matrix(tune_queries, dim, "tuning queries"), 0, "tuning queries")
@@ -527,10 +529,9 @@ class Index:
     def _query_matrix(self, queries: Any, model: Any, batch_size: int,
                       what: str = "query vectors") -> Tuple[bool, np.ndarray]:
         """(single?, float matrix) for str / list of str / 1-D or 2-D vectors (``what`` names them in errors)."""
-        texts = query_texts(queries)
-        if texts is None:
-            arr = np.asarray(queries)
-            return arr.ndim == 1, as_matrix(arr, self._dim, what)
+        texts = query_input(queries)
+        if isinstance(texts, np.ndarray):
+            return texts.ndim == 1, as_matrix(texts, self._dim, what)
         single = isinstance(queries, str)
         use = self._model if model is None else model
         if use is None:
@@ -702,14 +703,15 @@ class Index:
                 for c0 in range(0, c, cols):
                     c1 = min(c, c0 + cols)
                     flat = cand_r[start:stop, c0:c1].reshape(-1)
-                    gathered = scratch.get(codes.dtype, flat.size, width, least_rows=group * cols)
+                    gathered = scratch.get(RESCORED_CODES, codes.dtype, flat.size, width, least_rows=group * cols)
                     if mapped:  # gather in row order: sequential reads of the file
                         order = np.argsort(flat, kind="stable")
                         gathered[order] = codes[flat[order]]
                     else:
                         np.take(codes, flat, axis=0, out=gathered)
                     x = self._codec.decode(gathered, np.float64,
-                                           out=scratch.get(np.float64, flat.size, self._dim, least_rows=group * cols))
+                                           out=scratch.get(RESCORED_ROWS, np.float64, flat.size, self._dim,
+                                                                   least_rows=group * cols))
                     x = x.reshape(stop - start, c1 - c0, self._dim)
                     s[start - first:stop - first, c0:c1] = np.einsum("ijk,ik->ij", x, q[start:stop])
             out_r[first:last], out_s[first:last] = rank_rows(s, cand_r[first:last], k)
@@ -926,9 +928,9 @@ def _tuning_queries_of(q: np.ndarray, dim: int, where: Path) -> np.ndarray:
     return q
 
 
-def query_texts(queries: Any) -> Optional[List[str]]:
-    """The texts of str / list-of-str queries (a blank one is a ValueError naming it), or None for vectors (an empty
-    or non-numeric array is an error)."""
+def query_input(queries: Any) -> Union[List[str], np.ndarray]:
+    """The texts of str / list-of-str queries (a blank one is a ValueError naming it), or the array of vector queries
+    (an empty or non-numeric one is an error), converted once: a list of a thousand float lists costs milliseconds."""
     if isinstance(queries, str):
         texts = [queries]
     elif isinstance(queries, (list, tuple)) and queries and all(isinstance(t, str) for t in queries):
@@ -941,7 +943,7 @@ def query_texts(queries: Any) -> Optional[List[str]]:
             raise TypeError("queries must be a str, a list of str, or a numeric array of vectors")
         if arr.size == 0:
             raise ValueError("no queries given (empty array)")
-        return None
+        return arr
     for i, t in enumerate(texts):
         if not t.strip():
             raise ValueError(f"query {i} is empty or blank")

@@ -32,10 +32,10 @@ class Scratch:
     def __init__(self) -> None:
         self._buffers: dict = {}
 
-    def get(self, dtype: Any, rows: int, cols: int, least_rows: int = BLOCK_ROWS) -> np.ndarray:
-        """A (rows, cols) C-contiguous buffer of ``dtype``, reused while large enough (a new one holds at least
-        ``least_rows`` rows)."""
-        key = np.dtype(dtype).str
+    def get(self, purpose: str, dtype: Any, rows: int, cols: int, least_rows: int = BLOCK_ROWS) -> np.ndarray:
+        """A (rows, cols) C-contiguous buffer of ``dtype`` for ``purpose`` (buffers of different purposes never share
+        memory), reused while large enough (a new one holds at least ``least_rows`` rows)."""
+        key = (purpose, np.dtype(dtype).str)
         buf = self._buffers.get(key)
         if buf is None or buf.shape[0] < rows or buf.shape[1] != cols:
             buf = np.empty((max(rows, least_rows), cols), dtype=dtype)
@@ -67,7 +67,7 @@ def f16_scores(q_shifted: np.ndarray, codes: np.ndarray, scratch: Scratch) -> np
     block = block_rows(q_shifted.shape[0], m)
     for start in range(0, m, block):
         stop = min(m, start + block)
-        w = scratch.get(np.int32, stop - start, d)
+        w = scratch.get("f16 widened", np.int32, stop - start, d)
         np.copyto(w, bits[start:stop])  # sign-extending widening: bits 15..31 all hold the sign
         np.left_shift(w, 13, out=w)  # sign now in bits 28..31, exponent in 23..27, mantissa in 13..22
         np.bitwise_and(w, _CLEAR_COPIED_SIGN, out=w)
@@ -81,13 +81,13 @@ def i8_scores(q: np.ndarray, codes: np.ndarray, scratch: Scratch) -> np.ndarray:
     m, d = codes.shape
     block = block_rows(q.shape[0], m)
     if block >= m:  # one conversion, one product (NumPy's own output: faster than matmul's out= here)
-        x = scratch.get(np.float32, m, d)
+        x = scratch.get("i8 as float32", np.float32, m, d)
         np.copyto(x, codes, casting="unsafe")
         return q @ x.T
     out = np.empty((q.shape[0], m), dtype=np.float32)
     for start in range(0, m, block):
         stop = min(m, start + block)
-        x = scratch.get(np.float32, stop - start, d)
+        x = scratch.get("i8 as float32", np.float32, stop - start, d)
         np.copyto(x, codes[start:stop], casting="unsafe")
         np.matmul(q, x.T, out=out[:, start:stop])
     return out
