@@ -261,6 +261,88 @@ def _swap_graph(saved, other):
     (saved / "manifest.json").write_text(json.dumps(manifest))
 
 
+def _as_linked(path, codec_range=None):
+    """Rewrite an int8 graph file as tinyhpd wrote it before the search quantizer: faiss QT_8bit over the codec's
+    range (``codec_range``; default: the uniform file's own codes read with their manifest's calibration)."""
+    faiss = ann.require_faiss()
+    graph = faiss.read_index(str(path))
+    sq = faiss.downcast_index(graph.storage).sq
+    sq.qtype = faiss.ScalarQuantizer.QT_8bit
+    sq.set_derived_sizes()
+    faiss.copy_array_to_vector(np.asarray(codec_range, dtype=np.float32), sq.trained)
+    faiss.write_index(graph, str(path))
+
+
+def _patch_sizes(saved):
+    manifest = json.loads((saved / "manifest.json").read_text())
+    manifest["files"][GRAPH] = (saved / GRAPH).stat().st_size
+    (saved / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_int8_graph_is_searched_with_the_uniform_quantizer_over_the_same_codes(tmp_path):
+    """int8 graphs are linked with the codec's range (true inner products) and searched with faiss's uniform 8-bit
+    quantizer and a scaled query (ann.SEARCH_QUANTIZER): the same candidates, less decoding. Graphs saved in the
+    linking form (as before) load, are converted and find the same rows; one linked over another calibration is an
+    error naming the graph file."""
+    faiss = ann.require_faiss()
+    x = _clustered(3000, 24, 3)
+    index = Index(24, "int8", ann="hnsw")
+    index.add(x)
+    sq = faiss.downcast_index(index._ann._index.storage).sq
+    assert sq.qtype == faiss.ScalarQuantizer.QT_8bit_uniform
+    q = _clustered(200, 24, 9)
+    rows, scores = index.search_rows(q, 10, expansion=64)
+    # the linking form, searched with the unscaled query, proposes the same rows
+    linked = faiss.deserialize_index(faiss.serialize_index(index._ann._index))
+    lsq = faiss.downcast_index(linked.storage).sq
+    lsq.qtype = faiss.ScalarQuantizer.QT_8bit
+    lsq.set_derived_sizes()
+    faiss.copy_array_to_vector(index._codec.faiss_range(), lsq.trained)
+    params = faiss.SearchParametersHNSW()
+    params.efSearch = 64
+    unit = q / np.linalg.norm(q, axis=1, keepdims=True)
+    proposed = linked.search(unit.astype(np.float32), 10, params=params)[1]
+    assert np.mean(np.sort(proposed, axis=1) == np.sort(rows, axis=1)) > 0.99  # float32 rounding of near-ties only
+    exact_rows, exact_scores = index.search_rows(q, 10, exact=True)
+    same = (rows == exact_rows).all(axis=1)
+    assert same.sum() >= 100  # and where the rows are the exact ones, so are the float64 scores, to the last bit
+    np.testing.assert_array_equal(scores[same], exact_scores[same])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a few components outside the calibration, clipped
+        index.add(_clustered(500, 24, 4))  # linking again after a search: back to the search form afterwards
+    assert faiss.downcast_index(index._ann._index.storage).sq.qtype == faiss.ScalarQuantizer.QT_8bit_uniform
+    index.save(tmp_path / "ix")
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert manifest["ann"]["scalar_quantizer"] == "QT_8bit_uniform"
+    want = index.search_rows(q, 10, expansion=64)
+    _as_linked(tmp_path / "ix" / GRAPH, index._codec.faiss_range())  # a graph saved by the earlier code
+    _patch_sizes(tmp_path / "ix")
+    for mmap in (False, True):
+        old = Index.load(tmp_path / "ix", mmap=mmap)
+        got = old.search_rows(q, 10, expansion=64)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    wrong = index._codec.faiss_range().copy()
+    wrong[0] += 0.01
+    _as_linked(tmp_path / "ix" / GRAPH, wrong)
+    _patch_sizes(tmp_path / "ix")
+    with pytest.raises(ValueError, match=f"{GRAPH}: graph quantizer range differs"):
+        Index.load(tmp_path / "ix")
+
+
+def test_int8_search_quantizer_with_another_range_is_damage(tmp_path):
+    faiss = ann.require_faiss()
+    index = Index(16, "int8", ann="hnsw")
+    index.add(_clustered(1500, 16, 6))
+    index.save(tmp_path / "ix")
+    graph = faiss.read_index(str(tmp_path / "ix" / GRAPH))
+    faiss.copy_array_to_vector(np.array([0.0, 254.0], np.float32), faiss.downcast_index(graph.storage).sq.trained)
+    faiss.write_index(graph, str(tmp_path / "ix" / GRAPH))
+    _patch_sizes(tmp_path / "ix")
+    with pytest.raises(ValueError, match=rf"{GRAPH}: graph quantizer QT_8bit_uniform has range \[0.0, 254.0\]"):
+        Index.load(tmp_path / "ix")
+
+
 @pytest.mark.parametrize("dtype", ["float16", "int8"])
 def test_missing_or_foreign_graph_is_an_error_naming_it(tmp_path, dtype):
     index = Index(16, dtype, ann="hnsw")
@@ -271,8 +353,7 @@ def test_missing_or_foreign_graph_is_an_error_naming_it(tmp_path, dtype):
     fewer.add(_clustered(1500, 16, 6)[:1400])  # int8: calibrated on other rows
     fewer.save(tmp_path / "fewer")
     _swap_graph(saved, tmp_path / "fewer")
-    message = "the graph holds 1400 vectors, the index 1500" if dtype == "float16" else "graph quantizer range differs"
-    with pytest.raises(ValueError, match=f"{GRAPH}: {message}"):
+    with pytest.raises(ValueError, match=f"{GRAPH}: the graph holds 1400 vectors, the index 1500"):
         Index.load(saved)
     calibration = {"calibration": _clustered(1500, 16, 6)} if dtype == "int8" else {}
     other = Index(16, dtype, ann="hnsw", **calibration)
