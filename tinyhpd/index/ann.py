@@ -345,8 +345,8 @@ class HNSW:
             x = np.packbits(queries > 0, axis=1)
             scores = np.empty((nq, c), dtype=np.int32)  # Hamming distances
         elif self.storage in SEARCH_QUANTIZER:  # the search quantizer's query (see SEARCH_QUANTIZER)
-            x = np.empty(queries.shape, dtype=np.float32)
-            np.multiply(queries, self.codec.scale, out=x, casting="unsafe")
+            x = queries.astype(np.float32, order="C")
+            x *= self.codec.scale  # float32 both (0.4 us a query less than a float64 product cast on output)
             scores = np.empty((nq, c), dtype=np.float32)
         else:
             x = np.ascontiguousarray(queries, dtype=np.float32)
