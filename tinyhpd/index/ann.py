@@ -9,7 +9,9 @@ storage type has a faiss storage with the same bytes (``STORAGES``): float32 row
 rows (8-bit scalar quantizer ``QT_fp16``), the int8 codec's unsigned bytes (``QT_8bit`` with the codec's range, see
 ``Int8Codec.faiss_range``) and packed sign bits under the Hamming distance (``IndexBinaryHNSW``). So an ANN index
 holds one copy of the codes (which the index reads through :meth:`HNSW.codes`) plus the links; at connectivity 16 the
-links cost about 145 bytes per vector (32 neighbours at the bottom level, a few above, an offset and a level).
+links cost about 145 bytes per vector (32 neighbours at the bottom level, a few above, an offset and a level). An int8
+graph is linked with that range but searched (and saved) with a cheaper quantizer over the same bytes and a scaled
+query (``SEARCH_QUANTIZER``).
 
 Removing rows drops them from the graph in place: their codes and link lists go, the later rows' ids move down, and
 every other node's lists lose the removed neighbours (kept in order, without holes). After removals of more than
