@@ -709,9 +709,8 @@ class Index:
                         gathered[order] = codes[flat[order]]
                     else:
                         np.take(codes, flat, axis=0, out=gathered)
-                    x = self._codec.decode(gathered, np.float64,
-                                           out=scratch.get(RESCORED_ROWS, np.float64, flat.size, self._dim,
-                                                                   least_rows=group * cols))
+                    decoded = scratch.get(RESCORED_ROWS, np.float64, flat.size, self._dim, least_rows=group * cols)
+                    x = self._codec.decode(gathered, np.float64, out=decoded)
                     x = x.reshape(stop - start, c1 - c0, self._dim)
                     s[start - first:stop - first, c0:c1] = np.einsum("ijk,ik->ij", x, q[start:stop])
             out_r[first:last], out_s[first:last] = rank_rows(s, cand_r[first:last], k)
