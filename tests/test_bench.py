@@ -115,5 +115,7 @@ def test_long_documents_are_truncated_at_max_tokens():
 
 
 def test_bench_rejects_nonpositive_sentences(capsys, hpd_new_path):
-    assert cli.main(["bench", "--model", str(hpd_new_path), "--sentences", "0"]) == 2
-    assert "--sentences" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--model", str(hpd_new_path), "--sentences", "0"])
+    assert exc.value.code == 2
+    assert "argument --sentences: must be a positive integer, got 0" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tinyhpd
-from tinyhpd.cli import main
+from tinyhpd.cli import build_parser, main
 
 
 def test_encode_prints_one_json_array_per_sentence(hpd_new_path, capsys):
@@ -97,6 +97,50 @@ def test_distill_bad_student_layers_is_a_usage_error_naming_them(layers, capsys)
 @pytest.mark.parametrize("argv", [["encode", "--model", "{model}", "--threads", "0", "a"],
                                   ["rerank", "--model", "{model}", "--threads", "0", "q", "d"]])
 def test_threads_flag_is_checked_by_every_command_that_loads_a_model(argv, capsys, hpd_new_path):
-    assert main([a.format(model=hpd_new_path) for a in argv]) == 2
-    err = capsys.readouterr().err
-    assert "--threads must be a positive integer, got 0" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exc:
+        main([a.format(model=hpd_new_path) for a in argv])
+    assert exc.value.code == 2
+    assert "argument --threads: must be a positive integer, got 0" in capsys.readouterr().err
+
+
+# every flag that counts something, with the arguments before it that reach it; the check is argparse's, at parse
+# time: a usage error naming the flag as typed, before a model is loaded or a file read
+COUNTING_FLAGS = [
+    (["encode"], "--batch-size"), (["encode"], "--threads"),
+    (["rerank", "--model", "m"], "--batch-size"), (["rerank", "--model", "m"], "--top-k"),
+    (["rerank", "--model", "m"], "--threads"),
+    (["embed"], "--shard-size"), (["embed"], "--batch-size"), (["embed"], "--threads"),
+    (["eval", "sts"], "--batch-size"),
+    (["export", "SRC"], "--batch-size"), (["export", "SRC"], "--m"), (["export", "SRC"], "--ef-construction"),
+    (["index", "build"], "--batch-size"), (["index", "tune"], "--batch-size"), (["search"], "--top-k"),
+    (["serve"], "--max-batch-tokens"), (["serve"], "--max-client-batch-size"),
+    (["serve"], "--max-concurrent-requests"), (["serve"], "--max-payload-bytes"), (["serve"], "--graceful-timeout"),
+    (["serve"], "--idle-timeout"), (["serve"], "--threads"),
+    (["bench"], "--sentences"), (["bench"], "--threads"), (["bench"], "--repeats"), (["bench"], "--latency-sentences"),
+    (["bench"], "--doc-batch"), (["bench"], "--gemm-size"), (["bench"], "--cold-repeats"),
+]
+
+
+@pytest.mark.parametrize("before, flag", COUNTING_FLAGS)
+@pytest.mark.parametrize("value, message", [("0", "must be a positive integer, got 0"),
+                                            ("-3", "must be a positive integer, got -3"),
+                                            ("two", "must be an integer, got 'two'")])
+def test_counting_flags_refuse_what_is_not_a_positive_integer_naming_the_flag(before, flag, value, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(before + [flag, value])
+    assert exc.value.code == 2
+    assert f"argument {flag}: {message}" in capsys.readouterr().err
+
+
+def test_zero_documents_and_batch_size_lists_in_bench(capsys):
+    parser = build_parser()
+    args = parser.parse_args(["bench", "--docs", "0", "--batch-sizes", "1, 8,32"])
+    assert args.docs == 0 and args.batch_sizes == (1, 8, 32)
+    for bad in ("0,4", "", "a,b"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bench", "--batch-sizes", bad])
+        assert f"argument --batch-sizes: expected comma-separated positive integers, got {bad!r}" in \
+            capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--docs", "-1"])
+    assert "argument --docs: must be an integer >= 0, got -1" in capsys.readouterr().err

@@ -2,39 +2,31 @@
 the repository puts PyTorch and ONNX Runtime beside it)."""
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 from tinyhpd._io import write_text_atomic
+from tinyhpd.cli.common import count, count_or_zero
 
 
-def _positive(name: str, value: Optional[int], allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if value < (0 if allow_zero else 1):
-        raise ValueError(f"--{name} must be {'>= 0' if allow_zero else 'a positive integer'}, got {value}")
-
-
-def _parse_batch_sizes(text: str) -> Tuple[int, ...]:
+def batch_sizes(text: str) -> Tuple[int, ...]:
+    """argparse ``type`` of --batch-sizes: comma-separated positive integers."""
     try:
         sizes = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise ValueError(f"--batch-sizes {text!r}: expected comma-separated positive integers") from None
+        sizes = ()
     if not sizes or min(sizes) < 1:
-        raise ValueError(f"--batch-sizes {text!r}: expected comma-separated positive integers")
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
     return sizes
 
 
 def run(args: Any) -> int:
     from tinyhpd.eval.speed import log_stderr, format_report, openblas_env_warning, run_bench
 
-    for name in ("sentences", "threads", "repeats", "latency_sentences", "doc_batch", "gemm_size", "cold_repeats"):
-        _positive(name.replace("_", "-"), getattr(args, name))
-    _positive("docs", args.docs, allow_zero=True)
-    batch_sizes = _parse_batch_sizes(args.batch_sizes)
     warning = openblas_env_warning()
     if warning:
         log_stderr(warning)
@@ -42,7 +34,7 @@ def run(args: Any) -> int:
     result = run_bench(args.model, n_sentences=args.sentences, threads=args.threads, repeats=args.repeats,
                        latency_n=args.latency_sentences, n_docs=args.docs, doc_batch=args.doc_batch,
                        gemm_size=args.gemm_size, cold_repeats=args.cold_repeats, data=args.data,
-                       batch_sizes=batch_sizes, command=command)
+                       batch_sizes=args.batch_sizes, command=command)
     result["threads"]["description"] = (f"{result['threads']['n']} (tinyhpd num_threads; NumPy BLAS threads set with "
                                         f"{result['threads']['blas_control']})")
     if warning:
@@ -65,17 +57,17 @@ def add_cli(subparsers: Any) -> None:
                     "bench/bench_engines.py in the repository adds PyTorch and ONNX Runtime.")
     p.add_argument("--model", default=None, help="model folder or Hub id (default: tinyhpd's default model)")
     p.add_argument("--json", dest="json_out", type=Path, default=None, help="write the full result as JSON here")
-    p.add_argument("--sentences", type=int, default=2000, help="number of unique sentences (default 2000)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--sentences", type=count, default=2000, help="number of unique sentences (default 2000)")
+    p.add_argument("--threads", type=count, default=None,
                    help="tinyhpd num_threads and BLAS threads (default: tinyhpd's)")
     p.add_argument("--data", type=Path, default=None,
                    help="sentence file: STS-B style .csv or one sentence per line (default: STS-B test from "
                         "../shared if found, else synthetic sentences)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the median is kept")
-    p.add_argument("--batch-sizes", default="1,32,128", help="comma-separated batch sizes (default 1,32,128)")
-    p.add_argument("--latency-sentences", type=int, default=300, help="single-sentence calls for p50/p95 latency")
-    p.add_argument("--docs", type=int, default=32, help="number of max_seq_length-token documents (0: skip)")
-    p.add_argument("--doc-batch", type=int, default=8, help="batch size for the documents")
-    p.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n float32 matmul rate reference")
-    p.add_argument("--cold-repeats", type=int, default=3, help="fresh processes timed for the cold start")
+    p.add_argument("--repeats", type=count, default=3, help="timed runs per measurement; the median is kept")
+    p.add_argument("--batch-sizes", type=batch_sizes, default=(1, 32, 128), help="comma-separated batch sizes (default 1,32,128)")
+    p.add_argument("--latency-sentences", type=count, default=300, help="single-sentence calls for p50/p95 latency")
+    p.add_argument("--docs", type=count_or_zero, default=32, help="number of max_seq_length-token documents (0: skip)")
+    p.add_argument("--doc-batch", type=count, default=8, help="batch size for the documents")
+    p.add_argument("--gemm-size", type=count, default=2048, help="n of the n x n float32 matmul rate reference")
+    p.add_argument("--cold-repeats", type=count, default=3, help="fresh processes timed for the cold start")
     p.set_defaults(func=run)

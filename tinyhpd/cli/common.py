@@ -9,22 +9,36 @@ def add_model_args(p: argparse.ArgumentParser, *, model_help: Optional[str] = No
     p.add_argument("--model", default=None, help=model_help or (
         "local sentence-transformers folder or Hub id (default: $TINYHPD_MODEL, else the bundled model)"))
     p.add_argument("--revision", default=None, help="Hub revision (commit, branch or tag)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=count, default=None,
                    help="CPU threads for encoding (default: $TINYHPD_NUM_THREADS, else the CPUs this process may use)")
 
 
-def check_threads_flag(threads: Optional[int]) -> Optional[int]:
-    """--threads as given (None: the default), or a ValueError naming the flag."""
-    if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be a positive integer, got {threads}")
-    return threads
+def count(text: str) -> int:
+    """argparse ``type`` of a flag that counts something (rows, threads, results, seconds): an int >= 1. argparse
+    reports a bad value as a usage error naming the flag (``argument --batch-size: must be ...``), before any work."""
+    return _at_least(text, 1)
+
+
+def count_or_zero(text: str) -> int:
+    """argparse ``type``: an int >= 0 (where 0 means none, or all, as the flag's help says)."""
+    return _at_least(text, 0)
+
+
+def _at_least(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {'a positive integer' if least else 'an integer >= 0'}, got {value}")
+    return value
 
 
 def load_model(name: Optional[str], revision: Optional[str] = None, threads: Optional[int] = None) -> Any:
     """The one place commands load a model (tests replace it)."""
     import tinyhpd
 
-    return tinyhpd.load(name, revision=revision, num_threads=check_threads_flag(threads))
+    return tinyhpd.load(name, revision=revision, num_threads=threads)
 
 
 def load_from_args(args: argparse.Namespace, name: Optional[str] = None, revision: Optional[str] = None) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from tinyhpd.cli.common import add_model_args, load_from_args
+from tinyhpd.cli.common import add_model_args, count, load_from_args
 
 
 def add_cli(sub) -> None:
@@ -16,9 +16,9 @@ def add_cli(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (created; a folder of another job is refused)")
     add_model_args(p)
     p.add_argument("--field", default=None, help="JSONL key or Parquet column holding the text (default: text)")
-    p.add_argument("--shard-size", type=int, default=100_000, help="rows per shard (default 100000)")
+    p.add_argument("--shard-size", type=count, default=100_000, help="rows per shard (default 100000)")
     p.add_argument("--format", dest="fmt", choices=("npy", "parquet"), default="npy", help="shard format")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=count, default=256)
     p.add_argument("--progress", action="store_true", default=None, help="progress bar (default: on a terminal)")
     p.set_defaults(func=run)
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from tinyhpd.cli.common import add_model_args, items_from_args, load_from_args
+from tinyhpd.cli.common import add_model_args, count, items_from_args, load_from_args
 
 
 def add_cli(sub) -> None:
@@ -16,7 +16,7 @@ def add_cli(sub) -> None:
     add_model_args(p)
     p.add_argument("--input", "-i", help="text file with one sentence a line ('-' for stdin)")
     p.add_argument("--out", "-o", help="write a float32 .npy array [n, d] here instead of JSON lines on stdout")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=count, default=32)
     p.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: on for long inputs on a terminal)")

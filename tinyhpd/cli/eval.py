@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Tuple
 
 from tinyhpd.cli import common
-from tinyhpd.cli.common import add_model_args
+from tinyhpd.cli.common import add_model_args, count
 from tinyhpd.eval import sts
 from tinyhpd.eval.sts import (ENV_DATA, LABELS, SENTEVAL_FILENAME, SENTEVAL_REPO, Encoder, rounded, StderrProgress,
                               average, format_table, load_tasks, resolve_data_dir, score_task)
@@ -68,7 +68,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--data", default=None,
                    help=f"SentEval data folder holding STS/ and SICK/ (default: ${ENV_DATA}, else download "
                         f"{SENTEVAL_FILENAME} from the Hub dataset {SENTEVAL_REPO})")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per forward pass (default 64)")
+    p.add_argument("--batch-size", type=count, default=64, help="sentences per forward pass (default 64)")
     p.add_argument("--reference", choices=["torch"], default=None,
                    help="also run PyTorch sentence-transformers on the same model and print the difference")
     p.add_argument("--json", metavar="OUT", default=None, help="write the scores (x100, two decimals) as JSON")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from tinyhpd.cli.common import count
+
 
 def add_cli(sub) -> None:
     p = sub.add_parser("export", help="export an index or embed folder into PostgreSQL + pgvector",
@@ -15,10 +17,10 @@ def add_cli(sub) -> None:
     p.add_argument("--table", required=True, help="table to create and fill (schema.table allowed)")
     p.add_argument("--column-type", choices=("halfvec", "vector"), default="halfvec",
                    help="halfvec (2 bytes a component, default) or vector (4)")
-    p.add_argument("--batch-size", type=int, default=10_000, help="rows per COPY and transaction (default 10000)")
+    p.add_argument("--batch-size", type=count, default=10_000, help="rows per COPY and transaction (default 10000)")
     p.add_argument("--no-index", action="store_true", help="do not create the HNSW index after the load")
-    p.add_argument("--m", type=int, default=16, help="HNSW m (pgvector's default 16)")
-    p.add_argument("--ef-construction", type=int, default=64, help="HNSW ef_construction (pgvector's default 64)")
+    p.add_argument("--m", type=count, default=16, help="HNSW m (pgvector's default 16)")
+    p.add_argument("--ef-construction", type=count, default=64, help="HNSW ef_construction (pgvector's default 64)")
     p.set_defaults(func=run)
 
 

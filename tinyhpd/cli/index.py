@@ -9,7 +9,7 @@ from typing import Any, List, Tuple
 
 from tinyhpd._io import iter_lines
 from tinyhpd.cli import common
-from tinyhpd.cli.common import add_model_args
+from tinyhpd.cli.common import add_model_args, count
 
 DTYPES = ("float32", "float16", "int8", "binary")  # tinyhpd.index.DTYPES, without importing the index here
 
@@ -111,7 +111,7 @@ def add_cli(subparsers: Any) -> None:
     p_build.add_argument("--tune-queries", default=None, metavar="FILE",
                          help="with --ann: real example queries, one per line, that the graph's parameters are "
                               "measured on instead of midpoints of stored vectors (kept with the index)")
-    p_build.add_argument("--batch-size", type=int, default=32)
+    p_build.add_argument("--batch-size", type=count, default=32)
     p_build.add_argument("--quiet", action="store_true", help="no progress bar")
     p_build.set_defaults(func=run_build)
 
@@ -121,13 +121,13 @@ def add_cli(subparsers: Any) -> None:
     p_tune.add_argument("--queries", required=True, metavar="FILE",
                         help="UTF-8 text file, one example query per line (e.g. from a search log)")
     add_model_args(p_tune, model_help="model to encode the queries (default: the index's model)")
-    p_tune.add_argument("--batch-size", type=int, default=32)
+    p_tune.add_argument("--batch-size", type=count, default=32)
     p_tune.set_defaults(func=run_tune)
 
     p_search = subparsers.add_parser("search", help="search an index folder with a text query")
     p_search.add_argument("index", help="index folder written by `index build` or Index.save")
     p_search.add_argument("query", help="query text")
-    p_search.add_argument("--top-k", type=int, default=10, help="results to show (clamped to the index size)")
+    p_search.add_argument("--top-k", type=count, default=10, help="results to show (clamped to the index size)")
     add_model_args(p_search, model_help="model to encode the query (default: the index's model)")
     p_search.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, score}")
     p_search.add_argument("--exact", action="store_true", help="search exactly even if the index has a graph")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from tinyhpd.cli.common import add_model_args
+from tinyhpd.cli.common import add_model_args, count
 
 
 def add_cli(sub) -> None:
@@ -15,21 +15,21 @@ def add_cli(sub) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (default: $TINYHPD_API_KEY)")
     p.add_argument("--served-model-name", default=None, help="the name clients pass as `model` (default: folder name)")
-    p.add_argument("--max-batch-tokens", type=int, default=16384, help="token budget of one engine batch")
-    p.add_argument("--max-client-batch-size", type=int, default=64, help="inputs per request (more: 413)")
-    p.add_argument("--max-concurrent-requests", type=int, default=512, help="queued requests (more: 429)")
-    p.add_argument("--max-payload-bytes", type=int, default=4 << 20, help="request body size (more: 413)")
+    p.add_argument("--max-batch-tokens", type=count, default=16384, help="token budget of one engine batch")
+    p.add_argument("--max-client-batch-size", type=count, default=64, help="inputs per request (more: 413)")
+    p.add_argument("--max-concurrent-requests", type=count, default=512, help="queued requests (more: 429)")
+    p.add_argument("--max-payload-bytes", type=count, default=4 << 20, help="request body size (more: 413)")
     p.add_argument("--no-normalize", action="store_true", help="return raw vectors (default: L2-normalised)")
     p.add_argument("--no-auto-truncate", action="store_true",
                    help="413 for inputs over max_seq_length on /v1/embeddings (default: truncate)")
     p.add_argument("--openai-token-ids", choices=("refuse", "model"), default="refuse",
                    help="token-id arrays on /v1/embeddings: 'refuse' (default: OpenAI clients such as LangChain send "
                         "tiktoken ids, not this model's) or 'model' (this model's own ids, as /embed takes them)")
-    p.add_argument("--graceful-timeout", type=int, default=120,
+    p.add_argument("--graceful-timeout", type=count, default=120,
                    help="seconds SIGTERM / SIGINT wait for the requests already accepted (default 120)")
     p.add_argument("--body-timeout", type=float, default=30.0,
                    help="seconds a request body may take to arrive (408 after; slow clients hold connection slots)")
-    p.add_argument("--idle-timeout", type=int, default=5, help="seconds an idle keep-alive connection is kept")
+    p.add_argument("--idle-timeout", type=count, default=5, help="seconds an idle keep-alive connection is kept")
     p.add_argument("--header-timeout", type=float, default=10.0,
                    help="seconds a connection has to send a whole request head (closed after)")
     p.add_argument("--index", default=None,
