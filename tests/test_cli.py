@@ -118,6 +118,9 @@ COUNTING_FLAGS = [
     (["serve"], "--idle-timeout"), (["serve"], "--threads"),
     (["bench"], "--sentences"), (["bench"], "--threads"), (["bench"], "--repeats"), (["bench"], "--latency-sentences"),
     (["bench"], "--doc-batch"), (["bench"], "--gemm-size"), (["bench"], "--cold-repeats"),
+    (["distill"], "--dim"), (["distill"], "--batch-size"), (["distill"], "--max-seq-length"),
+    (["distill"], "--max-sentences"), (["distill"], "--val-size"), (["distill"], "--eval-every"),
+    (["distill"], "--init-size"), (["distill"], "--teacher-batch-size"), (["distill"], "--threads"),
 ]
 
 

@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any
 
+from tinyhpd.cli.common import count, count_or_zero
+
 
 # DistillConfig fields set by options of the same name; an option left out keeps DistillConfig's default (shown in
 # `tinyhpd.distill.DistillConfig`; not read here, so that the parser builds without the [distill] extra).
@@ -52,15 +54,15 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--sentences", required=True, help="text file, one training sentence per line")
     p.add_argument("--out", required=True, help="output folder (sentence-transformers layout, safetensors)")
     p.add_argument("--cache-dir", default=None, help="teacher-embedding cache (default ~/.cache/tinyhpd/distill)")
-    p.add_argument("--dim", type=int, default=None)
+    p.add_argument("--dim", type=count, default=None)
     p.add_argument("--epochs", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=count, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--warmup-ratio", type=float, default=None)
-    p.add_argument("--max-seq-length", type=int, default=None)
-    p.add_argument("--max-sentences", type=int, default=None, help="random subsample size (seeded)")
-    p.add_argument("--val-size", type=int, default=None)
-    p.add_argument("--eval-every", type=int, default=None, help="validate every N steps")
+    p.add_argument("--max-seq-length", type=count, default=None)
+    p.add_argument("--max-sentences", type=count, default=None, help="random subsample size (seeded)")
+    p.add_argument("--val-size", type=count, default=None)
+    p.add_argument("--eval-every", type=count, default=None, help="validate every N steps")
     p.add_argument("--target-scale", type=float, default=None,
                    help="multiply the projected targets (default: 1, or shrink to max |t| = 0.9 if they exceed it)")
     p.add_argument("--no-init-dense", action="store_true",
@@ -69,12 +71,12 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--init-method", choices=["lstsq", "procrustes"], default=None,
                    help="Dense initialisation: least squares to atanh(targets), or a rotation of the student's own "
                         "PCA projection (keeps its geometry)")
-    p.add_argument("--init-size", type=int, default=None,
+    p.add_argument("--init-size", type=count, default=None,
                    help="training sentences used for the least-squares Dense initialisation")
-    p.add_argument("--projection-fit-size", type=int, default=None,
+    p.add_argument("--projection-fit-size", type=count_or_zero, default=None,
                    help="training sentences whose teacher embeddings fit the PCA directions (0: all)")
-    p.add_argument("--teacher-batch-size", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--teacher-batch-size", type=count, default=None)
+    p.add_argument("--threads", type=count, default=None, help="torch threads")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--sim-weight", type=float, default=None,
                    help="weight of an extra in-batch cosine-matrix MSE to the unprojected teacher (0: plain HPD)")
