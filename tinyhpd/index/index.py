@@ -34,6 +34,11 @@ proposes candidates that are rescored exactly from those codes; its parameters a
 measured against the exact path. Storage codecs live in codecs.py, the float16/int8 score kernels and the search
 threads in kernels.py, the id table in ids.py.
 
+Threads: searches may run from many threads at once (each thread keeps its own buffers, and a graph's expansion travels
+with each call). ``add``, ``remove`` and ``tune`` change the index and need it to themselves, as faiss's own add does
+(an int8 graph also switches its quantizer while rows are linked: see ann.SEARCH_QUANTIZER); ``save`` and pickling
+only read it.
+
 Edge cases: an empty corpus or an empty batch of vectors, an empty list of queries, a blank query string, NaN or
 infinite components and all-zero vectors raise ``ValueError``; ``top_k`` must be a positive int, and a ``top_k`` larger
 than the index is clamped to the number of vectors (every result then holds ``len(index)`` hits). Ids are ints or
