@@ -187,6 +187,43 @@ def test_threads_searching_one_index_at_different_expansions_do_not_mix_them(dty
             np.testing.assert_array_equal(np.array(rows), alone[ef], err_msg=f"expansion {ef}")
 
 
+def test_searches_beside_saves_and_pickles_keep_their_answers(tmp_path):
+    """save and pickling only read the index (an int8 graph is saved in its search form, not switched back to its
+    linking form for the file), so threads searching meanwhile get the same answers, and the copies search alike."""
+    import threading
+
+    x = _clustered(4000, 32, 21)
+    q = _clustered(100, 32, 22)
+    index = Index(32, "int8", ann="hnsw")
+    index.add(x)
+    want = index.search_rows(q, 10, expansion=32)
+    stop, seen = threading.Event(), []
+
+    def searching():
+        while not stop.is_set():
+            seen.append(index.search_rows(q, 10, expansion=32))
+
+    workers = [threading.Thread(target=searching) for _ in range(2)]
+    for w in workers:
+        w.start()
+    try:
+        for i in range(6):
+            index.save(tmp_path / f"copy{i % 2}")
+            copy = pickle.loads(pickle.dumps(index))
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert len(seen) >= 2
+    for rows, scores in seen:
+        np.testing.assert_array_equal(rows, want[0])
+        np.testing.assert_array_equal(scores, want[1])
+    for other in (Index.load(tmp_path / "copy0"), copy):
+        got = other.search_rows(q, 10, expansion=32)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_binary_graphs_search_the_same_with_and_without_faiss_search_parameters(monkeypatch):
     """faiss 1.13 raises "search params not supported" for IndexBinaryHNSW (Python 3.9 gets no newer faiss): its
     version is read, and the graph's own efSearch is used instead, with the same rows at every expansion."""
