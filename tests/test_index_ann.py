@@ -367,6 +367,25 @@ def test_int8_graph_is_searched_with_the_uniform_quantizer_over_the_same_codes(t
         Index.load(tmp_path / "ix")
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda part: part.update(connectivity=0), "'ann.connectivity' must be a positive integer; got 0"),
+    (lambda part: part.update(expansion_search="64"), "'ann.expansion_search' must be a positive integer; got '64'"),
+    (lambda part: part.pop("candidates_per_result"), "'ann.candidates_per_result' must be a positive integer; got None"),
+    (lambda part: part.update(kind="ivf"), "the 'ann' part is not an HNSW description"),
+    (lambda part: part.update(library="usearch"), "'ann.library' is 'usearch'"),
+])
+def test_a_damaged_ann_part_of_the_manifest_is_an_error_naming_the_manifest_and_key(tmp_path, change, message):
+    index = Index(16, "float16", ann="hnsw")
+    index.add(_clustered(300, 16, 5))
+    index.save(tmp_path / "ix")
+    path = tmp_path / "ix" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest["ann"])
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=f"manifest.json: {message}"):
+        Index.load(tmp_path / "ix")
+
+
 def test_int8_search_quantizer_with_another_range_is_damage(tmp_path):
     faiss = ann.require_faiss()
     index = Index(16, "int8", ann="hnsw")

@@ -440,21 +440,27 @@ class HNSW:
             self._quantizer(linking=False)
         _faiss_io(self.storage, "write_index")(self._index, path)
 
-    @classmethod
-    def open(cls, path: str, part: Any, codec: Any, count: int, view: bool, where: str) -> "HNSW":
-        """The graph saved at ``path`` (a file name), checked against the manifest's ``ann`` part and the index
-        (storage type, dimension, count, quantizer range, the links' structure); errors name ``where``. With
-        ``view`` the file is memory-mapped. The caller compares :meth:`codes` with the index's saved codes."""
-        faiss = require_faiss()
+    @staticmethod
+    def check_part(part: Any, where: str) -> None:
+        """The manifest's ``ann`` part, before the graph is opened: an HNSW description of faiss with positive integer
+        parameters; errors name ``where`` (the manifest) and the key."""
         if not isinstance(part, dict) or part.get("kind") != "hnsw":
-            raise ValueError(f"{where}: the manifest's 'ann' part is not an HNSW description")
+            raise ValueError(f"{where}: the 'ann' part is not an HNSW description")
         if part.get("library") != "faiss":
-            raise ValueError(f"{where}: a graph of {part.get('library')!r} (an unreleased development format); "
-                             "build the index again")
+            raise ValueError(f"{where}: 'ann.library' is {part.get('library')!r} (a graph of an unreleased development "
+                             "format); build the index again")
         for key in ("connectivity", "expansion_search", "candidates_per_result"):
             value = part.get(key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{where}: manifest 'ann.{key}' must be a positive integer; got {value!r}")
+                raise ValueError(f"{where}: 'ann.{key}' must be a positive integer; got {value!r}")
+
+    @classmethod
+    def open(cls, path: str, part: Any, codec: Any, count: int, view: bool, where: str) -> "HNSW":
+        """The graph saved at ``path`` (a file name), checked against the manifest's ``ann`` part (checked first by
+        :meth:`check_part`) and the index (storage type, dimension, count, quantizer range, the links' structure);
+        errors name ``where``. With ``view`` the file is memory-mapped. The caller compares :meth:`codes` with the
+        index's saved codes."""
+        faiss = require_faiss()
         self = cls(codec, target_recall=part.get("target_recall", DEFAULT_TARGET_RECALL),
                    connectivity=part["connectivity"])
         flags = faiss.IO_FLAG_MMAP_IFC if view else 0

@@ -863,6 +863,8 @@ class Index:
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"{manifest_path}: invalid JSON ({exc})") from None
         check_manifest(manifest, manifest_path)
+        if manifest.get("ann") is not None:
+            ann_mod.HNSW.check_part(manifest["ann"], str(manifest_path))
         for name, size in manifest["files"].items():
             file = folder / name
             if not files.has(name):
