@@ -63,7 +63,8 @@ def parse(data: Dict[str, Any], max_queries: int, error: Any, check_text: Any) -
 
 
 class Searcher:
-    """The served index: one search at a time (they are CPU-bound and an ANN search sets the graph's expansion)."""
+    """The served index: one search at a time. Searches could run side by side (each carries its own expansion), but
+    they are CPU-bound and the exact path already splits a large corpus between the cores, so a queue is fairer."""
 
     def __init__(self, index: Any) -> None:
         self.index = index
