@@ -298,9 +298,9 @@ def _swap_graph(saved, other):
     (saved / "manifest.json").write_text(json.dumps(manifest))
 
 
-def _as_linked(path, codec_range=None):
-    """Rewrite an int8 graph file as tinyhpd wrote it before the search quantizer: faiss QT_8bit over the codec's
-    range (``codec_range``; default: the uniform file's own codes read with their manifest's calibration)."""
+def _as_linked(path, codec_range):
+    """Rewrite an int8 graph file as tinyhpd wrote it before the search quantizer: faiss QT_8bit over ``codec_range``
+    (vmin per dimension, then vdiff: Int8Codec.faiss_range)."""
     faiss = ann.require_faiss()
     graph = faiss.read_index(str(path))
     sq = faiss.downcast_index(graph.storage).sq

@@ -534,15 +534,15 @@ class Index:
     def _query_matrix(self, queries: Any, model: Any, batch_size: int,
                       what: str = "query vectors") -> Tuple[bool, np.ndarray]:
         """(single?, float matrix) for str / list of str / 1-D or 2-D vectors (``what`` names them in errors)."""
-        texts = query_input(queries)
-        if isinstance(texts, np.ndarray):
-            return texts.ndim == 1, as_matrix(texts, self._dim, what)
+        given = query_input(queries)
+        if isinstance(given, np.ndarray):
+            return given.ndim == 1, as_matrix(given, self._dim, what)
         single = isinstance(queries, str)
         use = self._model if model is None else model
         if use is None:
             raise ValueError("text queries need a model: pass model=..., or build/load the index with a model")
         self._check_model(use)
-        return single, encode_texts(use, texts, batch_size=batch_size)
+        return single, encode_texts(use, given, batch_size=batch_size)
 
     def _check_model(self, model: Any) -> None:
         """Refuse a model whose dim or weight fingerprint differs from the one the index was built with."""
