@@ -38,6 +38,7 @@ from tinyhpd.index import Index
 from tinyhpd.index.ann import EXPANSION_ADD, advise_graph_pages
 
 TOP_K = 10
+FAISS_TRAIN = 200_000  # rows faiss's scalar quantizer is trained on (a random sample: see faiss_index)
 
 
 def stsb_sentences(shared: Path) -> List[str]:
@@ -223,13 +224,18 @@ def loaded_mb(index: Index) -> float:
 
 
 def faiss_index(x: np.ndarray) -> Tuple[Any, float]:
-    """faiss-cpu IndexHNSWSQ (8-bit, M=16, efConstruction as tinyhpd's graphs) over ``x``, and its build seconds."""
+    """faiss-cpu IndexHNSWSQ (8-bit, M=16, efConstruction as tinyhpd's graphs) over ``x``, and its build seconds.
+
+    Trained on a random sample of FAISS_TRAIN rows, as faiss's users train: the first rows here are the 131k real
+    ones, whose neighbours are every query's answer, so a range trained on them alone favours faiss (at 4M: exact
+    recall of its codes 0.9913 trained on the first 200k, 0.9886 on all rows; tinyhpd's, calibrated on all, 0.9887)."""
     import faiss
 
     t0 = time.perf_counter()
     index = faiss.IndexHNSWSQ(x.shape[1], faiss.ScalarQuantizer.QT_8bit, 16, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = EXPANSION_ADD  # the build setting of tinyhpd's graphs: the same algorithm, the same work
-    index.train(x[: min(len(x), 200_000)])
+    sample = np.sort(np.random.default_rng(0).choice(len(x), min(len(x), FAISS_TRAIN), replace=False))
+    index.train(x[sample])
     index.add(x)
     return index, time.perf_counter() - t0
 

@@ -124,20 +124,50 @@ def test_remove_renumbers_the_graph_and_results_stay_exact_rescored():
 
 
 @pytest.mark.parametrize("dtype", ["int8", "binary"])
-def test_an_addition_larger_than_one_faiss_add_is_split_and_stays_whole(monkeypatch, dtype):
-    # one Index.add reaches faiss in parts of GRAPH_ADD_BYTES of float32 input: here 100 rows each
-    monkeypatch.setattr(ann, "GRAPH_ADD_BYTES", 4 * 16 * 100)
+def test_each_addition_reaches_faiss_in_one_add_a_large_one_through_a_temporary_file(monkeypatch, tmp_path, dtype):
+    # faiss links the rows of one add highest level first: parts make a worse graph, so an addition is one add; float
+    # input past GRAPH_INPUT_IN_MEMORY (here 100 rows of 16-d) is decoded into a temporary file, in 30-row parts
+    import tempfile
+
+    import faiss
+
+    monkeypatch.setattr(ann, "GRAPH_INPUT_IN_MEMORY", 4 * 16 * 100)
+    monkeypatch.setattr(ann, "GRAPH_INPUT_PART", 4 * 16 * 30)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    adds = []
+    real_add = ann._faiss_add
+
+    def spy(index, x):
+        adds.append((x.shape, isinstance(x, np.memmap), sorted(p.name for p in tmp_path.iterdir())))
+        real_add(index, x)
+
+    monkeypatch.setattr(ann, "_faiss_add", spy)
     x = _clustered(1050, 16, 7)
-    index = Index(16, dtype, ann="hnsw", calibration=x if dtype == "int8" else None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # 16 sign bits cannot reach the target: best kept
-        index.add(x[:1000])
-        index.add(x[1000:])
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # one thread links in a fixed order: the two graphs below can be compared link by link
+    try:
+        index = Index(16, dtype, ann="hnsw", calibration=x if dtype == "int8" else None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # 16 sign bits cannot reach the target: best kept
+            index.add(x[:1000])
+            index.add(x[1000:])
+            monkeypatch.setattr(ann, "GRAPH_INPUT_IN_MEMORY", 1 << 29)
+            in_memory = Index(16, dtype, ann="hnsw", calibration=x if dtype == "int8" else None)
+            in_memory.add(x[:1000])
+            in_memory.add(x[1000:])
+    finally:
+        faiss.omp_set_num_threads(threads)
+    wide = 2 if dtype == "binary" else 16  # faiss's input: packed sign bits (never a file) or float32 rows
+    assert [shape for shape, _, _ in adds] == [(1000, wide), (50, wide)] * 2
+    assert [mapped for _, mapped, _ in adds] == [dtype == "int8", False, False, False]
+    assert all(files == [] for _, _, files in adds) and list(tmp_path.iterdir()) == []  # an unnamed file, now gone
     assert len(index._ann) == 1050
-    ann.check_links(index._ann._index.hnsw, len(index), "after split adds")
+    ann.check_links(index._ann._index.hnsw, len(index), "after large adds")
+    for got, want in zip(index._ann._tables(), in_memory._ann._tables()):  # the file held exactly the decoded rows
+        np.testing.assert_array_equal(got, want)
     whole = Index(16, dtype, calibration=x if dtype == "int8" else None)
     whole.add(x)
-    np.testing.assert_array_equal(index.vectors(), whole.vectors())  # every part's codes in place, in order
+    np.testing.assert_array_equal(index.vectors(), whole.vectors())  # every row's codes in place, in order
     if dtype == "int8":
         rows, scores = index.search_rows(x, 1)
         assert (rows[:, 0] == np.arange(1050)).mean() >= 0.99  # each row finds itself

@@ -36,10 +36,12 @@ one topic) made the midpoints easy again.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import tempfile
 import threading
 import warnings
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -61,10 +63,15 @@ TUNE_QUERIES_KEPT = 2000  # queries given for tuning beyond this: a seeded rando
 RETUNE_GROWTH = 2.0  # tune again when the graph has grown this much since the last tuning
 KNEE = 0.01  # a target out of reach: the cheapest setting this close to the best recall measured
 REBUILD_AFTER_REMOVED = 0.25  # rebuild when this share of the rows present at the last build has been removed
-# float32 input of one faiss add (512 MB: 1M rows of 128-d). faiss links the rows of one add highest level first and
-# in random order; adding in the corpus order instead, in 65536-row blocks, made a worse graph (1M rows, 131k real
-# then drawn: 15% more distance computations and lower recall at the same expansion)
-GRAPH_ADD_BYTES = 1 << 29
+# Each addition reaches faiss in one add: faiss links the rows of one add highest level first and in random order.
+# Adding in parts made worse graphs: in the corpus order in 65536-row parts (1M rows: 15% more distance computations
+# and lower recall at the same expansion), and in 1M-row parts at 4M rows (131k real + drawn, int8: 9-23% more
+# distance computations per expansion than one add, 1.04-1.14x the time at equal recall up to 0.98 and up to 1.8x
+# above, where one add's recall per expansion matched faiss's own graph). The float32 input of an addition is kept
+# in memory up to GRAPH_INPUT_IN_MEMORY (512 MB: 1M rows of 128-d); a larger one is decoded into a temporary file
+# (tempfile's directory: TMPDIR) that faiss reads through a memory map, in parts of GRAPH_INPUT_PART
+GRAPH_INPUT_IN_MEMORY = 1 << 29
+GRAPH_INPUT_PART = 1 << 24
 
 # candidates per requested result that tune tries, by the graph's metric: an inner-product graph ranks rows by the
 # score rescoring computes (in float32 instead of float64), so more candidates would change nothing; Hamming distance
@@ -244,29 +251,39 @@ class HNSW:
         h = self._index.hnsw
         return 4 * int(h.neighbors.size()) + 8 * int(h.offsets.size()) + 4 * int(h.levels.size())
 
-    def _graph_input(self, codes: np.ndarray) -> np.ndarray:
-        """What faiss adds for a block of codes: the packed bits, or the decoded vectors (float32), which faiss's
-        storage encodes back to the same codes."""
+    @contextlib.contextmanager
+    def _graph_input(self, codes: np.ndarray) -> Iterator[np.ndarray]:
+        """What faiss adds for codes: the packed bits, or the decoded vectors (float32), which faiss's storage encodes
+        back to the same codes; past ``GRAPH_INPUT_IN_MEMORY`` the vectors are a temporary file's memory map, gone
+        when the context ends."""
         if self.storage == "binary":
-            return np.ascontiguousarray(codes)
-        return np.ascontiguousarray(self.codec.decode(codes, np.float32))
+            yield np.ascontiguousarray(codes)
+            return
+        n = len(codes)
+        if 4 * self.dim * n <= GRAPH_INPUT_IN_MEMORY:
+            yield np.ascontiguousarray(self.codec.decode(codes, np.float32))
+            return
+        step = max(1, GRAPH_INPUT_PART // (4 * self.dim))
+        with tempfile.TemporaryFile(prefix="tinyhpd-graph-input-") as f:  # no name: nothing left behind on a crash
+            x = np.memmap(f, dtype=np.float32, mode="w+", shape=(n, self.dim))  # unmapped when the last view goes
+            for start in range(0, n, step):
+                self.codec.decode(codes[start:start + step], np.float32, out=x[start:start + step])
+            yield x
 
     def add(self, codes: np.ndarray) -> None:
         """Append rows (codes of the codec's storage type); their ids are the next row numbers. Give all the rows of
-        one addition at once: faiss orders the rows of each of its adds (see ``GRAPH_ADD_BYTES``)."""
+        one addition at once: they reach faiss in one add (see ``GRAPH_INPUT_IN_MEMORY``)."""
         self._writable()
         if self._index is None:
             self._index = self._new_index()
         self._quantizer(linking=True)
         try:
-            step = max(1, GRAPH_ADD_BYTES // (4 * self.dim))
-            for start in range(0, len(codes), step):
-                block = codes[start:start + step]
-                first = len(self)
-                self._cache.clear()
-                self._index.add(self._graph_input(block))
-                # the graph was linked on faiss's encoding of the decoded vectors; the stored codes are the codec's own
-                self.codes()[first:] = block
+            first = len(self)
+            self._cache.clear()
+            with self._graph_input(codes) as x:
+                _faiss_add(self._index, x)
+            # the graph was linked on faiss's encoding of the decoded vectors; the stored codes are the codec's own
+            self.codes()[first:] = codes
         finally:
             self._quantizer(linking=False)
         if self.removed == 0:
@@ -536,6 +553,11 @@ def advise_graph_pages(index: Any) -> None:
     h = index.hnsw
     for vector, itemsize in ((codes, 1), (h.neighbors, 4), (h.offsets, 8)):
         advise_huge_pages(int(vector.data()), int(vector.size()) * itemsize)
+
+
+def _faiss_add(index: Any, x: np.ndarray) -> None:
+    """One faiss add (a function of its own: tests count them)."""
+    index.add(x)
 
 
 def _faiss_io(storage: str, name: str) -> Any:

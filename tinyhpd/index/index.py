@@ -381,7 +381,7 @@ class Index:
         if needed > self._store.shape[0] or isinstance(self._store, np.memmap):
             self.reserve(max(needed, self._n * 3 // 2) if self._n else needed)
         clipped = 0
-        # rows past _n: not yet part of the index; the graph gets all new rows at once (see ann.GRAPH_ADD_BYTES)
+        # rows past _n: not yet part of the index; the graph gets all new rows at once (see ann.GRAPH_INPUT_IN_MEMORY)
         target = self._store[self._n:needed] if self._ann is None else \
             np.empty((n, self._codec.width), dtype=self._codec.storage)
         for start in range(0, n, ADD_BLOCK_ROWS):
