@@ -173,6 +173,38 @@ def test_each_addition_reaches_faiss_in_one_add_a_large_one_through_a_temporary_
         assert (rows[:, 0] == np.arange(1050)).mean() >= 0.99  # each row finds itself
 
 
+def test_no_room_for_the_graph_input_file_is_an_error_naming_the_directory_and_the_index_is_unchanged(
+        monkeypatch, tmp_path):
+    import errno
+    import os
+    import tempfile
+
+    monkeypatch.setattr(ann, "GRAPH_INPUT_IN_MEMORY", 4 * 16 * 100)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    x = _clustered(400, 16, 8)
+    index = Index(16, "int8", ann="hnsw", calibration=x)
+    index.add(x[:50])  # in memory
+    before = index.search_rows(x[:5], 3)
+
+    room = os.posix_fallocate
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OSError, match=r"350 rows needs 0\.0 GB in a temporary file in .*" + tmp_path.name +
+                       r".*No space left on device.*TMPDIR"):
+        index.add(x[50:])
+    assert len(index) == 50 and len(index._ann) == 50 and list(tmp_path.iterdir()) == []
+    for got, want in zip(index.search_rows(x[:5], 3), before):
+        np.testing.assert_array_equal(got, want)
+    monkeypatch.setattr(os, "posix_fallocate", room)
+    index.add(x[50:])  # room again: the same addition goes through the file
+    assert len(index) == 400 and list(tmp_path.iterdir()) == []
+    rows, _ = index.search_rows(x, 1)
+    assert (rows[:, 0] == np.arange(400)).mean() >= 0.99
+
+
 def test_expansion_for_one_call_overrides_the_tuned_one(real_embeddings):
     corpus, queries = real_embeddings
     index = Index(corpus.shape[1], "int8", ann="hnsw")

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import tempfile
 import threading
 import warnings
@@ -263,8 +264,15 @@ class HNSW:
         if 4 * self.dim * n <= GRAPH_INPUT_IN_MEMORY:
             yield np.ascontiguousarray(self.codec.decode(codes, np.float32))
             return
-        step = max(1, GRAPH_INPUT_PART // (4 * self.dim))
+        step, size = max(1, GRAPH_INPUT_PART // (4 * self.dim)), 4 * self.dim * n
         with tempfile.TemporaryFile(prefix="tinyhpd-graph-input-") as f:  # no name: nothing left behind on a crash
+            if hasattr(os, "posix_fallocate"):  # a full disk is an error here, not SIGBUS when a mapped page is written
+                try:
+                    os.posix_fallocate(f.fileno(), 0, size)
+                except OSError as e:
+                    raise OSError(e.errno, f"the graph's float32 input of {n:,} rows needs {size / 1e9:.1f} GB in a "
+                                  f"temporary file in {tempfile.gettempdir()!r} ({e.strerror}); set TMPDIR to a "
+                                  "directory with room, or add fewer rows at a time (the index is unchanged)") from e
             x = np.memmap(f, dtype=np.float32, mode="w+", shape=(n, self.dim))  # unmapped when the last view goes
             for start in range(0, n, step):
                 self.codec.decode(codes[start:start + step], np.float32, out=x[start:start + step])
