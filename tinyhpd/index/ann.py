@@ -68,9 +68,9 @@ REBUILD_AFTER_REMOVED = 0.25  # rebuild when this share of the rows present at t
 # Adding in parts made worse graphs: in the corpus order in 65536-row parts (1M rows: 15% more distance computations
 # and lower recall at the same expansion), and in 1M-row parts at 4M rows (131k real + drawn, int8: 9-23% more
 # distance computations per expansion than one add, 1.04-1.14x the time at equal recall up to 0.98 and up to 1.8x
-# above, where one add's recall per expansion matched faiss's own graph). The float32 input of an addition is kept
-# in memory up to GRAPH_INPUT_IN_MEMORY (512 MB: 1M rows of 128-d); a larger one is decoded into a temporary file
-# (tempfile's directory: TMPDIR) that faiss reads through a memory map, in parts of GRAPH_INPUT_PART
+# above; one add costs the distance computations of faiss's own graph over the same rows). The float32 input of an
+# addition is kept in memory up to GRAPH_INPUT_IN_MEMORY (512 MB: 1M rows of 128-d); a larger one is decoded, in
+# parts of GRAPH_INPUT_PART, into a temporary file (tempfile's directory: TMPDIR) that faiss reads memory-mapped
 GRAPH_INPUT_IN_MEMORY = 1 << 29
 GRAPH_INPUT_PART = 1 << 24
 
