@@ -123,7 +123,7 @@ def test_remove_renumbers_the_graph_and_results_stay_exact_rescored():
     assert index.ids[-5:] == list(range(2000, 2005))
 
 
-@pytest.mark.parametrize("dtype", ["int8", "binary"])
+@pytest.mark.parametrize("dtype", ["int8", "float16", "binary"])
 def test_each_addition_reaches_faiss_in_one_add_a_large_one_through_a_temporary_file(monkeypatch, tmp_path, dtype):
     # faiss links the rows of one add highest level first: parts make a worse graph, so an addition is one add; float
     # input past GRAPH_INPUT_IN_MEMORY (here 100 rows of 16-d) is decoded into a temporary file, in 30-row parts
@@ -159,7 +159,7 @@ def test_each_addition_reaches_faiss_in_one_add_a_large_one_through_a_temporary_
         faiss.omp_set_num_threads(threads)
     wide = 2 if dtype == "binary" else 16  # faiss's input: packed sign bits (never a file) or float32 rows
     assert [shape for shape, _, _ in adds] == [(1000, wide), (50, wide)] * 2
-    assert [mapped for _, mapped, _ in adds] == [dtype == "int8", False, False, False]
+    assert [mapped for _, mapped, _ in adds] == [dtype != "binary", False, False, False]
     assert all(files == [] for _, _, files in adds) and list(tmp_path.iterdir()) == []  # an unnamed file, now gone
     assert len(index._ann) == 1050
     ann.check_links(index._ann._index.hnsw, len(index), "after large adds")
@@ -168,7 +168,7 @@ def test_each_addition_reaches_faiss_in_one_add_a_large_one_through_a_temporary_
     whole = Index(16, dtype, calibration=x if dtype == "int8" else None)
     whole.add(x)
     np.testing.assert_array_equal(index.vectors(), whole.vectors())  # every row's codes in place, in order
-    if dtype == "int8":
+    if dtype != "binary":
         rows, scores = index.search_rows(x, 1)
         assert (rows[:, 0] == np.arange(1050)).mean() >= 0.99  # each row finds itself
 

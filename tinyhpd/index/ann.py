@@ -255,16 +255,16 @@ class HNSW:
     @contextlib.contextmanager
     def _graph_input(self, codes: np.ndarray) -> Iterator[np.ndarray]:
         """What faiss adds for codes: the packed bits, or the decoded vectors (float32), which faiss's storage encodes
-        back to the same codes; past ``GRAPH_INPUT_IN_MEMORY`` the vectors are a temporary file's memory map, gone
-        when the context ends."""
+        back to the same codes; past ``GRAPH_INPUT_IN_MEMORY`` the vectors are the memory map of a temporary file
+        that has no name (its space is freed when the last view of the map goes)."""
         if self.storage == "binary":
             yield np.ascontiguousarray(codes)
             return
-        n = len(codes)
-        if 4 * self.dim * n <= GRAPH_INPUT_IN_MEMORY:
+        n, size = len(codes), 4 * self.dim * len(codes)
+        if size <= GRAPH_INPUT_IN_MEMORY:
             yield np.ascontiguousarray(self.codec.decode(codes, np.float32))
             return
-        step, size = max(1, GRAPH_INPUT_PART // (4 * self.dim)), 4 * self.dim * n
+        step = max(1, GRAPH_INPUT_PART // (4 * self.dim))
         with tempfile.TemporaryFile(prefix="tinyhpd-graph-input-") as f:  # no name: nothing left behind on a crash
             if hasattr(os, "posix_fallocate"):  # a full disk is an error here, not SIGBUS when a mapped page is written
                 try:
