@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_retrieval import DEFAULT_CACHE, SHARED, cached_encode, environment  # noqa: E402
-from retrieval_scale import distill_sentences, latencies, recall_at, stsb_sentences  # noqa: E402
+from retrieval_scale import distill_sentences, latencies, positions, recall_at, stsb_sentences  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -53,7 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         seconds = time.perf_counter() - t0
         cells = []
         for e in args.searches:
-            r = recall_at(index.search_rows(queries, 10, expansion=e)[0], truth)
+            r = recall_at(positions(index)[index.search_rows(queries, 10, expansion=e)[0]], truth)
             p50 = latencies(lambda q: index.search_rows(q[None], 10, expansion=e), queries[:300])["p50_ms"]
             cells.append(f"{r:.4f} / {p50:.3f}")
         print(f"| {build} | {seconds:.1f} | " + " | ".join(cells) + " |", flush=True)

@@ -135,7 +135,8 @@ def tinyhpd_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: 
             label += f", tuned on {len(tune_queries)} held-out STS-B queries"
         if ann:
             extra["loaded_mb"] = loaded_mb(index)
-        rows.append(measure(label, n, build_s, index.nbytes, lambda q: index.search_rows(q, TOP_K)[0],
+        place = positions(index)
+        rows.append(measure(label, n, build_s, index.nbytes, lambda q: place[index.search_rows(q, TOP_K)[0]],
                             lambda q: index.search_rows(q[None], TOP_K), queries, single, truth, extra))
         if tuned:
             tuned_index, tuned_row = index, rows[-1]
@@ -175,8 +176,15 @@ def paired_sweep(searchers: Dict[str, Searcher], queries: np.ndarray, single: np
     return out
 
 
+def positions(index: Index) -> np.ndarray:
+    """Row -> position in the corpus (its default id): an ANN index stores a large addition's rows grouped by
+    cluster, so its rows are not the exact index's."""
+    return np.array(index.ids, dtype=np.int64)
+
+
 def tinyhpd_searcher(index: Index) -> Searcher:
-    return (lambda q, ef: index.search_rows(q, TOP_K, expansion=ef)[0],
+    place = positions(index)
+    return (lambda q, ef: place[index.search_rows(q, TOP_K, expansion=ef)[0]],
             lambda q, ef: index.search_rows(q[None], TOP_K, expansion=ef))
 
 

@@ -173,6 +173,53 @@ def test_each_addition_reaches_faiss_in_one_add_a_large_one_through_a_temporary_
         assert (rows[:, 0] == np.arange(1050)).mean() >= 0.99  # each row finds itself
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int8", "binary"])
+def test_a_large_addition_is_stored_grouped_by_cluster_and_each_id_keeps_its_vector(monkeypatch, tmp_path, dtype):
+    # the rows of an addition of LOCALITY_MIN_ROWS or more (here 1,000) are stored in k-means cluster order (here about
+    # 100 rows a cluster), similar rows side by side for the graph search; each id follows its row
+    monkeypatch.setattr(ann, "LOCALITY_MIN_ROWS", 1000)
+    monkeypatch.setattr(ann, "LOCALITY_ROWS_PER_CLUSTER", 100)
+    x = _clustered(3000, 24, 9)
+    given = [f"doc{i}" for i in range(3000)]
+
+    def built():
+        index = Index(24, dtype, ann="hnsw")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # 24 sign bits cannot reach the target: best kept
+            index.add(x, ids=given)
+        return index
+
+    index = built()
+    assert sorted(index.ids) == sorted(given) and index.ids != given
+    assert built().ids == index.ids  # seeded: the same rows give the same order
+    plain = Index(24, dtype)
+    plain.add(x, ids=given)
+    np.testing.assert_array_equal(index.vectors(given), plain.vectors())  # every id keeps its own codes
+    # side by side: consecutive rows come from one of _clustered's 50 centres far more often than in the order given
+    rng = np.random.default_rng(9)
+    rng.standard_normal((50, 24))  # _clustered's draws: the centres, then each row's centre
+    centre_of = dict(zip(given, rng.integers(0, 50, 3000).tolist()))
+
+    def runs(ids):
+        centres = np.array([centre_of[i] for i in ids])
+        return np.mean(centres[1:] == centres[:-1])
+
+    # (30 k-means clusters over 50 centres: some clusters hold two)
+    assert runs(index.ids) > 0.5 and runs(given) < 0.1, (runs(index.ids), runs(given))
+    if dtype != "binary":  # the exact path over the stored rows: the ids and scores of the index in the given order
+        q = _clustered(20, 24, 10)
+        for a, b in zip(index.search(q, top_k=5, exact=True), plain.search(q, top_k=5)):
+            assert a.ids == b.ids
+            np.testing.assert_array_equal(a.scores, b.scores)
+        found = [h.ids[0] for h in index.search(x[:200], top_k=1)]
+        assert np.mean([f == g for f, g in zip(found, given)]) >= 0.99  # the graph finds each row by its own vector
+    # a smaller addition keeps the order given, after the stored rows; save and load keep the stored order
+    index.add(x[:10] * 1.001, ids=[f"new{i}" for i in range(10)])
+    assert index.ids[-10:] == [f"new{i}" for i in range(10)]
+    index.save(tmp_path / "ix")
+    assert Index.load(tmp_path / "ix").ids == index.ids
+
+
 def test_no_room_for_the_graph_input_file_is_an_error_naming_the_directory_and_the_index_is_unchanged(
         monkeypatch, tmp_path):
     import errno

@@ -2,7 +2,8 @@
 rescores exactly from its stored codes, so scores stay those of the exact path.
 
 faiss-cpu is an optional dependency (``pip install 'tinyhpd[ann]'``); it is imported when an ANN index is made or
-loaded. Graph ids are the index's row numbers.
+loaded. Graph ids are the index's row numbers; a large addition's rows are stored grouped by k-means cluster
+(``LOCALITY_MIN_ROWS``).
 
 The graph's storage *is* the index's codes: faiss keeps the vectors of an HNSW graph in a flat code array, and each
 storage type has a faiss storage with the same bytes (``STORAGES``): float32 rows (``IndexHNSWFlat``), IEEE float16
@@ -73,6 +74,17 @@ REBUILD_AFTER_REMOVED = 0.25  # rebuild when this share of the rows present at t
 # parts of GRAPH_INPUT_PART, into a temporary file (tempfile's directory: TMPDIR) that faiss reads memory-mapped
 GRAPH_INPUT_IN_MEMORY = 1 << 29
 GRAPH_INPUT_PART = 1 << 24
+# The rows of an addition of at least LOCALITY_MIN_ROWS are stored grouped by k-means cluster (about
+# LOCALITY_ROWS_PER_CLUSTER rows each, at most LOCALITY_MAX_CLUSTERS clusters, trained on LOCALITY_TRAIN_PER_CLUSTER
+# rows per cluster), not in the order given: a graph search walks from row to similar row, and similar rows stored
+# side by side share cache lines and pages. 1M int8 rows (real embeddings + drawn), one run: single queries 4-11% and
+# batches up to 7% faster at the same expansion (16-256), recall within one graph's chance (faiss links each level in
+# random order whatever the storage order), for 2.7 s of k-means in a 180 s build (RESULTS.md)
+LOCALITY_MIN_ROWS = 1 << 16
+LOCALITY_ROWS_PER_CLUSTER = 1000
+LOCALITY_MAX_CLUSTERS = 4096
+LOCALITY_TRAIN_PER_CLUSTER = 128
+LOCALITY_ITERATIONS = 10
 
 # candidates per requested result that tune tries, by the graph's metric: an inner-product graph ranks rows by the
 # score rescoring computes (in float32 instead of float64), so more candidates would change nothing; Hamming distance
@@ -277,6 +289,26 @@ class HNSW:
             for start in range(0, n, step):
                 self.codec.decode(codes[start:start + step], np.float32, out=x[start:start + step])
             yield x
+
+    def locality_order(self, codes: np.ndarray) -> Optional[np.ndarray]:
+        """The order to store the rows of an addition in (a permutation of its rows, grouped by k-means cluster),
+        or None to keep the given order (fewer than ``LOCALITY_MIN_ROWS`` rows; see there). Seeded: the same codes
+        give the same order."""
+        n = len(codes)
+        if n < LOCALITY_MIN_ROWS:
+            return None
+        faiss = require_faiss()
+        k = max(2, min(LOCALITY_MAX_CLUSTERS, n // LOCALITY_ROWS_PER_CLUSTER))
+        sample = np.sort(np.random.default_rng(0).choice(n, min(n, LOCALITY_TRAIN_PER_CLUSTER * k), replace=False))
+        kmeans = faiss.Kmeans(self.dim, k, niter=LOCALITY_ITERATIONS, seed=1, spherical=True,
+                              max_points_per_centroid=LOCALITY_TRAIN_PER_CLUSTER)
+        kmeans.train(np.ascontiguousarray(self.codec.decode(codes[sample], np.float32)))
+        labels = np.empty(n, dtype=np.int64)
+        step = max(1, GRAPH_INPUT_PART // (4 * self.dim))
+        for start in range(0, n, step):
+            part = np.ascontiguousarray(self.codec.decode(codes[start:start + step], np.float32))
+            labels[start:start + step] = kmeans.index.search(part, 1)[1][:, 0]
+        return np.argsort(labels, kind="stable")
 
     def add(self, codes: np.ndarray) -> None:
         """Append rows (codes of the codec's storage type); their ids are the next row numbers. Give all the rows of

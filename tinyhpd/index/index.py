@@ -15,9 +15,9 @@ Storage types (``dtype``) and what a search returns for each:
   matrix product over chunks of corpus rows plus ``argpartition`` selects candidates; the candidates are rescored in
   float64 and a rounding-error bound proves that no excluded row could have ranked in the top k (queries for which
   the proof fails are rescored exactly over the whole corpus). For float32 storage the ids and scores are therefore
-  those of a float64 brute-force search (ties broken by insertion order, earlier first). For float16 and int8 they are
-  exact for the dequantised vectors (see :meth:`Index.vectors`); int8 scores are dot products with the dequantised
-  vector, which is unit length only up to quantisation error (about 1e-2).
+  those of a float64 brute-force search (ties broken by row order, earlier first: the insertion order, but see ANN
+  below). For float16 and int8 they are exact for the dequantised vectors (see :meth:`Index.vectors`); int8 scores
+  are dot products with the dequantised vector, which is unit length only up to quantisation error (about 1e-2).
 * ``int8`` calibration: per dimension, the minimum and maximum over the vectors of the *first* ``add`` (the whole corpus
   for :meth:`Index.build`, or the ``calibration`` sample given to the constructor) are mapped to the codes -128 and 127.
   Components of vectors added later that fall outside the calibrated range are **clipped** to it, and ``add`` emits a
@@ -31,8 +31,10 @@ Storage types (``dtype``) and what a search returns for each:
 
 Approximate search (``ann="hnsw"``, see ann.py): a faiss HNSW graph, whose storage holds the index's codes (one copy),
 proposes candidates that are rescored exactly from those codes; its parameters are chosen from ``target_recall``
-measured against the exact path. Storage codecs live in codecs.py, the float16/int8 score kernels and the search
-threads in kernels.py, the id table in ids.py.
+measured against the exact path. The rows of one addition of 65,536 vectors or more are stored grouped by k-means
+cluster instead of in the order given (faster graph searches; :attr:`Index.ids` lists the ids in row order).
+Storage codecs live in codecs.py, the float16/int8 score kernels and the search threads in kernels.py, the id table in
+ids.py.
 
 Threads: searches may run from many threads at once (each thread keeps its own buffers, and a graph's expansion travels
 with each call). ``add``, ``remove`` and ``tune`` change the index and need it to themselves, as faiss's own add does
@@ -226,7 +228,8 @@ class Index:
 
     @property
     def ids(self) -> List[Id]:
-        """The ids in insertion order (a copy)."""
+        """The ids in the order of their rows (a copy): insertion order, except that an ANN index stores the rows of
+        one large addition grouped by similarity (see ann.LOCALITY_MIN_ROWS)."""
         return self._ids.tolist()
 
     @property
@@ -371,6 +374,8 @@ class Index:
         ones included: a default id is never reused).
 
         Vectors are L2-normalised in float64 and encoded to the storage type. Nothing changes if any check fails.
+        An ANN index stores the rows of an addition of 65,536 vectors or more grouped by similarity (see
+        ann.LOCALITY_MIN_ROWS): :attr:`ids` and the rows of :meth:`search_rows` follow the stored order.
         """
         x = as_matrix(embeddings, self._dim, "embeddings")
         n = x.shape[0]
@@ -391,6 +396,10 @@ class Index:
             clipped += c
         # commit only now: a failure above leaves the index as it was
         if self._ann is not None:
+            order = self._ann.locality_order(target)
+            if order is not None:  # a large addition's rows stored grouped by similarity (ann.LOCALITY_MIN_ROWS)
+                target = target[order]
+                new_ids = [new_ids[i] for i in order.tolist()]
             self._ann.add(target)
         self._n = needed
         self._ids.extend(new_ids)
@@ -450,7 +459,8 @@ class Index:
     # ------------------------------------------------------------------------------------------------ codes
 
     def vectors(self, ids: Optional[Sequence[Id]] = None, dtype: Any = np.float32) -> np.ndarray:
-        """The stored (dequantised) unit vectors, all in insertion order or for ``ids``; binary gives sign/sqrt(d)."""
+        """The stored (dequantised) unit vectors, all in row order (:attr:`ids`) or for ``ids``; binary gives
+        sign/sqrt(d)."""
         if ids is None:
             codes = self._codes[: self._n]
         else:
@@ -458,7 +468,7 @@ class Index:
         return self._codec.decode(np.asarray(codes), np.dtype(dtype).type).astype(dtype, copy=False)
 
     def vectors_range(self, start: int, stop: int, dtype: Any = np.float32) -> np.ndarray:
-        """The stored (dequantised) vectors of rows ``start``..``stop`` in insertion order (the ids of
+        """The stored (dequantised) vectors of rows ``start``..``stop`` in row order (the ids of
         ``ids[start:stop]``): a block of a large index without an id lookup."""
         if not 0 <= start <= stop <= self._n:
             raise ValueError(f"rows {start}..{stop} are outside 0..{self._n}")
