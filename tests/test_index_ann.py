@@ -218,6 +218,11 @@ def test_a_large_addition_is_stored_grouped_by_cluster_and_each_id_keeps_its_vec
     assert index.ids[-10:] == [f"new{i}" for i in range(10)]
     index.save(tmp_path / "ix")
     assert Index.load(tmp_path / "ix").ids == index.ids
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        default = Index(24, dtype, ann="hnsw")
+        default.add(x)  # default ids 0..n-1 out of order stay in int arrays (ids.py), not a list and dict
+    assert default._ids.compact and sorted(default.ids) == list(range(3000)) != default.ids
 
 
 def test_no_room_for_the_graph_input_file_is_an_error_naming_the_directory_and_the_index_is_unchanged(

@@ -1,13 +1,15 @@
 """The ids of an index's rows: row -> id and id -> row, in little memory for the common case.
 
-Ints in ascending order (the default ids 0, 1, 2, ... with or without removals, or ids taken from an ordered key
-column) are one int64 array: 8 bytes per row, an id found by binary search. Any other ids (strs, ints out of order or
-outside int64) are a Python list and a dict, about 100 bytes per row (at 10M rows: 1 GB, against 80 MB). The table
-turns into the list form, once, when an add breaks the order; it never turns back.
+Ints inside int64 are one int64 array in row order: 8 bytes per row. Ascending (the default ids 0, 1, 2, ... with or
+without removals, or ids taken from an ordered key column), an id is found by binary search in it; in any other order
+(an ANN index stores a large addition's rows grouped by similarity, see ann.LOCALITY_MIN_ROWS) a second array holds
+the rows sorted by id (int32 below 2**31 rows: 4 more bytes per row) for the binary search. Any other ids (strs, ints
+outside int64) are a Python list and a dict, about 100 bytes per row (at 10M rows: 1 GB, against 80-120 MB). The
+table turns into the list form, once, when an add brings such an id; it never turns back.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -17,9 +19,12 @@ INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 class IdTable:
     """Unique ids (int or str, already normalised) of rows 0..n-1."""
 
+    _order: Optional[np.ndarray] = None  # (a class default: tables pickled before it existed were ascending)
+
     def __init__(self, ids: Iterable[Any] = ()) -> None:
-        self._array = np.empty(0, dtype=np.int64)  # ascending ints: rows 0..n-1 (room past n)
+        self._array = np.empty(0, dtype=np.int64)  # int ids of rows 0..n-1 (room past n)
         self._n = 0
+        self._order = None  # rows sorted by id (length n) when the int ids are not ascending
         self._list: Optional[List[Any]] = None  # the general form
         self._rows: Optional[Dict[Any, int]] = None
         ids = list(ids)
@@ -31,8 +36,18 @@ class IdTable:
 
     @property
     def compact(self) -> bool:
-        """True while the ids are ascending ints held in one int64 array."""
+        """True while the ids are ints held in int64 arrays (ascending or not)."""
         return self._list is None
+
+    def _find(self, want: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(rows, found) of int64 ids in the int form: a binary search, through the rows sorted by id if needed."""
+        ids = self._array[: self._n]
+        place = np.searchsorted(ids, want, sorter=self._order)
+        found = place < self._n
+        rows = np.zeros(len(want), dtype=np.int64)
+        rows[found] = place[found] if self._order is None else self._order[place[found]]
+        found[found] = ids[rows[found]] == want[found]
+        return rows, found
 
     def row(self, id_: Any) -> Optional[int]:
         """The row of ``id_``, or None."""
@@ -40,25 +55,19 @@ class IdTable:
             return self._rows.get(id_)
         if type(id_) is not int or not INT64_MIN <= id_ <= INT64_MAX:
             return None
-        i = int(np.searchsorted(self._array[: self._n], id_))
-        return i if i < self._n and int(self._array[i]) == id_ else None
+        rows, found = self._find(np.array([id_], dtype=np.int64))
+        return int(rows[0]) if found[0] else None
 
     def rows(self, ids: Sequence[Any], what: str, *, distinct: bool) -> np.ndarray:
         """The rows (int64) of ``ids`` (normalised), in their order. An unknown id, and with ``distinct`` a repeated
         one, is a ValueError naming its place: ``what[i]: id ... is not in the index`` / ``... is listed twice``."""
         out = None
-        if self._list is None and all(type(i) is int for i in ids):  # one binary search for them all
-            try:
-                want = np.array(ids, dtype=np.int64).reshape(-1)
-            except OverflowError:  # outside int64: not in the array; the loop below names it
-                want = None
-            if want is not None:
-                out = np.searchsorted(self._array[: self._n], want)
-                found = out < self._n
-                found[found] = self._array[out[found]] == want[found]
-                if not found.all():
-                    i = int(np.argmin(found))
-                    raise ValueError(f"{what}[{i}]: id {ids[i]!r} is not in the index")
+        want = _int64_array(ids) if self._list is None else None
+        if want is not None:  # one binary search for them all
+            out, found = self._find(want)
+            if not found.all():
+                i = int(np.argmin(found))
+                raise ValueError(f"{what}[{i}]: id {ids[i]!r} is not in the index")
         if out is None:
             out = np.empty(len(ids), dtype=np.int64)
             for i, id_ in enumerate(ids):
@@ -89,19 +98,16 @@ class IdTable:
     def extend(self, new_ids: List[Any]) -> None:
         """Append ids for the next rows; a repeated id (among them or already here) is a ValueError naming it, and
         nothing is added."""
-        if self._list is None and _ascending_ints(new_ids, int(self._array[self._n - 1]) if self._n else None):
-            needed = self._n + len(new_ids)
-            if needed > len(self._array):
-                grown = np.empty(max(needed, self._n * 3 // 2), dtype=np.int64)
-                grown[: self._n] = self._array[: self._n]
-                self._array = grown
-            self._array[self._n:needed] = new_ids
-            self._n = needed
+        if not new_ids:
+            return
+        new = _int64_array(new_ids) if self._list is None else None
+        if new is not None:
+            self._extend_ints(new, new_ids)
             return
         if self._list is None:  # into the general form
             self._list = self._array[: self._n].tolist()
             self._rows = {id_: row for row, id_ in enumerate(self._list)}
-            self._array, self._n = np.empty(0, dtype=np.int64), 0
+            self._array, self._n, self._order = np.empty(0, dtype=np.int64), 0, None
         before = len(self._list)
         for i, id_ in enumerate(new_ids):
             self._rows.setdefault(id_, before + i)
@@ -112,9 +118,37 @@ class IdTable:
             self._rows = {id_: row for row, id_ in enumerate(self._list)}
             raise ValueError(f"id {repeated!r} is not unique")
 
+    def _extend_ints(self, new: np.ndarray, new_ids: List[Any]) -> None:
+        n, k = self._n, len(new)
+        ascending = self._order is None and bool(np.all(new[1:] > new[:-1])) and \
+            (n == 0 or int(new[0]) > int(self._array[n - 1]))
+        if not ascending:  # the rows sorted by id, the new ones merged in; a repeated id is found on the way
+            by_id = np.argsort(new, kind="stable")
+            sorted_new = new[by_id]
+            repeated = np.zeros(k, dtype=bool)
+            repeated[by_id[1:][sorted_new[1:] == sorted_new[:-1]]] = True  # later places of an id given twice
+            repeated |= self._find(new)[1]
+            if repeated.any():
+                raise ValueError(f"id {new_ids[int(np.argmax(repeated))]!r} is not unique")
+            current = np.arange(n) if self._order is None else self._order
+            place = np.searchsorted(self._array[:n][current], sorted_new)
+            order = np.insert(current.astype(np.int64), place, n + by_id)
+            self._order = order.astype(np.int32 if n + k <= np.iinfo(np.int32).max else np.int64)
+        needed = n + k
+        if needed > len(self._array):
+            grown = np.empty(max(needed, n * 3 // 2), dtype=np.int64)
+            grown[:n] = self._array[:n]
+            self._array = grown
+        self._array[n:needed] = new
+        self._n = needed
+
     def keep(self, mask: np.ndarray) -> None:
         """Only the rows where ``mask`` is True remain (in order)."""
         if self._list is None:
+            if self._order is not None:  # the kept rows, still sorted by id, renumbered
+                renumbered = np.cumsum(mask) - 1
+                kept = self._order[mask[self._order]]
+                self._order = renumbered[kept].astype(self._order.dtype)
             self._array = np.ascontiguousarray(self._array[: self._n][mask])
             self._n = len(self._array)
             return
@@ -127,11 +161,11 @@ class IdTable:
         return state
 
 
-def _ascending_ints(ids: List[Any], after: Optional[int]) -> bool:
-    """True if ``ids`` are ints inside int64, strictly ascending and above ``after``."""
-    previous = after
-    for id_ in ids:
-        if type(id_) is not int or not INT64_MIN <= id_ <= INT64_MAX or (previous is not None and id_ <= previous):
-            return False
-        previous = id_
-    return True
+def _int64_array(ids: Sequence[Any]) -> Optional[np.ndarray]:
+    """``ids`` as an int64 array if they are all ints inside int64, else None."""
+    if not all(type(id_) is int for id_ in ids):
+        return None
+    try:
+        return np.array(ids, dtype=np.int64).reshape(-1)
+    except OverflowError:
+        return None

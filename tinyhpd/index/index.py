@@ -257,8 +257,8 @@ class Index:
     @property
     def nbytes(self) -> int:
         """Bytes of vector storage: codes of the ``len(self)`` vectors plus int8 calibration, plus the links of the
-        ANN graph if there is one (its storage is the codes; ids not counted: 8 bytes per row for ascending int ids,
-        see ids.py)."""
+        ANN graph if there is one (its storage is the codes; ids not counted: 8 bytes per row for int ids, 12 when
+        they are not ascending, see ids.py)."""
         graph = 0 if self._ann is None else self._ann.nbytes  # links only: the graph's storage is the codes
         return self._n * self.bytes_per_vector + self._codec.extra_nbytes + graph
 
