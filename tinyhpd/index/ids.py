@@ -125,15 +125,23 @@ class IdTable:
         if not ascending:  # the rows sorted by id, the new ones merged in; a repeated id is found on the way
             by_id = np.argsort(new, kind="stable")
             sorted_new = new[by_id]
-            repeated = np.zeros(k, dtype=bool)
-            repeated[by_id[1:][sorted_new[1:] == sorted_new[:-1]]] = True  # later places of an id given twice
-            repeated |= self._find(new)[1]
-            if repeated.any():
+            again = by_id[1:][sorted_new[1:] == sorted_new[:-1]]  # later places of an id given twice
+            clash = self._find(new)[1] if n else None  # ids already here
+            if again.size or (clash is not None and clash.any()):
+                repeated = np.zeros(k, dtype=bool) if clash is None else clash
+                repeated[again] = True
                 raise ValueError(f"id {new_ids[int(np.argmax(repeated))]!r} is not unique")
-            current = np.arange(n) if self._order is None else self._order
-            place = np.searchsorted(self._array[:n][current], sorted_new)
-            order = np.insert(current.astype(np.int64), place, n + by_id)
-            self._order = order.astype(np.int32 if n + k <= np.iinfo(np.int32).max else np.int64)
+            width = np.int32 if n + k <= np.iinfo(np.int32).max else np.int64
+            if n == 0:  # a first addition (or a load): the new rows sorted by id are the order
+                self._order = by_id.astype(width)
+            else:
+                current = np.arange(n) if self._order is None else self._order
+                place = np.searchsorted(self._array[:n][current], sorted_new)
+                self._order = np.insert(current.astype(np.int64), place, n + by_id).astype(width)
+            del by_id, sorted_new
+        if n == 0:
+            self._array, self._n = new, k
+            return
         needed = n + k
         if needed > len(self._array):
             grown = np.empty(max(needed, n * 3 // 2), dtype=np.int64)
