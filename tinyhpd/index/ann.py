@@ -77,9 +77,10 @@ GRAPH_INPUT_PART = 1 << 24
 # The rows of an addition of at least LOCALITY_MIN_ROWS are stored grouped by k-means cluster (about
 # LOCALITY_ROWS_PER_CLUSTER rows each, at most LOCALITY_MAX_CLUSTERS clusters, trained on LOCALITY_TRAIN_PER_CLUSTER
 # rows per cluster), not in the order given: a graph search walks from row to similar row, and similar rows stored
-# side by side share cache lines and pages. 1M int8 rows (real embeddings + drawn), one run: single queries 4-11% and
-# batches up to 7% faster at the same expansion (16-256), recall within one graph's chance (faiss links each level in
-# random order whatever the storage order), for 2.7 s of k-means in a 180 s build (RESULTS.md)
+# side by side share cache lines and pages. 1M int8 rows (real embeddings + drawn), two graphs in one run: single
+# queries 4-11% and batches up to 7% faster at the same expansion (16-256) with the benchmark's order (real rows
+# first), 15-24% and 14-20% with the rows in random order; recall within one graph's chance (faiss links each level in
+# random order whatever the storage order); 3 s of k-means in a 180-220 s build (RESULTS.md)
 LOCALITY_MIN_ROWS = 1 << 16
 LOCALITY_ROWS_PER_CLUSTER = 1000
 LOCALITY_MAX_CLUSTERS = 4096
