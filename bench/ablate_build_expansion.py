@@ -52,8 +52,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         index.add(corpus)
         seconds = time.perf_counter() - t0
         cells = []
+        place = positions(index)
         for e in args.searches:
-            r = recall_at(positions(index)[index.search_rows(queries, 10, expansion=e)[0]], truth)
+            r = recall_at(place[index.search_rows(queries, 10, expansion=e)[0]], truth)
             p50 = latencies(lambda q: index.search_rows(q[None], 10, expansion=e), queries[:300])["p50_ms"]
             cells.append(f"{r:.4f} / {p50:.3f}")
         print(f"| {build} | {seconds:.1f} | " + " | ".join(cells) + " |", flush=True)

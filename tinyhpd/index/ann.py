@@ -265,6 +265,10 @@ class HNSW:
         h = self._index.hnsw
         return 4 * int(h.neighbors.size()) + 8 * int(h.offsets.size()) + 4 * int(h.levels.size())
 
+    def _input_part_rows(self) -> int:
+        """Rows of float32 input decoded at a time (GRAPH_INPUT_PART bytes)."""
+        return max(1, GRAPH_INPUT_PART // (4 * self.dim))
+
     @contextlib.contextmanager
     def _graph_input(self, codes: np.ndarray) -> Iterator[np.ndarray]:
         """What faiss adds for codes: the packed bits, or the decoded vectors (float32), which faiss's storage encodes
@@ -277,7 +281,7 @@ class HNSW:
         if size <= GRAPH_INPUT_IN_MEMORY:
             yield np.ascontiguousarray(self.codec.decode(codes, np.float32))
             return
-        step = max(1, GRAPH_INPUT_PART // (4 * self.dim))
+        step = self._input_part_rows()
         with tempfile.TemporaryFile(prefix="tinyhpd-graph-input-") as f:  # no name: nothing left behind on a crash
             if hasattr(os, "posix_fallocate"):  # a full disk is an error here, not SIGBUS when a mapped page is written
                 try:
@@ -305,7 +309,7 @@ class HNSW:
                               max_points_per_centroid=LOCALITY_TRAIN_PER_CLUSTER)
         kmeans.train(np.ascontiguousarray(self.codec.decode(codes[sample], np.float32)))
         labels = np.empty(n, dtype=np.int64)
-        step = max(1, GRAPH_INPUT_PART // (4 * self.dim))
+        step = self._input_part_rows()
         for start in range(0, n, step):
             part = np.ascontiguousarray(self.codec.decode(codes[start:start + step], np.float32))
             labels[start:start + step] = kmeans.index.search(part, 1)[1][:, 0]
