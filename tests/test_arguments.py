@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tinyhpd
-from tinyhpd.arguments import positive_int
+from tinyhpd.arguments import port_number, positive_int, positive_seconds
 from tinyhpd.corpus import embed_corpus
 
 
@@ -43,3 +43,47 @@ def test_server_limits_and_export_sizes_are_checked_before_anything_starts(tmp_p
         serve(max_batch_tokens=0)
     with pytest.raises(ValueError, match="^ef_construction must be a positive integer; got -1$"):
         export(tmp_path / "missing", "postgresql:///nowhere", "docs", ef_construction=-1)
+
+
+@pytest.mark.parametrize("value", [0.5, 3, np.float32(2.0), np.int64(7)])
+def test_positive_seconds_accepts_finite_positive_numbers(value):
+    out = positive_seconds(value, "body_timeout")
+    assert out == float(value) and type(out) is float
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf"), True, "3", None])
+def test_positive_seconds_refuses_with_the_name_and_value(value):
+    with pytest.raises(ValueError, match=r"^body_timeout must be a finite number of seconds > 0; got "):
+        positive_seconds(value, "body_timeout")
+
+
+@pytest.mark.parametrize("value", [0, 1, 8080, 65535, np.uint16(80)])
+def test_port_number_accepts_every_tcp_port(value):
+    out = port_number(value)
+    assert out == int(value) and type(out) is int
+
+
+@pytest.mark.parametrize("value", [-1, 65536, 80.0, "80", True, None])
+def test_port_number_refuses_with_the_value(value):
+    with pytest.raises(ValueError, match=r"^port must be an integer in 0\.\.65535; got "):
+        port_number(value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"port": 70000}, "port must be an integer in 0..65535; got 70000"),
+    ({"body_timeout": 0}, "body_timeout must be a finite number of seconds > 0; got 0"),
+    ({"header_timeout": float("nan")}, "header_timeout must be a finite number of seconds > 0; got nan"),
+    ({"idle_timeout": 0}, "idle_timeout must be a positive integer; got 0"),
+])
+def test_serve_checks_its_port_and_timeouts_before_loading_a_model(kwargs, message, monkeypatch):
+    """A port outside 0..65535 failed as an OverflowError from the socket after the model had loaded; a timeout of 0
+    or NaN was handed to the server as is."""
+    import tinyhpd.server as server
+
+    def load(*args, **kw):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(server, "load_for_serving", load)
+    with pytest.raises(ValueError) as exc:
+        server.serve(**kwargs)
+    assert str(exc.value) == message

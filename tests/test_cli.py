@@ -135,6 +135,27 @@ def test_counting_flags_refuse_what_is_not_a_positive_integer_naming_the_flag(be
     assert f"argument {flag}: {message}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--port", "70000", "must be a port number in 0..65535, got 70000"),
+    ("--port", "-1", "must be an integer >= 0, got -1"),
+    ("--port", "http", "must be an integer, got 'http'"),
+    ("--body-timeout", "0", "must be a finite number of seconds > 0, got 0"),
+    ("--body-timeout", "nan", "must be a finite number of seconds > 0, got nan"),
+    ("--header-timeout", "-2.5", "must be a finite number of seconds > 0, got -2.5"),
+    ("--header-timeout", "soon", "must be a number of seconds, got 'soon'"),
+])
+def test_serve_port_and_timeouts_are_usage_errors_naming_the_flag(flag, value, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", flag, value])
+    assert exc.value.code == 2
+    assert f"argument {flag}: {message}" in capsys.readouterr().err
+
+
+def test_serve_port_zero_and_fractional_timeouts_parse():
+    args = build_parser().parse_args(["serve", "--port", "0", "--body-timeout", "0.5", "--header-timeout", "2"])
+    assert (args.port, args.body_timeout, args.header_timeout) == (0, 0.5, 2.0)
+
+
 def test_zero_documents_and_batch_size_lists_in_bench(capsys):
     parser = build_parser()
     args = parser.parse_args(["bench", "--docs", "0", "--batch-sizes", "1, 8,32"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, Optional
 
 
@@ -31,6 +32,25 @@ def _at_least(text: str, least: int) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
     if value < least:
         raise argparse.ArgumentTypeError(f"must be {'a positive integer' if least else 'an integer >= 0'}, got {value}")
+    return value
+
+
+def port(text: str) -> int:
+    """argparse ``type`` of a TCP port: an int in 0..65535."""
+    value = _at_least(text, 0)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number in 0..65535, got {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """argparse ``type`` of a timeout: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
     return value
 
 

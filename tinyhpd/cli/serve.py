@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from tinyhpd.cli.common import add_model_args, count
+from tinyhpd.cli.common import add_model_args, count, port, seconds
 
 
 def add_cli(sub) -> None:
@@ -12,7 +12,7 @@ def add_cli(sub) -> None:
                                    "/health, /metrics. Needs `pip install 'tinyhpd[serve]'`.")
     add_model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port, default=8080, help="TCP port (default 8080; 0: any free one)")
     p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (default: $TINYHPD_API_KEY)")
     p.add_argument("--served-model-name", default=None, help="the name clients pass as `model` (default: folder name)")
     p.add_argument("--max-batch-tokens", type=count, default=16384, help="token budget of one engine batch")
@@ -27,10 +27,10 @@ def add_cli(sub) -> None:
                         "tiktoken ids, not this model's) or 'model' (this model's own ids, as /embed takes them)")
     p.add_argument("--graceful-timeout", type=count, default=120,
                    help="seconds SIGTERM / SIGINT wait for the requests already accepted (default 120)")
-    p.add_argument("--body-timeout", type=float, default=30.0,
+    p.add_argument("--body-timeout", type=seconds, default=30.0,
                    help="seconds a request body may take to arrive (408 after; slow clients hold connection slots)")
     p.add_argument("--idle-timeout", type=count, default=5, help="seconds an idle keep-alive connection is kept")
-    p.add_argument("--header-timeout", type=float, default=10.0,
+    p.add_argument("--header-timeout", type=seconds, default=10.0,
                    help="seconds a connection has to send a whole request head (closed after)")
     p.add_argument("--index", default=None,
                    help="an index folder of this model's embeddings, searched by POST /v1/search (without --model, "

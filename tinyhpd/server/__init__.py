@@ -16,7 +16,7 @@ if _missing:
     raise ImportError(f"tinyhpd.server needs the [serve] extra (missing: {', '.join(_missing)}): "
                       "pip install 'tinyhpd[serve]'")
 
-from tinyhpd.arguments import positive_int  # noqa: E402
+from tinyhpd.arguments import port_number, positive_int, positive_seconds  # noqa: E402
 from tinyhpd.server.app import LOOPBACK_HOSTS, ServeConfig, create_app  # noqa: E402
 from tinyhpd.server.protocol import with_header_timeout  # noqa: E402
 
@@ -61,6 +61,11 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
         positive_int(value, name) for name, value in (
             ("max_batch_tokens", max_batch_tokens), ("max_client_batch_size", max_client_batch_size),
             ("max_concurrent_requests", max_concurrent_requests), ("max_payload_bytes", max_payload_bytes)))
+    port = port_number(port)
+    body_timeout, header_timeout = (positive_seconds(value, name) for name, value in (
+        ("body_timeout", body_timeout), ("header_timeout", header_timeout)))
+    graceful_timeout, idle_timeout = (positive_int(value, name) for name, value in (
+        ("graceful_timeout", graceful_timeout), ("idle_timeout", idle_timeout)))
     if index is not None and not isinstance(index, tinyhpd.Index):
         index = tinyhpd.Index.load(index, mmap=True)
     if model is None and index is not None and (index.model_info or {}).get("name_or_path"):
@@ -81,13 +86,12 @@ def serve(model: Any = None, *, host: str = "127.0.0.1", port: int = 8080, api_k
     cfg = ServeConfig(served_model_name=name, api_key=key, max_batch_tokens=max_batch_tokens,
                       max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
                       max_payload_bytes=max_payload_bytes, normalize=normalize, auto_truncate=auto_truncate,
-                      openai_token_ids=openai_token_ids, body_timeout=float(body_timeout),
+                      openai_token_ids=openai_token_ids, body_timeout=body_timeout,
                       allowed_hosts=LOOPBACK_HOSTS if loopback else None)
     app = create_app(model, cfg, index=index)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                            timeout_graceful_shutdown=positive_int(graceful_timeout, "graceful_timeout"),
-                            timeout_keep_alive=positive_int(idle_timeout, "idle_timeout"),
-                            http=with_header_timeout(float(header_timeout)),
+                            timeout_graceful_shutdown=graceful_timeout, timeout_keep_alive=idle_timeout,
+                            http=with_header_timeout(header_timeout),
                             access_log=False, limit_concurrency=max_concurrent_requests + 64)
     server = uvicorn.Server(config)
     server.run(sockets=[sock] if sock is not None else None)
