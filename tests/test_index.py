@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import tracemalloc
 import warnings
@@ -430,12 +431,15 @@ def test_wrong_dimension_is_an_error(corpus):
         index.search(np.ones(12))
 
 
-@pytest.mark.parametrize("top_k,error", [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError)])
-def test_invalid_top_k(corpus, top_k, error):
+@pytest.mark.parametrize("top_k", [0, -3, 2.0, True, "5", None])
+def test_invalid_top_k(corpus, top_k):
+    """The rule and message of every other top_k (CrossEncoder.rank, pgvector.search): a ValueError (2.0 and True were
+    a TypeError here)."""
     index = Index(48)
     index.add(corpus[:10])
-    with pytest.raises(error, match="top_k"):
-        index.search(corpus[0], top_k=top_k)
+    for search in (index.search, index.search_rows):
+        with pytest.raises(ValueError, match=f"^top_k must be a positive integer; got {re.escape(repr(top_k))}$"):
+            search(corpus[0][None], top_k=top_k)
 
 
 def test_top_k_larger_than_the_index_is_clamped(corpus):

@@ -39,14 +39,6 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
-def check_top_k(top_k: Any) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
-        raise TypeError(f"top_k must be an int; got {type(top_k).__name__}")
-    if top_k <= 0:
-        raise ValueError(f"top_k must be >= 1; got {top_k}")
-    return int(top_k)
-
-
 def normalise_id(value: Any) -> Id:
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"ids must be int or str; got bool {value!r}")

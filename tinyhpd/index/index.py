@@ -70,7 +70,7 @@ import numpy as np
 from tinyhpd.index import ann as ann_mod
 from tinyhpd.index import kernels
 from tinyhpd.arguments import positive_int
-from tinyhpd.index.checks import (ADD_BLOCK_ROWS, as_matrix, check_dtype, check_top_k,
+from tinyhpd.index.checks import (ADD_BLOCK_ROWS, as_matrix, check_dtype,
                                   DEFAULT_CHUNK_BYTES, MAX_QUERY_GROUP, normalise_id, unit_rows,
                                   FORMAT_NAME, FORMAT_VERSION, Hits, Id, IDS, MANIFEST, VECTORS)
 from tinyhpd.index.ann import GRAPH
@@ -497,7 +497,7 @@ class Index:
         ``within``: only these ids are ranked (scored exactly, float64); ``top_k`` is clamped to how many they are.
         An unknown or repeated id is a ValueError naming it.
         """
-        k = check_top_k(top_k)
+        k = positive_int(top_k, "top_k")
         rescore_multiplier = positive_int(rescore_multiplier, "rescore_multiplier")
         single, q = self._query_matrix(queries, model, batch_size)
         if self._n == 0:
@@ -518,7 +518,7 @@ class Index:
         ``expansion`` (ANN index): the graph's search expansion for this call instead of the tuned one (to measure
         recall against speed; the tuned one is :attr:`ann_info` ``expansion_search``).
         """
-        k = check_top_k(top_k)
+        k = positive_int(top_k, "top_k")
         if not 1 <= k <= self._n:
             raise ValueError(f"top_k must be between 1 and len(index) = {self._n}; got {k}")
         expansion = positive_int(expansion, "expansion", or_none=True)
