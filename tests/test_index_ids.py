@@ -147,3 +147,86 @@ def test_a_million_default_ids_in_another_order_take_12_bytes_each():
     assert table.compact and held <= 12.5 * n, held
     np.testing.assert_array_equal(table.rows(list(range(0, n, 997)), "ids", distinct=True),
                                   np.argsort(shuffled)[::997])
+
+
+@pytest.mark.parametrize("here, new, message", [
+    ([], [5, 7, 5, 9], "duplicate id 5 in the ids being added"),
+    ([1, 2, 3], [9, 8, 3, 9], "duplicate id 3: already in the index"),  # the first place in order is named
+    ([1, 2, 3], [9, 8, 9, 3], "duplicate id 9 in the ids being added"),
+    ([4, 1, 9], [7, 1, 1], "duplicate id 1: already in the index"),  # ids in any order (the rows sorted beside)
+    (["a", 2], [3, "a"], "duplicate id 'a': already in the index"),  # the list form
+    (["a", 2], ["b", "b"], "duplicate id 'b' in the ids being added"),
+    ([2 ** 70], [2 ** 70], f"duplicate id {2 ** 70}: already in the index"),  # an int outside int64
+])
+def test_check_new_names_the_first_repeated_id_in_either_form(here, new, message):
+    table = IdTable(here)
+    for given in (new, np.array(new, dtype=np.int64) if all(type(i) is int and abs(i) < 2 ** 63 for i in new)
+                  else new):
+        with pytest.raises(ValueError) as exc:
+            table.check_new(given)
+        assert str(exc.value) == message
+    assert table.tolist() == here  # nothing changed
+
+
+def test_check_new_passes_new_ids_and_the_int_form_agrees_with_one_by_one():
+    rng = np.random.default_rng(3)
+    here = rng.permutation(2000)[:1000].tolist()
+    table = IdTable(here)
+    for _ in range(200):
+        new = rng.integers(0, 3000, 5).tolist()
+        expected = None
+        seen = set()
+        for id_ in new:  # the rule, one id at a time
+            if id_ in set(here):
+                expected = f"duplicate id {id_}: already in the index"
+                break
+            if id_ in seen:
+                expected = f"duplicate id {id_} in the ids being added"
+                break
+            seen.add(id_)
+        try:
+            table.check_new(np.array(new, dtype=np.int64))
+            got = None
+        except ValueError as exc:
+            got = str(exc)
+        assert got == expected, new
+    table.check_new([])
+    table.check_new(np.arange(5000, 6000))
+
+
+def test_extend_takes_an_int64_array_in_either_form():
+    table = IdTable([3, 1])
+    table.extend(np.array([7, 5], dtype=np.int64))
+    assert table.compact and table.tolist() == [3, 1, 7, 5] and table.row(5) == 3
+    with pytest.raises(ValueError, match="^id 7 is not unique$"):  # an int, not np.int64(7)
+        table.extend(np.array([8, 7], dtype=np.int64))
+    table.extend(["s"])
+    table.extend(np.array([9], dtype=np.int64))
+    assert not table.compact and table.tolist() == [3, 1, 7, 5, "s", 9] and table.row(9) == 5
+
+
+@pytest.mark.parametrize("given, expected", [
+    (np.array([10, 4, 7], dtype=np.int32), [10, 4, 7]),
+    (np.array([2 ** 63 - 1, 0, 5], dtype=np.uint64), [2 ** 63 - 1, 0, 5]),
+    (np.array([2 ** 64 - 1, 0, 5], dtype=np.uint64), [2 ** 64 - 1, 0, 5]),  # past int64: the list form
+    ([np.int16(4), 8, np.uint8(1)], [4, 8, 1]),
+])
+def test_index_add_takes_integer_arrays_as_ids(given, expected):
+    index = Index(4)
+    index.add(np.eye(4)[:3] + 0.1, ids=given)
+    assert index.ids == expected and all(type(i) is int for i in index.ids)
+    assert index.search(np.eye(4)[1] + 0.1, top_k=1).ids == [expected[1]]
+    index.add(np.eye(4)[3:] + 0.1)  # a default id after the largest int id
+    assert index.ids[-1] == max(expected) + 1
+    with pytest.raises(ValueError, match=f"^duplicate id {expected[0]}: already in the index$"):
+        index.add(np.ones((1, 4)), ids=np.array([expected[0]], dtype=given.dtype if isinstance(given, np.ndarray)
+                                                  else np.int64))
+    assert len(index) == 4
+
+
+@pytest.mark.parametrize("given", [np.array([True, False]), np.array([1.0, 2.0]), np.array([[1], [2]])])
+def test_index_add_refuses_arrays_that_are_not_ids(given):
+    index = Index(4)
+    with pytest.raises(TypeError, match="ids must be int or str"):
+        index.add(np.ones((2, 4)), ids=given)
+    assert len(index) == 0

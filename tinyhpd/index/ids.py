@@ -9,7 +9,7 @@ table turns into the list form, once, when an add brings such an id; it never tu
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -99,15 +99,43 @@ class IdTable:
     def tolist(self) -> List[Any]:
         return self._array[: self._n].tolist() if self._list is None else list(self._list)
 
-    def extend(self, new_ids: List[Any]) -> None:
-        """Append ids for the next rows; a repeated id (among them or already here) is a ValueError naming it, and
-        nothing is added."""
-        if not new_ids:
+    def check_new(self, new_ids: Union[List[Any], np.ndarray]) -> None:
+        """A ValueError naming the first of ``new_ids`` (normalised, or an int64 array) that is already here (``...:
+        already in the index``) or given earlier among them (``... in the ids being added``); nothing changes. Int ids
+        are checked with one sort and one binary search, not one by one (10M ids: seconds of Python)."""
+        new = _int64_array(new_ids) if self._list is None else None
+        if new is None:
+            if isinstance(new_ids, np.ndarray):
+                new_ids = new_ids.tolist()
+            seen = set()
+            for id_ in new_ids:
+                if id_ in self:
+                    raise ValueError(f"duplicate id {id_!r}: already in the index")
+                if id_ in seen:
+                    raise ValueError(f"duplicate id {id_!r} in the ids being added")
+                seen.add(id_)
+            return
+        here = self._find(new)[1] if self._n else np.zeros(len(new), dtype=bool)
+        bad = here.copy()
+        by_id = np.argsort(new, kind="stable")
+        sorted_new = new[by_id]
+        bad[by_id[1:][sorted_new[1:] == sorted_new[:-1]]] = True  # the later places of an id given twice
+        if bad.any():
+            i = int(np.argmax(bad))
+            where = ": already in the index" if here[i] else " in the ids being added"
+            raise ValueError(f"duplicate id {int(new[i])!r}{where}")
+
+    def extend(self, new_ids: Union[List[Any], np.ndarray]) -> None:
+        """Append ids (normalised, or an int64 array) for the next rows; a repeated id (among them or already here)
+        is a ValueError naming it, and nothing is added."""
+        if len(new_ids) == 0:
             return
         new = _int64_array(new_ids) if self._list is None else None
         if new is not None:
             self._extend_ints(new, new_ids)
             return
+        if isinstance(new_ids, np.ndarray):
+            new_ids = new_ids.tolist()
         if self._list is None:  # into the general form
             self._list = self._array[: self._n].tolist()
             self._rows = {id_: row for row, id_ in enumerate(self._list)}
@@ -134,7 +162,7 @@ class IdTable:
             if again.size or (clash is not None and clash.any()):
                 repeated = np.zeros(k, dtype=bool) if clash is None else clash
                 repeated[again] = True
-                raise ValueError(f"id {new_ids[int(np.argmax(repeated))]!r} is not unique")
+                raise ValueError(f"id {_plain(new_ids[int(np.argmax(repeated))])!r} is not unique")
             width = np.int32 if n + k <= np.iinfo(np.int32).max else np.int64
             if n == 0:  # a first addition (or a load): the new rows sorted by id are the order
                 self._order = by_id.astype(width)
@@ -173,11 +201,18 @@ class IdTable:
         return state
 
 
-def _int64_array(ids: Sequence[Any]) -> Optional[np.ndarray]:
-    """``ids`` as an int64 array if they are all ints inside int64, else None."""
+def _int64_array(ids: Union[Sequence[Any], np.ndarray]) -> Optional[np.ndarray]:
+    """``ids`` as an int64 array if they are all ints inside int64 (or already an int64 array), else None."""
+    if isinstance(ids, np.ndarray):
+        return ids if ids.dtype == np.int64 and ids.ndim == 1 else None
     if not all(type(id_) is int for id_ in ids):
         return None
     try:
         return np.array(ids, dtype=np.int64).reshape(-1)
     except OverflowError:
         return None
+
+
+def _plain(id_: Any) -> Any:
+    """An id as Python shows it (an int64 array's item as an int, not ``np.int64(5)``)."""
+    return int(id_) if isinstance(id_, np.integer) else id_

@@ -399,11 +399,14 @@ class Index:
             order = self._ann.locality_order(target)
             if order is not None:  # a large addition's rows stored grouped by similarity (ann.LOCALITY_MIN_ROWS)
                 target = target[order]
-                new_ids = [new_ids[i] for i in order.tolist()]
+                new_ids = new_ids[order] if isinstance(new_ids, np.ndarray) else [new_ids[i] for i in order.tolist()]
             self._ann.add(target)
         self._n = needed
         self._ids.extend(new_ids)
-        self._next_id = max([self._next_id] + [i + 1 for i in new_ids if isinstance(i, int)])
+        if isinstance(new_ids, np.ndarray):
+            self._next_id = max(self._next_id, int(new_ids.max()) + 1)
+        else:
+            self._next_id = max([self._next_id] + [i + 1 for i in new_ids if isinstance(i, int)])
         if self._ann is not None and self._n >= ann_mod.RETUNE_GROWTH * self._tuned_size:
             self.tune()
         if clipped:
@@ -439,21 +442,23 @@ class Index:
         self._ids.keep(keep)
         self._n = len(self._ids)
 
-    def _new_ids(self, ids: Optional[Sequence[Id]], n: int) -> List[Id]:
+    def _new_ids(self, ids: Optional[Sequence[Id]], n: int) -> Union[List[Id], np.ndarray]:
+        """The ids of ``n`` new rows: an int64 array for default ids and for an integer array given, else a list of
+        normalised ids; a repeated one (among them or already here) is a ValueError naming it."""
         if ids is None:  # _next_id is past every int id ever added (add and load keep it so)
-            return list(range(self._next_id, self._next_id + n))
+            if self._next_id + n <= 2 ** 63:
+                return np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+            return list(range(self._next_id, self._next_id + n))  # past int64 (after an id of 2**63 - 1 or more)
         if isinstance(ids, (str, bytes)):
             raise TypeError("ids must be a sequence of ids, not a single str")
-        new_ids = [normalise_id(i) for i in ids]
+        if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu" and ids.ndim == 1 and \
+                (ids.dtype != np.uint64 or not len(ids) or int(ids.max()) < 2 ** 63):
+            new_ids: Union[List[Id], np.ndarray] = ids.astype(np.int64)  # the ints themselves, without a list
+        else:
+            new_ids = [normalise_id(i) for i in ids]
         if len(new_ids) != n:
             raise ValueError(f"got {len(new_ids)} ids for {n} vectors")
-        seen = set()
-        for id_ in new_ids:
-            if id_ in self._ids:
-                raise ValueError(f"duplicate id {id_!r}: already in the index")
-            if id_ in seen:
-                raise ValueError(f"duplicate id {id_!r} in the ids being added")
-            seen.add(id_)
+        self._ids.check_new(new_ids)
         return new_ids
 
     # ------------------------------------------------------------------------------------------------ codes
