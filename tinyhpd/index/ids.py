@@ -127,8 +127,8 @@ class IdTable:
             raise ValueError(f"duplicate id {int(new[i])!r}{where}")
 
     def extend(self, new_ids: Union[List[Any], np.ndarray]) -> None:
-        """Append ids (normalised, or an int64 array) for the next rows; a repeated id (among them or already here)
-        is a ValueError naming it, and nothing is added."""
+        """Append ids (normalised, or an int64 array, which the table may keep as it is) for the next rows; a repeated
+        id (among them or already here) is a ValueError naming it, and nothing is added."""
         if len(new_ids) == 0:
             return
         new = _int64_array(new_ids) if self._list is None else None
