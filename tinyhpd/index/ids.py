@@ -116,15 +116,21 @@ class IdTable:
                     raise ValueError(f"duplicate id {id_!r} in the ids being added")
                 seen.add(id_)
             return
-        here = self._find(new)[1] if self._n else np.zeros(len(new), dtype=bool)
-        bad = here.copy()
-        by_id = np.argsort(new, kind="stable")
-        sorted_new = new[by_id]
-        bad[by_id[1:][sorted_new[1:] == sorted_new[:-1]]] = True  # the later places of an id given twice
-        if bad.any():
-            i = int(np.argmax(bad))
+        _, _, here, repeated = self._repeats(new)
+        if repeated.any():
+            i = int(np.argmax(repeated))
             where = ": already in the index" if here[i] else " in the ids being added"
             raise ValueError(f"duplicate id {int(new[i])!r}{where}")
+
+    def _repeats(self, new: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(new's places sorted by id, new sorted, new ids already here, new ids already here or given at an earlier
+        place) for int64 ids in the int form: one sort and one binary search."""
+        by_id = np.argsort(new, kind="stable")
+        sorted_new = new[by_id]
+        here = self._find(new)[1] if self._n else np.zeros(len(new), dtype=bool)
+        repeated = here.copy()
+        repeated[by_id[1:][sorted_new[1:] == sorted_new[:-1]]] = True  # the later places of an id given twice
+        return by_id, sorted_new, here, repeated
 
     def extend(self, new_ids: Union[List[Any], np.ndarray]) -> None:
         """Append ids (normalised, or an int64 array, which the table may keep as it is) for the next rows; a repeated
@@ -156,13 +162,8 @@ class IdTable:
         ascending = self._order is None and bool(np.all(new[1:] > new[:-1])) and \
             (n == 0 or int(new[0]) > int(self._array[n - 1]))
         if not ascending:  # the rows sorted by id, the new ones merged in; a repeated id is found on the way
-            by_id = np.argsort(new, kind="stable")
-            sorted_new = new[by_id]
-            again = by_id[1:][sorted_new[1:] == sorted_new[:-1]]  # later places of an id given twice
-            clash = self._find(new)[1] if n else None  # ids already here
-            if again.size or (clash is not None and clash.any()):
-                repeated = np.zeros(k, dtype=bool) if clash is None else clash
-                repeated[again] = True
+            by_id, sorted_new, _, repeated = self._repeats(new)
+            if repeated.any():
                 raise ValueError(f"id {_plain(new_ids[int(np.argmax(repeated))])!r} is not unique")
             if n == 0:  # a first addition (or a load): the new rows sorted by id are the order
                 self._order = by_id.astype(np.intp, copy=False)
