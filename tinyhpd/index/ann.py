@@ -101,6 +101,13 @@ CANDIDATE_CHOICES = {"inner_product": (1,), "hamming": (2, 4)}
 # less batched (RESULTS.md)
 SEARCH_QUANTIZER = {"int8": ("QT_8bit_uniform", (0.0, 255.0))}
 
+# storage types whose single queries run in one compiled call when numba is installed (graph_search.py): the
+# inner-product ones (float16 rows would need a half-precision decoder, binary a popcount walk: faiss searches those)
+COMPILED_STORAGES = ("float32", "int8")
+# False: every search goes through faiss's, as without numba (the tests and benchmarks compare the two)
+USE_COMPILED_SEARCH = True
+VISITED_MARKS = 255  # searches one visited table serves before it is cleared (uint8 marks 1..255)
+
 # storage type -> (faiss index class, scalar quantizer type or None, metric): the graph storage holding its codes
 STORAGES = {
     "float32": ("IndexHNSWFlat", None, "inner_product"),
@@ -132,6 +139,17 @@ def _version_takes_parameters(version: Optional[str]) -> bool:
         return tuple(int(part) for part in version.split(".")[:2]) >= BINARY_SEARCH_PARAMETERS_SINCE
     except (AttributeError, ValueError):  # an unversioned build: assume a recent one
         return True
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_search() -> Any:
+    """The graph_search module (one query's whole search, compiled), or None when numba is not installed or cannot be
+    imported with this NumPy (faiss's search then serves every query)."""
+    try:
+        from tinyhpd.index import graph_search
+    except ImportError:
+        return None
+    return graph_search
 
 
 def proxy_target(target: float) -> float:
@@ -393,6 +411,51 @@ class HNSW:
         offsets = _view(h.offsets, n + 1, np.uint64)
         cum = _view(h.cum_nneighbor_per_level, int(h.cum_nneighbor_per_level.size()), np.int32)
         return _view(h.levels, n, np.int32), offsets, _view(h.neighbors, int(offsets[-1]), np.int32), cum
+
+    def search_one(self, query: np.ndarray, top_k: int,
+                   expansion: Optional[int] = None) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """One query (float64 (d,), not normalised) in one compiled call (graph_search.py): (rows (m,) int64, float64
+        scores (m,)) ranked as :meth:`Index.search_rows` ranks them; m < top_k when the query is not a finite non-zero
+        vector or the graph reaches fewer rows (the caller's general path then reports or handles it). None when the
+        compiled search is not available for this graph (faiss's search through :meth:`candidates` serves it)."""
+        state = self._cache.get("compiled")
+        if state is None:
+            state = self._cache["compiled"] = self._compiled_state()
+        if not state or not USE_COMPILED_SEARCH:
+            return None
+        search, constants, tables = state
+        ef = max(top_k * self.candidates_per_result, self.expansion_search if expansion is None else expansion)
+        try:  # a visited table of its own for each search running at once (the compiled search releases the GIL)
+            table = tables.pop()
+        except IndexError:
+            table = [np.zeros(len(self), dtype=np.uint8), 0]
+        try:
+            if table[1] == VISITED_MARKS:
+                table[0].fill(0)
+                table[1] = 0
+            table[1] += 1
+            rows, scores, _ = search(query, *constants, ef, top_k, table[0], table[1])
+        finally:
+            tables.append(table)
+        return rows, scores
+
+    def _compiled_state(self) -> Any:
+        """(search function, its graph arguments, the pool of visited tables), or False: not for this graph."""
+        module = compiled_search() if self.storage in COMPILED_STORAGES else None
+        if module is None or not len(self):
+            return False
+        _, offsets, neighbors, cum = self._tables()
+        h = self._index.hnsw
+        if self.storage == "int8":  # the walk's query times the scale (SEARCH_QUANTIZER); rows decode to c*scale+offset
+            query_scale = np.ascontiguousarray(self.codec.scale, dtype=np.float32)
+            scale = self.codec.scale.astype(np.float64)
+            offset = self.codec.offset.astype(np.float64)
+        else:  # float32 rows: the query as it is, rows as they are
+            query_scale = np.ones(self.dim, dtype=np.float32)
+            scale, offset = np.ones(self.dim), np.zeros(self.dim)
+        constants = (query_scale, scale, offset, self.codes(), offsets.view(np.int64), neighbors, cum,
+                     int(h.entry_point), int(h.max_level))
+        return module.search_one, constants, []
 
     def candidates(self, queries: np.ndarray, top_k: int, n: int,
                    expansion: Optional[int] = None, per_result: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:

@@ -527,7 +527,12 @@ class Index:
         if not 1 <= k <= self._n:
             raise ValueError(f"top_k must be between 1 and len(index) = {self._n}; got {k}")
         expansion = positive_int(expansion, "expansion", or_none=True)
-        q = unit_rows(as_matrix(queries, self._dim, "query vectors"), 0, "query vectors")
+        q = as_matrix(queries, self._dim, "query vectors")
+        if q.shape[0] == 1 and self._ann is not None and not exact:  # one query: in one compiled call if it can be
+            found = self._ann.search_one(np.ascontiguousarray(q[0], dtype=np.float64), k, expansion)
+            if found is not None and len(found[0]) == k:  # else: not available, or a case the path below handles
+                return found[0][None, :], found[1][None, :]  # (a query that is no direction, fewer than k rows)
+        q = unit_rows(q, 0, "query vectors")
         if q.shape[0] <= MAX_QUERY_GROUP:  # one group (a single query, say): its arrays are the answer
             return self._search_group(q, k, rescore_multiplier, exact, expansion)
         rows = np.empty((q.shape[0], k), dtype=np.int64)
