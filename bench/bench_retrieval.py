@@ -64,6 +64,14 @@ def environment() -> dict:
                         for p in threadpool_info()]
     except ImportError:
         info["blas"] = "threadpoolctl not installed"
+    for module in ("faiss", "numba"):
+        try:
+            info[module] = __import__(module).__version__
+        except ImportError:
+            info[module] = None
+    from tinyhpd.index.ann import compiled_search
+
+    info["compiled_single_query_search"] = compiled_search() is not None
     info["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE")
     info["loadavg_start"] = os.getloadavg()
     info["command"] = " ".join([Path(sys.executable).name] + sys.argv)

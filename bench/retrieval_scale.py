@@ -10,9 +10,10 @@ Methods: tinyhpd exact float32/float16/int8/binary; tinyhpd HNSW (faiss graph ov
 int8 and binary storage (target_recall 0.95, parameters chosen by the index from midpoint queries; int8 also tuned on
 500 held-out STS-B queries, disjoint from the measured ones); faiss-cpu IndexHNSWSQ (8-bit scalar quantiser, M=16,
 efConstruction 128) over an efSearch sweep, the row shown being the first efSearch at or above the recall of tinyhpd's
-HNSW int8 ("equal recall"). The sweep (``paired_sweep``) measures tinyhpd's tuned int8 index, faiss, and a copy of
-faiss's index with huge pages (tinyhpd's graphs ask for them) at the same expansions, single queries in alternating
-blocks; the equal-recall table reads faiss's p50 at tinyhpd's recall both at the next sweep point and interpolated
+HNSW int8 ("equal recall"). The sweep (``paired_sweep``) measures tinyhpd's tuned int8 index, the same index with
+single queries through faiss's search instead of the compiled one (when numba is installed: the A/B of
+graph_search.py), faiss, and a copy of faiss's index with huge pages (tinyhpd's graphs ask for them) at the same
+expansions, single queries in alternating blocks; the equal-recall table reads faiss's p50 at tinyhpd's recall both at the next sweep point and interpolated
 linearly. pgvector HNSW (halfvec, m=16, ef_construction=64, through `tinyhpd export`) over an
 ef_search sweep, up to --pg-max rows.
 
@@ -34,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tinyhpd.index import Index
+from tinyhpd.index import Index, ann
 from tinyhpd.index.ann import EXPANSION_ADD, advise_graph_pages
 
 TOP_K = 10
@@ -182,10 +183,20 @@ def positions(index: Index) -> np.ndarray:
     return np.array(index.ids, dtype=np.int64)
 
 
-def tinyhpd_searcher(index: Index) -> Searcher:
+def tinyhpd_searcher(index: Index, compiled: bool = True) -> Searcher:
+    """``compiled``: single queries in one compiled call (graph_search.py, with numba) or through faiss's search
+    (the A/B of the two in one run; each call sets the switch, so both pay the same)."""
     place = positions(index)
-    return (lambda q, ef: place[index.search_rows(q, TOP_K, expansion=ef)[0]],
-            lambda q, ef: index.search_rows(q[None], TOP_K, expansion=ef))
+
+    def many(q: np.ndarray, ef: int) -> np.ndarray:
+        ann.USE_COMPILED_SEARCH = compiled
+        return place[index.search_rows(q, TOP_K, expansion=ef)[0]]
+
+    def one(q: np.ndarray, ef: int) -> Any:
+        ann.USE_COMPILED_SEARCH = compiled
+        return index.search_rows(q[None], TOP_K, expansion=ef)
+
+    return many, one
 
 
 def faiss_searcher(index: Any) -> Searcher:
@@ -343,13 +354,18 @@ def run_scale(shared: Path, cache: Path, sizes: Sequence[int], methods: Sequence
         rows, tuned, tuned_row = tinyhpd_rows(x, queries, single, truth, use, tune_queries)
         i8 = next((r["recall@10"] for r in rows if r["method"] == "tinyhpd HNSW int8 + rescoring"), None)
         searchers = {} if tuned is None else {"tinyhpd": tinyhpd_searcher(tuned)}
+        if tuned is not None and ann.compiled_search() is not None:
+            searchers["tinyhpd, faiss's search"] = tinyhpd_searcher(tuned, compiled=False)
         if "faiss" in use:
             peer, peer_build_s = faiss_index(x)
             searchers["faiss"] = faiss_searcher(peer)
             searchers["faiss + huge pages"] = faiss_searcher(with_huge_pages(peer))  # what tinyhpd's graph gets
         sweeps = paired_sweep(searchers, queries, single, truth) if searchers else {}
+        ann.USE_COMPILED_SEARCH = True
         if tuned is not None:
             tuned_row["sweep"] = sweeps["tinyhpd"]
+            if "tinyhpd, faiss's search" in sweeps:
+                tuned_row["sweep_faiss_search"] = sweeps["tinyhpd, faiss's search"]
         if "faiss" in use:
             rows.append(faiss_row(x, peer, peer_build_s, sweeps["faiss"], queries, single, truth, i8))
             rows[-1]["sweep_huge_pages"] = sweeps["faiss + huge pages"]
@@ -408,8 +424,9 @@ def equal_recall_table(rows: List[dict]) -> str:
     head = ("| n | tinyhpd expansion | recall@10 | tinyhpd p50 ms | faiss efSearch at >= that recall | faiss recall@10 | "
             "faiss p50 ms | tinyhpd / faiss | faiss p50 interpolated at tinyhpd's recall | tinyhpd / interpolated | "
             "batched q/s tinyhpd / faiss at one expansion | batched time per query tinyhpd / faiss interpolated at "
-            "tinyhpd's recall | faiss + huge pages: recall@10, p50 ms at one expansion |"
-            "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            "tinyhpd's recall | faiss + huge pages: recall@10, p50 ms at one expansion | tinyhpd through faiss's "
+            "search (no compiled single query): recall@10, p50 ms |"
+            "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for n in sorted({r["n"] for r in rows}):
         ours = next((r for r in rows if r["n"] == n and "sweep" in r and r["method"].startswith("tinyhpd")), None)
@@ -418,11 +435,13 @@ def equal_recall_table(rows: List[dict]) -> str:
             continue
         by_ef = {p[0]: p for p in peer["sweep"]}
         huge = {p[0]: p for p in peer.get("sweep_huge_pages", [])}
+        plain = {p[0]: p for p in ours.get("sweep_faiss_search", [])}
         for point in ours["sweep"]:
             ef, recall, p50 = point[:3]
             twin = by_ef.get(ef)
             batched = f"{point[3] / twin[3]:.2f}" if len(point) > 3 and twin is not None and len(twin) > 3 else ""
             same = f"{huge[ef][1]:.4f}, {huge[ef][2]:.3f}" if ef in huge else ""
+            same += f" | {plain[ef][1]:.4f}, {plain[ef][2]:.3f}" if ef in plain else " |"
             best, interpolated = faiss_at(peer["sweep"], recall)
             if best is None:
                 lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | not reached | | | | | | {batched} | | "

@@ -35,7 +35,7 @@ def test_equal_recall_table_rows(scale):
     ours = {"n": 1000, "method": "tinyhpd HNSW int8 + rescoring, tuned", "sweep": [
         (16, 0.925, 0.3, 2_500.0),  # faiss at 0.925: p50 0.15 ms, 1.5e-4 s a query batched
         (64, 0.995, 0.9, 900.0),  # beyond faiss's reach
-    ]}
+    ], "sweep_faiss_search": [(16, 0.925, 0.35, 2_400.0)]}
     peer = {"n": 1000, "method": "faiss HNSW-SQ8", "sweep": PEER}
     lines = scale.equal_recall_table([ours, peer]).splitlines()
     head = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -46,3 +46,6 @@ def test_equal_recall_table_rows(scale):
     assert first["batched time per query tinyhpd / faiss interpolated at tinyhpd's recall"] == \
         f"{(1 / 2_500) / 1.5e-4:.2f}"
     assert "not reached" in lines[3]
+    plain = "tinyhpd through faiss's search (no compiled single query): recall@10, p50 ms"
+    assert first[plain] == "0.9250, 0.350"
+    assert dict(zip(head, (c.strip() for c in lines[3].strip("|").split("|"))))[plain] == ""
