@@ -155,3 +155,28 @@ def test_the_cli_serves_an_index_folder_with_its_recorded_model(tmp_path, index)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_an_ann_index_is_warmed_up_before_health_says_ok(model):
+    import numpy as np
+
+    from tinyhpd.index import ann
+
+    more = DOCS + [f"{d} Again, number {i}." for i, d in enumerate(DOCS * 8)]
+    index = tinyhpd.Index.build(more, model=model, dtype="int8", ann="hnsw")
+    assert "compiled" not in index._ann._cache  # no search yet
+    s = Server(model, index=index, api_key=KEY)
+    try:
+        assert index._ann._cache.get("compiled")  # the start-up search made the compiled search ready
+        tables = index._ann._cache["compiled"][2]
+        assert len(tables) == 1 and tables[0][1] == 1  # exactly one search ran: the warm-up
+        r = post(s, "/v1/search", {"query": "someone strums a guitar", "top_k": 3})
+        assert r.status_code == 200
+        want = index.search("someone strums a guitar", top_k=3)
+        assert r.json()["data"][0]["ids"] == want.ids
+        assert tables[0][1] == 3  # the request's search and the check above ran compiled too
+        assert r.json()["data"][0]["scores"] == pytest.approx(want.scores.tolist(), abs=1e-6)  # the query is
+        # embedded in the server's batch: float32 forward passes of other shapes differ in the last bits
+        assert ann.compiled_search() is not None and np.isfinite(want.scores).all()
+    finally:
+        s.stop()

@@ -2,7 +2,8 @@
 rescores exactly from its stored codes, so scores stay those of the exact path.
 
 faiss-cpu is an optional dependency (``pip install 'tinyhpd[ann]'``); it is imported when an ANN index is made or
-loaded. Graph ids are the index's row numbers; a large addition's rows are stored grouped by k-means cluster
+loaded. A single query on a float32 or int8 graph is searched in one compiled call when numba (the same extra) is
+installed (graph_search.py, through :meth:`HNSW.search_one`); faiss's search serves everything else. Graph ids are the index's row numbers; a large addition's rows are stored grouped by k-means cluster
 (``LOCALITY_MIN_ROWS``).
 
 The graph's storage *is* the index's codes: faiss keeps the vectors of an HNSW graph in a flat code array, and each

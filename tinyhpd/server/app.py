@@ -327,7 +327,7 @@ def _float_list(v: np.ndarray) -> List[float]:
 
 def create_app(model: Any, cfg: ServeConfig, index: Any = None):
     """A Starlette app serving `model` (and `/v1/search` over `index`, a tinyhpd Index of this model's embeddings);
-    the model is warmed up in the app's start-up (then /health answers 200)."""
+    the model (and the index) are warmed up in the app's start-up (then /health answers 200)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse
@@ -553,6 +553,8 @@ def create_app(model: Any, cfg: ServeConfig, index: Any = None):
         svc.batcher.start()
         warm = svc.model.tokenize_joined([("warm", "up")]) if svc.reranker else svc.model.tokenize(["warm-up"])
         await svc.run(warm)  # one real forward before /health says ok
+        if searcher is not None:
+            searcher.warm_up()  # and one search (an ANN index's compiled search is compiled or loaded from disk)
         svc.ready = True
         yield
         svc.ready = False

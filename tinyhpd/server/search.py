@@ -70,6 +70,13 @@ class Searcher:
         self.index = index
         self._lock = threading.Lock()
 
+    def warm_up(self) -> None:
+        """One search of one query before the server says it is ready: what a first query would pay once (an ANN
+        index's compiled search is compiled, or loaded from numba's cache, here) is paid at start-up."""
+        if len(self.index):
+            with self._lock:
+                self.index.search_rows(np.ones((1, self.index.dim)), 1)
+
     def search(self, vectors: np.ndarray, req: SearchRequest) -> List[Any]:
         with self._lock:
             return self.index.search(np.asarray(vectors), top_k=req.top_k, within=req.within)
