@@ -21,7 +21,7 @@ def _recall(found, truth):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "int8"])
-def test_recall_target_met_on_real_queries(real_embeddings, dtype):
+def test_recall_target_met_on_real_queries(real_embeddings, dtype, monkeypatch):
     corpus, queries = real_embeddings
     exact = Index(corpus.shape[1], "float32")
     exact.add(corpus)
@@ -32,9 +32,15 @@ def test_recall_target_met_on_real_queries(real_embeddings, dtype):
     assert measured["recall"] >= 0.975 and measured["sample"] == 500 and measured["required"] == 0.975
     rows, scores = index.search_rows(queries, 10)
     assert _recall(rows, truth) >= 0.95, (measured, _recall(rows, truth))
-    # scores are the exact path's scores of the same rows (rescored from the stored codes)
+    # scores are the exact path's scores of the same rows (rescored from the stored codes): to ~1e-16 in compiled code
+    # (graph_search.py: the order of one sum), to the last bit through faiss's search
     ex_rows, ex_scores = index.search_rows(queries, 10, exact=True)
     same = rows == ex_rows
+    np.testing.assert_allclose(scores[same], ex_scores[same], rtol=0, atol=1e-15)
+    monkeypatch.setattr(ann, "USE_COMPILED_SEARCH", False)
+    rows, scores = index.search_rows(queries, 10)
+    same = rows == ex_rows
+    assert same.mean() > 0.5  # (places where ANN and exact agree: not a vacuous comparison)
     np.testing.assert_array_equal(scores[same], ex_scores[same])
 
 
@@ -439,8 +445,8 @@ def test_int8_graph_is_searched_with_the_uniform_quantizer_over_the_same_codes(t
     assert np.mean(np.sort(proposed, axis=1) == np.sort(rows, axis=1)) > 0.99  # float32 rounding of near-ties only
     exact_rows, exact_scores = index.search_rows(q, 10, exact=True)
     same = (rows == exact_rows).all(axis=1)
-    assert same.sum() >= 100  # and where the rows are the exact ones, so are the float64 scores, to the last bit
-    np.testing.assert_array_equal(scores[same], exact_scores[same])
+    assert same.sum() >= 100  # and where the rows are the exact ones, so are the float64 scores (to ~1e-16: the
+    np.testing.assert_allclose(scores[same], exact_scores[same], rtol=0, atol=1e-15)  # compiled search's sum order)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a few components outside the calibration, clipped
         index.add(_clustered(500, 24, 4))  # linking again after a search: back to the search form afterwards

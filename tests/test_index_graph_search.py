@@ -17,6 +17,7 @@ import tinyhpd.index
 from helpers import need
 from tinyhpd.index import Index
 from tinyhpd.index import ann
+from tinyhpd.index.kernels import run_parts
 
 need("faiss")
 need("numba")
@@ -26,6 +27,15 @@ def _clustered(n, d, seed):
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((50, d))
     return centres[rng.integers(0, 50, n)] + 0.5 * rng.standard_normal((n, d))
+
+
+def _compiled(index, q, k, expansion=None):
+    """The compiled search of one query (float64 (d,)): (rows, scores) of the places it found."""
+    found = index._ann.search(np.ascontiguousarray(q, dtype=np.float64)[None], k, expansion)
+    if found is None:
+        return None
+    rows, scores, counts = found
+    return rows[0, :counts[0]], scores[0, :counts[0]]
 
 
 def _one_by_one(index, queries, k, expansion=None, compiled=True):
@@ -44,7 +54,7 @@ def test_the_same_rows_as_faiss_and_the_exact_paths_scores(real_embeddings, dtyp
     corpus, queries = real_embeddings
     index = Index(corpus.shape[1], dtype, ann="hnsw")
     index.add(corpus)
-    assert index._ann.search_one(queries[0].astype(np.float64), 10) is not None  # this graph has the compiled search
+    assert _compiled(index, queries[0], 10) is not None  # this graph has the compiled search
     for expansion in (10, 16, 64, 256):
         rows, scores = _one_by_one(index, queries, 10, expansion)
         faiss_rows, faiss_scores = _one_by_one(index, queries, 10, expansion, compiled=False)
@@ -57,6 +67,48 @@ def test_the_same_rows_as_faiss_and_the_exact_paths_scores(real_embeddings, dtyp
         exact = index._rescore(unit, rows, 10)
         np.testing.assert_array_equal(np.sort(exact[0], axis=1), np.sort(rows, axis=1))
         np.testing.assert_allclose(scores, exact[1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_batches_are_split_between_threads_and_answer_as_single_queries(threads, monkeypatch):
+    x = _clustered(5000, 16, 20)
+    queries = _clustered(101, 16, 21)
+    index = Index(16, "int8", ann="hnsw", threads=threads)
+    index.add(x)
+    want = _one_by_one(index, queries, 10, 32)
+    calls = []
+
+    def spy(fn, ranges):
+        calls.append(len(ranges))
+        return run_parts(fn, ranges)
+
+    monkeypatch.setattr(ann, "run_parts", spy)
+    rows, scores = index.search_rows(queries, 10, expansion=32)
+    np.testing.assert_array_equal(rows, want[0])
+    np.testing.assert_array_equal(scores, want[1])
+    parts = min(threads, 101 // ann.COMPILED_QUERIES_PER_THREAD)
+    assert calls == ([parts] if parts > 1 else [])  # the batch went to that many threads
+    saved = ann.USE_COMPILED_SEARCH
+    ann.USE_COMPILED_SEARCH = False
+    try:
+        faiss_rows, faiss_scores = index.search_rows(queries, 10, expansion=32)
+    finally:
+        ann.USE_COMPILED_SEARCH = saved
+    same = (rows == faiss_rows).all(axis=1)
+    assert same.mean() >= 0.99
+    np.testing.assert_allclose(scores[same], faiss_scores[same], rtol=0, atol=1e-12)
+
+
+def test_a_batch_with_a_query_of_no_direction_names_its_row():
+    index = Index(16, "int8", ann="hnsw")
+    index.add(_clustered(300, 16, 22))
+    queries = _clustered(40, 16, 23)
+    queries[17] = 0
+    with pytest.raises(ValueError, match="query vectors row 17 is the zero vector"):
+        index.search_rows(queries, 3)
+    queries[17, 3], queries[9, 0] = np.nan, np.inf
+    with pytest.raises(ValueError, match="query vectors row 9 contains NaN or infinity"):
+        index.search(queries, top_k=3)
 
 
 def test_ties_rank_the_lower_row_first_as_the_exact_path_does():
@@ -103,10 +155,10 @@ def test_visited_tables_are_reused_and_cleared_before_a_mark_repeats():
     a, b = x[0].astype(np.float64), x[-1].astype(np.float64)  # one query in each half: their walks meet little
     index = Index(16, "int8", ann="hnsw")
     index.add(x)
-    want_a, want_b = index._ann.search_one(a, 10, 32), index._ann.search_one(b, 10, 32)
+    want_a, want_b = _compiled(index, a, 10, 32), _compiled(index, b, 10, 32)
     for i in range(3 * ann.VISITED_MARKS):  # one table, its marks round three times: a's search meets a mark left
         q, want = (a, want_a) if i % ann.VISITED_MARKS == ann.VISITED_MARKS - 2 else (b, want_b)  # by its own walk
-        rows, scores = index._ann.search_one(q, 10, 32)
+        rows, scores = _compiled(index, q, 10, 32)
         np.testing.assert_array_equal(rows, want[0], err_msg=f"search {i}")
         np.testing.assert_array_equal(scores, want[1])
     tables = index._ann._cache["compiled"][2]
@@ -158,15 +210,26 @@ def test_after_removals_and_additions_the_search_sees_the_graph_as_it_is():
 
 
 def test_a_graph_reaching_fewer_rows_than_asked_falls_back_to_the_exact_path():
-    x = _clustered(40, 8, 10)
+    x = _clustered(60, 8, 10)
     index = Index(8, "int8", ann="hnsw")
     index.add(x)
-    index.remove(list(range(0, 40, 4)))
-    for q in _clustered(20, 8, 11):
-        rows, scores = index.search_rows(q, len(index))
-        want = index.search_rows(q, len(index), exact=True)
-        assert sorted(rows[0].tolist()) == list(range(len(index)))
-        np.testing.assert_array_equal(rows, want[0])
+    _, offsets, neighbors, cum = index._ann._tables()
+    lone = 5 if index._ann._index.hnsw.entry_point != 5 else 6
+    for node in range(len(index)):  # every link to one row cut (lists keep their order, -1 after the last)
+        size = int(offsets[node + 1]) - int(offsets[node])  # the node's levels' lists, one after the other
+        for level in range(len(cum) - 1):
+            if int(cum[level + 1]) > size:
+                break
+            start, stop = int(offsets[node]) + int(cum[level]), int(offsets[node]) + int(cum[level + 1])
+            kept = [v for v in neighbors[start:stop].tolist() if v >= 0 and v != lone]
+            neighbors[start:stop] = kept + [-1] * (stop - start - len(kept))
+    queries = _clustered(20, 8, 11)
+    k = len(index)
+    assert (index._ann.search(queries, k)[2] == k - 1).all()  # the row cut off is never reached
+    want = index.search_rows(queries, k, exact=True)
+    for got in (index.search_rows(queries, k), _one_by_one(index, queries, k)):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
 
 
 @pytest.mark.parametrize("mmap", [True, False])
@@ -190,7 +253,7 @@ def test_storage_types_it_does_not_cover_are_searched_by_faiss(dtype):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # 16 sign bits cannot reach the target: best kept
         index.add(_clustered(500, 16, 14))
-    assert index._ann.search_one(np.ones(16), 3) is None
+    assert _compiled(index, np.ones(16), 3) is None
     assert len(index.search(np.ones(16), top_k=3).ids) == 3
 
 
@@ -204,7 +267,7 @@ def test_without_numba_faiss_searches_every_query(monkeypatch):
         x = _clustered(1000, 16, 15)
         index = Index(16, "int8", ann="hnsw")
         index.add(x)
-        assert index._ann.search_one(x[0], 3) is None
+        assert _compiled(index, x[0], 3) is None
         assert index.search(x[3], top_k=1).ids == [3]
     finally:
         ann.compiled_search.cache_clear()

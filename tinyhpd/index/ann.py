@@ -3,7 +3,8 @@ rescores exactly from its stored codes, so scores stay those of the exact path.
 
 faiss-cpu is an optional dependency (``pip install 'tinyhpd[ann]'``); it is imported when an ANN index is made or
 loaded. A single query on a float32 or int8 graph is searched in one compiled call when numba (the same extra) is
-installed (graph_search.py, through :meth:`HNSW.search_one`); faiss's search serves everything else. Graph ids are the index's row numbers; a large addition's rows are stored grouped by k-means cluster
+installed (graph_search.py, through :meth:`HNSW.search`), single queries and batches (split between threads);
+faiss's search serves everything else. Graph ids are the index's row numbers; a large addition's rows are stored grouped by k-means cluster
 (``LOCALITY_MIN_ROWS``).
 
 The graph's storage *is* the index's codes: faiss keeps the vectors of an HNSW graph in a flat code array, and each
@@ -48,6 +49,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from tinyhpd.index.kernels import run_parts
 from tinyhpd.index.pages import advise_huge_pages
 
 ANN_KINDS = ("hnsw",)
@@ -102,12 +104,13 @@ CANDIDATE_CHOICES = {"inner_product": (1,), "hamming": (2, 4)}
 # less batched (RESULTS.md)
 SEARCH_QUANTIZER = {"int8": ("QT_8bit_uniform", (0.0, 255.0))}
 
-# storage types whose single queries run in one compiled call when numba is installed (graph_search.py): the
+# storage types whose queries run in compiled code when numba is installed (graph_search.py): the
 # inner-product ones (float16 rows would need a half-precision decoder, binary a popcount walk: faiss searches those)
 COMPILED_STORAGES = ("float32", "int8")
 # False: every search goes through faiss's, as without numba (the tests and benchmarks compare the two)
 USE_COMPILED_SEARCH = True
 VISITED_MARKS = 255  # searches one visited table serves before it is cleared (uint8 marks 1..255)
+COMPILED_QUERIES_PER_THREAD = 16  # a batch's queries per thread of the compiled search (one takes 15-100 us)
 
 # storage type -> (faiss index class, scalar quantizer type or None, metric): the graph storage holding its codes
 STORAGES = {
@@ -413,12 +416,14 @@ class HNSW:
         cum = _view(h.cum_nneighbor_per_level, int(h.cum_nneighbor_per_level.size()), np.int32)
         return _view(h.levels, n, np.int32), offsets, _view(h.neighbors, int(offsets[-1]), np.int32), cum
 
-    def search_one(self, query: np.ndarray, top_k: int,
-                   expansion: Optional[int] = None) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        """One query (float64 (d,), not normalised) in one compiled call (graph_search.py): (rows (m,) int64, float64
-        scores (m,)) ranked as :meth:`Index.search_rows` ranks them; m < top_k when the query is not a finite non-zero
-        vector or the graph reaches fewer rows (the caller's general path then reports or handles it). None when the
-        compiled search is not available for this graph (faiss's search through :meth:`candidates` serves it)."""
+    def search(self, queries: np.ndarray, top_k: int, expansion: Optional[int] = None,
+               threads: int = 1) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Queries (nq, d) float64, C order, not normalised, in compiled code (graph_search.py): (rows (nq, k) int64,
+        float64 scores (nq, k), counts (nq,)), each query's rows ranked as :meth:`Index.search_rows` ranks them. A
+        count below top_k (the places after it unset) is a query that is not a finite non-zero vector or one the
+        graph gave fewer rows: the caller's general path reports or handles it. ``threads``: threads the queries are
+        split between (at least COMPILED_QUERIES_PER_THREAD each). None when the compiled search is not available for
+        this graph (faiss's search through :meth:`candidates` serves it)."""
         state = self._cache.get("compiled")
         if state is None:
             state = self._cache["compiled"] = self._compiled_state()
@@ -426,19 +431,32 @@ class HNSW:
             return None
         search, constants, tables = state
         ef = max(top_k * self.candidates_per_result, self.expansion_search if expansion is None else expansion)
-        try:  # a visited table of its own for each search running at once (the compiled search releases the GIL)
-            table = tables.pop()
-        except IndexError:
-            table = [np.zeros(len(self), dtype=np.uint8), 0]
-        try:
-            if table[1] == VISITED_MARKS:
-                table[0].fill(0)
-                table[1] = 0
-            table[1] += 1
-            rows, scores, _ = search(query, *constants, ef, top_k, table[0], table[1])
-        finally:
-            tables.append(table)
-        return rows, scores
+        nq = len(queries)
+        rows = np.empty((nq, top_k), dtype=np.int64)
+        scores = np.empty((nq, top_k), dtype=np.float64)
+        counts = np.empty(nq, dtype=np.int64)
+
+        def part(first: int, last: int) -> None:
+            try:  # a visited table of its own for each search running at once (the compiled search releases the GIL)
+                table = tables.pop()
+            except IndexError:
+                table = [np.zeros(len(self), dtype=np.uint8), 0]
+            try:
+                table[1] = search(queries, first, last, *constants, ef, top_k, table[0], table[1], VISITED_MARKS,
+                                  rows, scores, counts)
+            except BaseException:
+                table[1] = VISITED_MARKS  # its marks are unknown now: cleared before its next use
+                raise
+            finally:
+                tables.append(table)
+
+        parts = max(1, min(threads, nq // COMPILED_QUERIES_PER_THREAD))
+        if parts == 1:
+            part(0, nq)
+        else:
+            bounds = [nq * i // parts for i in range(parts + 1)]
+            run_parts(part, list(zip(bounds[:-1], bounds[1:])))
+        return rows, scores, counts
 
     def _compiled_state(self) -> Any:
         """(search function, its graph arguments, the pool of visited tables), or False: not for this graph."""
@@ -456,7 +474,7 @@ class HNSW:
             scale, offset = np.ones(self.dim), np.zeros(self.dim)
         constants = (query_scale, scale, offset, self.codes(), offsets.view(np.int64), neighbors, cum,
                      int(h.entry_point), int(h.max_level))
-        return module.search_one, constants, []
+        return module.search_many, constants, []
 
     def candidates(self, queries: np.ndarray, top_k: int, n: int,
                    expansion: Optional[int] = None, per_result: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
-"""One query's whole ANN search in one compiled call (numba): normalisation, the HNSW search over the graph's own
-tables (faiss's arrays, read in place), and the exact float64 rescoring of the k rows found.
+"""A query's whole ANN search in compiled code (numba): normalisation, the HNSW search over the graph's own tables
+(faiss's arrays, read in place), and the exact float64 rescoring and ranking of the k rows found; `search_many` runs
+a range of queries in one call (the caller gives each thread its range and its visited table).
 
 Imported by `ann` only when numba is installed (the ``ann`` extra brings it); without it, or for storage types it
 does not cover, faiss's own search runs, which is the reference this search is tested against (the same graph, the
@@ -206,3 +207,24 @@ def search_one(v, query_scale, scale, offset, rows, offsets, neighbors, cum, ent
         scores[j + 1] = s64
         found[j + 1] = r
     return found, scores, square
+
+
+@_compiled(fast=False)
+def search_many(queries, first, last, query_scale, scale, offset, rows, offsets, neighbors, cum, entry, max_level,
+                ef, k, visited, mark, marks, out_rows, out_scores, counts):
+    """:func:`search_one` for queries[first:last] (q, d) float64, one after the other: out_rows (q, k) int64,
+    out_scores (q, k) float64 and counts (q,) (how many of a query's k places were found: :func:`search_one`'s m)
+    are filled at those positions. ``mark``: the visited table's last mark (0: fresh); marks 1..``marks`` are used in
+    turn, the table cleared before the first comes round again. Returns the last mark used."""
+    for i in range(first, last):
+        if mark >= marks:
+            visited[:] = 0
+            mark = 0
+        mark += 1
+        found, scores, _ = search_one(queries[i], query_scale, scale, offset, rows, offsets, neighbors, cum, entry,
+                                      max_level, ef, k, visited, mark)
+        counts[i] = found.shape[0]
+        for j in range(found.shape[0]):
+            out_rows[i, j] = found[j]
+            out_scores[i, j] = scores[j]
+    return mark

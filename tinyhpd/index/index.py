@@ -528,10 +528,10 @@ class Index:
             raise ValueError(f"top_k must be between 1 and len(index) = {self._n}; got {k}")
         expansion = positive_int(expansion, "expansion", or_none=True)
         q = as_matrix(queries, self._dim, "query vectors")
-        if q.shape[0] == 1 and self._ann is not None and not exact:  # one query: in one compiled call if it can be
-            found = self._ann.search_one(np.ascontiguousarray(q[0], dtype=np.float64), k, expansion)
-            if found is not None and len(found[0]) == k:  # else: not available, or a case the path below handles
-                return found[0][None, :], found[1][None, :]  # (a query that is no direction, fewer than k rows)
+        if self._ann is not None and not exact:  # in compiled code if it can be (graph_search.py)
+            found = self._ann.search(np.ascontiguousarray(q, dtype=np.float64), k, expansion, self.threads)
+            if found is not None:
+                return self._complete(q, k, expansion, *found)
         q = unit_rows(q, 0, "query vectors")
         if q.shape[0] <= MAX_QUERY_GROUP:  # one group (a single query, say): its arrays are the answer
             return self._search_group(q, k, rescore_multiplier, exact, expansion)
@@ -541,6 +541,15 @@ class Index:
             stop = min(q.shape[0], start + MAX_QUERY_GROUP)
             rows[start:stop], scores[start:stop] = self._search_group(q[start:stop], k, rescore_multiplier, exact,
                                                                       expansion)
+        return rows, scores
+
+    def _complete(self, q: np.ndarray, k: int, expansion: Optional[int], rows: np.ndarray, scores: np.ndarray,
+                  counts: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The compiled search's answer, its short queries (no direction: reported here; fewer than k rows from the
+        graph) done by the general path."""
+        for i in np.flatnonzero(counts < k).tolist():
+            one = unit_rows(q[i:i + 1], i, "query vectors")  # a query with no direction: the error names its row
+            rows[i], scores[i] = self._search_ann(one, k, expansion)
         return rows, scores
 
     def _search_group(self, q: np.ndarray, k: int, rescore_multiplier: int, exact: bool,

@@ -138,7 +138,11 @@ def split_rows(n: int, threads: int) -> List[Tuple[int, int]]:
 
 def run_ranges(fn: Callable[[int, int], Any], n: int, threads: int) -> List[Any]:
     """``fn(start, stop)`` over :func:`split_rows` ranges, the first in the calling thread, the others in the pool."""
-    ranges = split_rows(n, threads)
+    return run_parts(fn, split_rows(n, threads))
+
+
+def run_parts(fn: Callable[[int, int], Any], ranges: List[Tuple[int, int]]) -> List[Any]:
+    """``fn(start, stop)`` for each range, the first in the calling thread, the others in the pool."""
     if len(ranges) == 1:
         return [fn(*ranges[0])]
     futures = [_pool(len(ranges) - 1).submit(fn, *r) for r in ranges[1:]]
