@@ -11,7 +11,7 @@ int8 and binary storage (target_recall 0.95, parameters chosen by the index from
 500 held-out STS-B queries, disjoint from the measured ones); faiss-cpu IndexHNSWSQ (8-bit scalar quantiser, M=16,
 efConstruction 128) over an efSearch sweep, the row shown being the first efSearch at or above the recall of tinyhpd's
 HNSW int8 ("equal recall"). The sweep (``paired_sweep``) measures tinyhpd's tuned int8 index, the same index with
-single queries through faiss's search instead of the compiled one (when numba is installed: the A/B of
+its queries through faiss's search instead of the compiled one (when numba is installed: the A/B of
 graph_search.py), faiss, and a copy of faiss's index with huge pages (tinyhpd's graphs ask for them) at the same
 expansions, single queries in alternating blocks; the equal-recall table reads faiss's p50 at tinyhpd's recall both at the next sweep point and interpolated
 linearly. pgvector HNSW (halfvec, m=16, ef_construction=64, through `tinyhpd export`) over an
@@ -184,8 +184,8 @@ def positions(index: Index) -> np.ndarray:
 
 
 def tinyhpd_searcher(index: Index, compiled: bool = True) -> Searcher:
-    """``compiled``: single queries in one compiled call (graph_search.py, with numba) or through faiss's search
-    (the A/B of the two in one run; each call sets the switch, so both pay the same)."""
+    """``compiled``: queries in compiled code (graph_search.py, with numba) or through faiss's search (the A/B of the
+    two in one run; each call sets the switch, so both pay the same)."""
     place = positions(index)
 
     def many(q: np.ndarray, ef: int) -> np.ndarray:
@@ -425,7 +425,7 @@ def equal_recall_table(rows: List[dict]) -> str:
             "faiss p50 ms | tinyhpd / faiss | faiss p50 interpolated at tinyhpd's recall | tinyhpd / interpolated | "
             "batched q/s tinyhpd / faiss at one expansion | batched time per query tinyhpd / faiss interpolated at "
             "tinyhpd's recall | faiss + huge pages: recall@10, p50 ms at one expansion | tinyhpd through faiss's "
-            "search (no compiled single query): recall@10, p50 ms |"
+            "search (no compiled search): recall@10, p50 ms |"
             "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for n in sorted({r["n"] for r in rows}):
