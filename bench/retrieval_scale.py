@@ -425,7 +425,7 @@ def equal_recall_table(rows: List[dict]) -> str:
             "faiss p50 ms | tinyhpd / faiss | faiss p50 interpolated at tinyhpd's recall | tinyhpd / interpolated | "
             "batched q/s tinyhpd / faiss at one expansion | batched time per query tinyhpd / faiss interpolated at "
             "tinyhpd's recall | faiss + huge pages: recall@10, p50 ms at one expansion | tinyhpd through faiss's "
-            "search (no compiled search): recall@10, p50 ms |"
+            "search (no compiled search): recall@10, p50 ms, batched q/s |"
             "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for n in sorted({r["n"] for r in rows}):
@@ -442,6 +442,7 @@ def equal_recall_table(rows: List[dict]) -> str:
             batched = f"{point[3] / twin[3]:.2f}" if len(point) > 3 and twin is not None and len(twin) > 3 else ""
             same = f"{huge[ef][1]:.4f}, {huge[ef][2]:.3f}" if ef in huge else ""
             same += f" | {plain[ef][1]:.4f}, {plain[ef][2]:.3f}" if ef in plain else " |"
+            same += f", {plain[ef][3]:,.0f}" if len(plain.get(ef, ())) > 3 else ""
             best, interpolated = faiss_at(peer["sweep"], recall)
             if best is None:
                 lines.append(f"| {n:,} | {ef} | {recall:.4f} | {p50:.3f} | not reached | | | | | | {batched} | | "
