@@ -2,10 +2,10 @@
 rescores exactly from its stored codes, so scores stay those of the exact path.
 
 faiss-cpu is an optional dependency (``pip install 'tinyhpd[ann]'``); it is imported when an ANN index is made or
-loaded. A single query on a float32 or int8 graph is searched in one compiled call when numba (the same extra) is
-installed (graph_search.py, through :meth:`HNSW.search`), single queries and batches (split between threads);
-faiss's search serves everything else. Graph ids are the index's row numbers; a large addition's rows are stored grouped by k-means cluster
-(``LOCALITY_MIN_ROWS``).
+loaded. Queries on a float32 or int8 graph are searched in compiled code when numba (the same extra) is installed
+(graph_search.py, through :meth:`HNSW.search`: a single query in one call, a batch split between threads); faiss's
+search serves everything else. Graph ids are the index's row numbers; a large addition's rows are stored grouped by
+k-means cluster (``LOCALITY_MIN_ROWS``).
 
 The graph's storage *is* the index's codes: faiss keeps the vectors of an HNSW graph in a flat code array, and each
 storage type has a faiss storage with the same bytes (``STORAGES``): float32 rows (``IndexHNSWFlat``), IEEE float16
@@ -147,8 +147,8 @@ def _version_takes_parameters(version: Optional[str]) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def compiled_search() -> Any:
-    """The graph_search module (one query's whole search, compiled), or None when numba is not installed or cannot be
-    imported with this NumPy (faiss's search then serves every query)."""
+    """The graph_search module (the whole search of a query, compiled), or None when numba is not installed or cannot
+    be imported with this NumPy (faiss's search then serves every query)."""
     try:
         from tinyhpd.index import graph_search
     except ImportError:
