@@ -292,7 +292,7 @@ def test_it_compiles_where_numba_can_write_no_cache(tmp_path):
         index.add(rng.standard_normal((500, 16)))
         search, constants, _ = index._ann._compiled_state()
         q = rng.standard_normal(16)
-        rows, scores, _ = copy.search_one(q, *constants, 16, 5, np.zeros(500, np.uint8), 1)
+        rows, scores = copy.search_one(q, *constants, 16, 5, np.zeros(500, np.uint8), 1)
         want = index.search_rows(q, 5)
         assert (rows == want[0][0]).all(), (rows, want)
         assert type(copy.search_one._cache).__name__ == "NullCache"  # compiled without a disk cache

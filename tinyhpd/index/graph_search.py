@@ -131,22 +131,22 @@ def _sift_down(keys, ids, size, i):
 
 @_compiled(fast=False)
 def _unit(v):
-    """(float64 unit vector of v, squared norm); the vector is empty when the squared norm is not finite and positive
-    (no reassociation here: a fast-math build may assume away the NaN this checks for)."""
+    """The float64 unit vector of v; empty when v's squared norm is not finite and positive (no reassociation here: a
+    fast-math build may assume away the NaN this checks for)."""
     square = 0.0
     for j in range(v.shape[0]):
         square += v[j] * v[j]
     if not (math.isfinite(square) and square > 1e-200):
-        return np.empty(0, np.float64), square
-    return v / math.sqrt(square), square
+        return np.empty(0, np.float64)
+    return v / math.sqrt(square)
 
 
 @_compiled(fast=True)
 def search_one(v, query_scale, scale, offset, rows, offsets, neighbors, cum, entry, max_level, ef, k, visited,
                mark):
-    """The top-k of one query over an HNSW graph; returns (rows found (m,) int64, float64 scores (m,), the query's
-    squared norm). m < k only when the graph reaches fewer than k rows; m = 0 when the squared norm is not a finite
-    positive number (the caller reports the query).
+    """The top-k of one query over an HNSW graph; returns (rows found (m,) int64, float64 scores (m,)). m < k only
+    when the graph reaches fewer than k rows; m = 0 when the query's squared norm is not a finite positive number (the
+    caller reports the query).
 
     v (d,) float64: the query, not normalised. query_scale (d,) float32: the walk's query is float32(unit v) times it.
     scale, offset (d,) float64: a row decodes to ``row * scale + offset``. rows (n, d) uint8 or float32: the stored
@@ -154,9 +154,9 @@ def search_one(v, query_scale, scale, offset, rows, offsets, neighbors, cum, ent
     (node i's level-l neighbours: neighbors[offsets[i] + cum[l] : offsets[i] + cum[l + 1]]). entry, max_level: the
     graph's entry point and top level. ef: the expansion (>= k). visited (n,) uint8: a node counts as visited in this
     search when its entry equals ``mark`` (1..255; the caller clears the table before a mark repeats)."""
-    u, square = _unit(v)  # the float64 unit query                                                       (d,)
+    u = _unit(v)  # the float64 unit query                                                               (d,)
     if u.shape[0] == 0:
-        return np.empty(0, np.int64), np.empty(0, np.float64), square
+        return np.empty(0, np.int64), np.empty(0, np.float64)
     xs = np.empty(u.shape[0], np.float32)  # the walk's query                                             (d,)
     for j in range(u.shape[0]):
         xs[j] = np.float32(u[j]) * query_scale[j]
@@ -212,14 +212,14 @@ def search_one(v, query_scale, scale, offset, rows, offsets, neighbors, cum, ent
             if n_top < ef or s > top_k[0]:
                 if n_cand == capacity:  # drop the dead candidates (the heap is full only when the top is: n_top = ef)
                     kept = 0
-                    for i in range(n_cand):
-                        if -cand_k[i] >= top_k[0]:
-                            cand_k[kept] = cand_k[i]
-                            cand_i[kept] = cand_i[i]
+                    for c in range(n_cand):
+                        if -cand_k[c] >= top_k[0]:
+                            cand_k[kept] = cand_k[c]
+                            cand_i[kept] = cand_i[c]
                             kept += 1
                     n_cand = kept
-                    for i in range(n_cand // 2 - 1, -1, -1):
-                        _sift_down(cand_k, cand_i, n_cand, i)
+                    for c in range(n_cand // 2 - 1, -1, -1):
+                        _sift_down(cand_k, cand_i, n_cand, c)
                 if n_cand < capacity:
                     n_cand = _push_min(cand_k, cand_i, n_cand, -s, other)
                 n_top = _push_min(top_k, top_i, n_top, s, other)
@@ -239,7 +239,7 @@ def search_one(v, query_scale, scale, offset, rows, offsets, neighbors, cum, ent
             j -= 1
         scores[j + 1] = s64
         found[j + 1] = r
-    return found, scores, square
+    return found, scores
 
 
 @_compiled(fast=False)
@@ -254,8 +254,8 @@ def search_many(queries, first, last, query_scale, scale, offset, rows, offsets,
             visited[:] = 0
             mark = 0
         mark += 1
-        found, scores, _ = search_one(queries[i], query_scale, scale, offset, rows, offsets, neighbors, cum, entry,
-                                      max_level, ef, k, visited, mark)
+        found, scores = search_one(queries[i], query_scale, scale, offset, rows, offsets, neighbors, cum, entry,
+                                   max_level, ef, k, visited, mark)
         counts[i] = found.shape[0]
         for j in range(found.shape[0]):
             out_rows[i, j] = found[j]
