@@ -155,12 +155,15 @@ Searcher = Tuple[Callable[[np.ndarray, int], np.ndarray], Callable[[np.ndarray, 
 def paired_sweep(searchers: Dict[str, Searcher], queries: np.ndarray, single: np.ndarray,
                  truth: np.ndarray) -> Dict[str, list]:
     """Each searcher (name -> (many(queries, expansion) -> rows, one(query, expansion))) at each expansion of SWEEP:
-    (expansion, recall@10, single-query p50 ms, batched queries/s). The single queries run in alternating blocks
-    (every searcher over all of them, SWEEP_ROUNDS times) and the batches one after the other, so the machine's drift
-    over minutes falls on all searchers alike instead of on whichever was measured later."""
+    (expansion, recall@10, single-query p50 ms, batched queries/s, [seconds of each batch]). The single queries run
+    in alternating blocks (every searcher over all of them, SWEEP_ROUNDS times), and so do the batches (every searcher
+    once a round; queries/s from the median round), so the machine's drift over minutes, or a stall of a second, falls
+    on all searchers alike instead of on whichever was measured then."""
     out: Dict[str, list] = {name: [] for name in searchers}
     for ef in SWEEP:
         times: Dict[str, List[float]] = {name: [] for name in searchers}
+        batches: Dict[str, List[float]] = {name: [] for name in searchers}
+        found: Dict[str, np.ndarray] = {}
         for name, (many, one) in searchers.items():
             one(single[0], ef)  # warm-up
         for _ in range(SWEEP_ROUNDS):
@@ -169,12 +172,16 @@ def paired_sweep(searchers: Dict[str, Searcher], queries: np.ndarray, single: np
                     t0 = time.perf_counter()
                     one(q, ef)
                     times[name].append(time.perf_counter() - t0)
-        for name, (many, one) in searchers.items():
-            t0 = time.perf_counter()
-            found = many(queries, ef)
-            qps = len(queries) / (time.perf_counter() - t0)
-            out[name].append((ef, round(recall_at(found, truth), 4), round(1e3 * float(np.median(times[name])), 4),
-                              round(qps, 1)))
+        for _ in range(SWEEP_ROUNDS):
+            for name, (many, one) in searchers.items():
+                t0 = time.perf_counter()
+                found[name] = many(queries, ef)
+                batches[name].append(time.perf_counter() - t0)
+        for name in searchers:
+            out[name].append((ef, round(recall_at(found[name], truth), 4),
+                              round(1e3 * float(np.median(times[name])), 4),
+                              round(len(queries) / float(np.median(batches[name])), 1),
+                              [round(s, 4) for s in batches[name]]))
     return out
 
 
