@@ -1,4 +1,5 @@
-"""bench/retrieval_scale.py: the equal-recall arithmetic the faiss comparison is read from (never timings)."""
+"""bench/retrieval_scale.py: the equal-recall arithmetic the faiss comparison is read from, and the sweep's order of
+measurement (a fake clock; never timings)."""
 from __future__ import annotations
 
 import pytest
@@ -49,3 +50,36 @@ def test_equal_recall_table_rows(scale):
     plain = "tinyhpd through faiss's search (no compiled search): recall@10, p50 ms, batched q/s"
     assert first[plain] == "0.9250, 0.350, 2,400"
     assert dict(zip(head, (c.strip() for c in lines[3].strip("|").split("|"))))[plain] == ""
+
+
+def test_paired_sweep_batches_alternate_and_take_the_median_round(scale, monkeypatch):
+    """Each searcher's batch runs once a round, the searchers alternating, and its queries/s comes from the median
+    round: a stall in one round (searcher "a", round 2) moves neither searcher's figure. A fake clock: each call
+    advances it by the seconds its searcher is given for that call."""
+    import numpy as np
+
+    clock = [0.0]
+    calls = []
+    batch_seconds = {"a": iter([0.5, 9.0, 0.4] * len(scale.SWEEP)), "b": iter([0.2, 0.3, 0.25] * len(scale.SWEEP))}
+
+    def searcher(name):
+        def many(q, ef):
+            calls.append((name, ef))
+            clock[0] += next(batch_seconds[name])
+            return np.zeros((len(q), 10), dtype=np.int64)
+
+        def one(q, ef):
+            clock[0] += 1e-3
+
+        return many, one
+
+    monkeypatch.setattr(scale.time, "perf_counter", lambda: clock[0])
+    queries = np.zeros((100, 4))
+    out = scale.paired_sweep({"a": searcher("a"), "b": searcher("b")}, queries, queries[:2],
+                             np.zeros((100, 10), dtype=np.int64))
+    first = [c for c in calls if c[1] == scale.SWEEP[0]]
+    assert first == [("a", scale.SWEEP[0]), ("b", scale.SWEEP[0])] * scale.SWEEP_ROUNDS
+    ef, _, p50, qps, rounds = out["a"][0]
+    assert (ef, p50, qps) == (scale.SWEEP[0], pytest.approx(1.0), pytest.approx(100 / 0.5))
+    assert rounds == pytest.approx([0.5, 9.0, 0.4])
+    assert out["b"][0][3] == pytest.approx(100 / 0.25)
