@@ -13,8 +13,8 @@ efConstruction 128) over an efSearch sweep, the row shown being the first efSear
 HNSW int8 ("equal recall"). The sweep (``paired_sweep``) measures tinyhpd's tuned int8 index, the same index with
 its queries through faiss's search instead of the compiled one (when numba is installed: the A/B of
 graph_search.py), faiss, and a copy of faiss's index with huge pages (tinyhpd's graphs ask for them) at the same
-expansions, single queries in alternating blocks; the equal-recall table reads faiss's p50 at tinyhpd's recall both at the next sweep point and interpolated
-linearly. pgvector HNSW (halfvec, m=16, ef_construction=64, through `tinyhpd export`) over an
+expansions, single queries and batches in alternating rounds (batched queries/s from the median round); the
+equal-recall table reads faiss's p50 at tinyhpd's recall both at the next sweep point and interpolated linearly. pgvector HNSW (halfvec, m=16, ef_construction=64, through `tinyhpd export`) over an
 ef_search sweep, up to --pg-max rows.
 
 Per method: build seconds, bytes per vector (tinyhpd: codes + calibration + graph links, ``Index.nbytes``; faiss:
