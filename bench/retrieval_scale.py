@@ -19,7 +19,8 @@ ef_search sweep, up to --pg-max rows.
 
 Per method: build seconds, bytes per vector (tinyhpd: codes + calibration + graph links, ``Index.nbytes``; faiss:
 its serialised index; pgvector: pg_total_relation_size of table + indexes), for tinyhpd HNSW the memory a fresh
-process holds after ``Index.load(mmap=False)`` and one search (anonymous RSS growth, ids included: ``loaded_mb``),
+process holds after ``Index.load(mmap=False)`` (anonymous RSS growth, ids included: ``loaded_index_mb``) and after one
+search too (``loaded_mb``: the search's runtime added, numba's compiled search included),
 p50/p99 single-query latency (one query at a time, top 10), batched queries/s (all queries in one call; pgvector:
 one connection, sequential), recall@10 against exact float32.
 """
@@ -136,7 +137,7 @@ def tinyhpd_rows(x: np.ndarray, queries: np.ndarray, single: np.ndarray, truth: 
         if tuned:
             label += f", tuned on {len(tune_queries)} held-out STS-B queries"
         if ann:
-            extra["loaded_mb"] = loaded_mb(index)
+            extra["loaded_index_mb"], extra["loaded_mb"] = loaded_mb(index)
         place = positions(index)
         rows.append(measure(label, n, build_s, index.nbytes, lambda q: place[index.search_rows(q, TOP_K)[0]],
                             lambda q: index.search_rows(q[None], TOP_K), queries, single, truth, extra))
@@ -158,7 +159,10 @@ def paired_sweep(searchers: Dict[str, Searcher], queries: np.ndarray, single: np
     (expansion, recall@10, single-query p50 ms, batched queries/s, [seconds of each batch]). The single queries run
     in alternating blocks (every searcher over all of them, SWEEP_ROUNDS times), and so do the batches (every searcher
     once a round; queries/s from the median round), so the machine's drift over minutes, or a stall of a second, falls
-    on all searchers alike instead of on whichever was measured then."""
+    on all searchers alike instead of on whichever was measured then. Each timed batch follows an untimed batch of the
+    same searcher: right after another searcher's OpenMP batch (faiss's), that runtime's worker threads still spin for
+    a few milliseconds, and a batch on other threads (the compiled search's) measured 0.66-0.72x its speed (131k,
+    bench/RESULTS.md), while faiss's batches, following one another, reuse those threads."""
     out: Dict[str, list] = {name: [] for name in searchers}
     for ef in SWEEP:
         times: Dict[str, List[float]] = {name: [] for name in searchers}
@@ -174,6 +178,7 @@ def paired_sweep(searchers: Dict[str, Searcher], queries: np.ndarray, single: np
                     times[name].append(time.perf_counter() - t0)
         for _ in range(SWEEP_ROUNDS):
             for name, (many, one) in searchers.items():
+                many(queries, ef)  # untimed: the batch before a timed one is the searcher's own (below)
                 t0 = time.perf_counter()
                 found[name] = many(queries, ef)
                 batches[name].append(time.perf_counter() - t0)
@@ -234,20 +239,24 @@ def anon():
 
 base = anon()
 index = Index.load(sys.argv[1], mmap=False)
+loaded = anon()
 index.search_rows(np.ones((1, index.dim)), 10)
-print((anon() - base) / 1e6)
+print((loaded - base) / 1e6, (anon() - base) / 1e6)
 """
 
 
-def loaded_mb(index: Index) -> float:
-    """Anonymous memory (MB) a fresh process holds after loading ``index`` into RAM and searching once."""
+def loaded_mb(index: Index) -> Tuple[float, float]:
+    """Anonymous memory (MB) a fresh process holds after loading ``index`` into RAM, and after searching once too
+    (the search's own runtime: with the compiled search, numba and the compiled code, ~40 MB a process, loaded from
+    numba's cache, more when it compiles; bench/RESULTS.md)."""
     import subprocess
 
     with tempfile.TemporaryDirectory(prefix="tinyhpd-bench-") as tmp:
         index.save(Path(tmp) / "ix")
         done = subprocess.run([sys.executable, "-c", LOADED_MB, str(Path(tmp) / "ix")], capture_output=True,
                               text=True, check=True)
-    return round(float(done.stdout.split()[-1]), 1)
+    before, after = done.stdout.split()[-2:]
+    return round(float(before), 1), round(float(after), 1)
 
 
 def faiss_index(x: np.ndarray) -> Tuple[Any, float]:

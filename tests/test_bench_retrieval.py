@@ -53,14 +53,16 @@ def test_equal_recall_table_rows(scale):
 
 
 def test_paired_sweep_batches_alternate_and_take_the_median_round(scale, monkeypatch):
-    """Each searcher's batch runs once a round, the searchers alternating, and its queries/s comes from the median
-    round: a stall in one round (searcher "a", round 2) moves neither searcher's figure. A fake clock: each call
-    advances it by the seconds its searcher is given for that call."""
+    """Each searcher's batch runs once a round, the searchers alternating, after an untimed batch of its own, and its
+    queries/s comes from the median round: a stall in one round (searcher "a", round 2) moves neither searcher's
+    figure, and the untimed batches (100 s each here) none. A fake clock: each call advances it by the seconds its
+    searcher is given for that call."""
     import numpy as np
 
     clock = [0.0]
     calls = []
-    batch_seconds = {"a": iter([0.5, 9.0, 0.4] * len(scale.SWEEP)), "b": iter([0.2, 0.3, 0.25] * len(scale.SWEEP))}
+    batch_seconds = {"a": iter([100.0, 0.5, 100.0, 9.0, 100.0, 0.4] * len(scale.SWEEP)),  # untimed, timed, ...
+                     "b": iter([100.0, 0.2, 100.0, 0.3, 100.0, 0.25] * len(scale.SWEEP))}
 
     def searcher(name):
         def many(q, ef):
@@ -78,7 +80,8 @@ def test_paired_sweep_batches_alternate_and_take_the_median_round(scale, monkeyp
     out = scale.paired_sweep({"a": searcher("a"), "b": searcher("b")}, queries, queries[:2],
                              np.zeros((100, 10), dtype=np.int64))
     first = [c for c in calls if c[1] == scale.SWEEP[0]]
-    assert first == [("a", scale.SWEEP[0]), ("b", scale.SWEEP[0])] * scale.SWEEP_ROUNDS
+    # a round: a's untimed batch, a's timed batch, then b's two
+    assert first == ([("a", scale.SWEEP[0])] * 2 + [("b", scale.SWEEP[0])] * 2) * scale.SWEEP_ROUNDS
     ef, _, p50, qps, rounds = out["a"][0]
     assert (ef, p50, qps) == (scale.SWEEP[0], pytest.approx(1.0), pytest.approx(100 / 0.5))
     assert rounds == pytest.approx([0.5, 9.0, 0.4])
