@@ -14,15 +14,16 @@ HNSW int8 ("equal recall"). The sweep (``paired_sweep``) measures tinyhpd's tune
 its queries through faiss's search instead of the compiled one (when numba is installed: the A/B of
 graph_search.py), faiss, and a copy of faiss's index with huge pages (tinyhpd's graphs ask for them) at the same
 expansions, single queries and batches in alternating rounds (batched queries/s from the median round); the
-equal-recall table reads faiss's p50 at tinyhpd's recall both at the next sweep point and interpolated linearly. pgvector HNSW (halfvec, m=16, ef_construction=64, through `tinyhpd export`) over an
-ef_search sweep, up to --pg-max rows.
+equal-recall table reads faiss's p50 at tinyhpd's recall both at the next sweep point and interpolated linearly.
+pgvector HNSW (halfvec, m=16, ef_construction=64, through `tinyhpd export`) over an ef_search sweep, up to --pg-max
+rows.
 
 Per method: build seconds, bytes per vector (tinyhpd: codes + calibration + graph links, ``Index.nbytes``; faiss:
 its serialised index; pgvector: pg_total_relation_size of table + indexes), for tinyhpd HNSW the memory a fresh
-process holds after ``Index.load(mmap=False)`` (anonymous RSS growth, ids included: ``loaded_index_mb``) and after one
-search too (``loaded_mb``: the search's runtime added, numba's compiled search included),
-p50/p99 single-query latency (one query at a time, top 10), batched queries/s (all queries in one call; pgvector:
-one connection, sequential), recall@10 against exact float32.
+process holds after ``Index.load(mmap=False)`` (anonymous RSS growth, ids included: ``loaded_index_mb``) and after
+one search too (``loaded_mb``: the search's runtime added, numba's compiled search included), p50/p99 single-query
+latency (one query at a time, top 10), batched queries/s (all queries in one call; pgvector: one connection,
+sequential), recall@10 against exact float32.
 """
 from __future__ import annotations
 
